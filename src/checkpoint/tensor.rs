@@ -1,0 +1,192 @@
+//! Tensors as lowbit holds them: either owned f32 data, or a zero-copy view into a memory-mapped
+//! checkpoint file in its stored dtype (f32, f16 or bf16).
+
+use std::sync::Arc;
+
+use half::{bf16, f16};
+use memmap2::Mmap;
+
+/// Element type of a stored dense tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dtype {
+    /// IEEE 754 binary32.
+    F32,
+    /// IEEE 754 binary16.
+    F16,
+    /// bfloat16.
+    BF16,
+}
+
+impl Dtype {
+    /// Size of one element in bytes.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+        }
+    }
+
+    /// The name safetensors uses for this dtype.
+    pub fn safetensors_name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "F32",
+            Dtype::F16 => "F16",
+            Dtype::BF16 => "BF16",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Storage {
+    /// f32 values owned by the tensor (converted, dequantized or computed).
+    Owned(Arc<Vec<f32>>),
+    /// Bytes from `offset` of a mapped file, in `dtype`, little-endian; the length follows from
+    /// the shape.
+    Mapped { mmap: Arc<Mmap>, offset: usize },
+}
+
+/// A dense tensor, row-major. Cloning is cheap (shared storage).
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    dtype: Dtype,
+    storage: Storage,
+}
+
+impl Tensor {
+    /// An owned f32 tensor. Panics if `data.len()` is not the product of `shape` (a programming
+    /// error, never a property of input files: loaders validate sizes before building tensors).
+    pub fn from_f32(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "tensor size");
+        Tensor {
+            shape,
+            dtype: Dtype::F32,
+            storage: Storage::Owned(Arc::new(data)),
+        }
+    }
+
+    /// A view of `len` bytes at `offset` in `mmap`. The caller has checked that the range lies in
+    /// the map and that `len == product(shape) * dtype.size()`.
+    pub(crate) fn mapped(
+        shape: Vec<usize>,
+        dtype: Dtype,
+        mmap: Arc<Mmap>,
+        offset: usize,
+        len: usize,
+    ) -> Self {
+        debug_assert!(offset + len <= mmap.len());
+        debug_assert_eq!(shape.iter().product::<usize>() * dtype.size(), len);
+        Tensor {
+            shape,
+            dtype,
+            storage: Storage::Mapped { mmap, offset },
+        }
+    }
+
+    /// The shape, outermost dimension first.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The stored element type.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Exactly `len() * dtype.size()` bytes (owned 16-bit buffers carry up to 2 bytes of padding).
+    fn bytes(&self) -> &[u8] {
+        let n = self.len() * self.dtype.size();
+        match &self.storage {
+            Storage::Owned(v) => &bytemuck::cast_slice(v.as_slice())[..n],
+            Storage::Mapped { mmap, offset, .. } => &mmap[*offset..*offset + n],
+        }
+    }
+
+    /// The data as f32 without copying, when stored as aligned f32.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match self.dtype {
+            Dtype::F32 => bytemuck::try_cast_slice(self.bytes()).ok(),
+            _ => None,
+        }
+    }
+
+    /// The data as bf16 without copying, when stored as aligned bf16.
+    pub fn as_bf16(&self) -> Option<&[bf16]> {
+        match self.dtype {
+            Dtype::BF16 => bytemuck::try_cast_slice(self.bytes()).ok(),
+            _ => None,
+        }
+    }
+
+    /// The data as f16 without copying, when stored as aligned f16.
+    pub fn as_f16(&self) -> Option<&[f16]> {
+        match self.dtype {
+            Dtype::F16 => bytemuck::try_cast_slice(self.bytes()).ok(),
+            _ => None,
+        }
+    }
+
+    /// Copies the data out as f32 (exact for every stored dtype).
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        let bytes = self.bytes();
+        match self.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        }
+    }
+
+    /// Converts to an owned tensor of `dtype` (rounding to nearest even for 16-bit types).
+    pub fn to_dtype(&self, dtype: Dtype) -> Tensor {
+        if dtype == self.dtype {
+            return self.clone();
+        }
+        let values = self.to_f32_vec();
+        match dtype {
+            Dtype::F32 => Tensor::from_f32(self.shape.clone(), values),
+            Dtype::F16 => {
+                let v: Vec<f16> = values.iter().map(|&x| f16::from_f32(x)).collect();
+                Tensor::from_half_bytes(self.shape.clone(), Dtype::F16, bytemuck::cast_slice(&v))
+            }
+            Dtype::BF16 => {
+                let v: Vec<bf16> = values.iter().map(|&x| bf16::from_f32(x)).collect();
+                Tensor::from_half_bytes(self.shape.clone(), Dtype::BF16, bytemuck::cast_slice(&v))
+            }
+        }
+    }
+
+    /// 16-bit data is kept in an f32-aligned owned buffer so views stay aligned.
+    fn from_half_bytes(shape: Vec<usize>, dtype: Dtype, bytes: &[u8]) -> Tensor {
+        let mut words = vec![0f32; bytes.len().div_ceil(4)];
+        bytemuck::cast_slice_mut::<f32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        Tensor {
+            shape,
+            dtype,
+            storage: Storage::Owned(Arc::new(words)),
+        }
+    }
+
+    /// The raw little-endian bytes of the tensor in its stored dtype.
+    pub fn raw_bytes(&self) -> &[u8] {
+        self.bytes()
+    }
+}
