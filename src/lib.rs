@@ -3,6 +3,7 @@
 //! The crate is layered; data flows one way:
 //! [`checkpoint`] (files) -> [`model`] (forward pass, generation) -> [`ffi`] (C ABI).
 
+pub mod backend;
 pub mod checkpoint;
 pub mod error;
 pub mod ffi;

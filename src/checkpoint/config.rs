@@ -179,7 +179,11 @@ fn require_usize(obj: &Map<String, Value>, key: &str, path: &Path) -> Result<usi
 fn token_ids(value: Option<&Value>) -> Vec<u32> {
     match value {
         Some(Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
-        Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .map(|v| v as u32)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -235,10 +239,16 @@ impl ModelConfig {
             }
         };
         if head_dim == 0 || head_dim % 2 != 0 {
-            return Err(Error::config(path, format!("head_dim {head_dim} must be even")));
+            return Err(Error::config(
+                path,
+                format!("head_dim {head_dim} must be even"),
+            ));
         }
         if get_bool(obj, "use_sliding_window", path)? == Some(true) {
-            return Err(Error::config(path, "sliding-window attention is not supported"));
+            return Err(Error::config(
+                path,
+                "sliding-window attention is not supported",
+            ));
         }
         let max_position_embeddings =
             get_usize(obj, "max_position_embeddings", path)?.unwrap_or(2048);

@@ -3,8 +3,10 @@
 //! Hugging Face naming, and optionally a tokenizer.
 
 pub mod config;
+pub mod default_model;
 pub mod gguf;
 pub mod safetensors;
+pub mod synthetic;
 pub mod tensor;
 pub mod tokenizer;
 
@@ -49,13 +51,19 @@ impl Checkpoint {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.is_file() {
-            if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+            if path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+            {
                 return gguf::open(path);
             }
             let dir = path.parent().unwrap_or(Path::new("."));
             let config = ModelConfig::from_file(&dir.join("config.json"))?;
             let mut tensors = BTreeMap::new();
-            if path.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".index.json")) {
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(".index.json"))
+            {
                 safetensors::read_sharded(path, &mut tensors)?;
             } else {
                 safetensors::read_file(path, &mut tensors)?;

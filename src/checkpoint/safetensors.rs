@@ -85,11 +85,14 @@ pub fn read_sharded(index_path: &Path, out: &mut BTreeMap<String, Tensor>) -> Re
     let dir = index_path.parent().unwrap_or(Path::new("."));
     let mut shards = BTreeSet::new();
     for (name, file) in weight_map {
-        let file = file
-            .as_str()
-            .ok_or_else(|| Error::format(index_path, format!("'{name}': shard must be a string")))?;
+        let file = file.as_str().ok_or_else(|| {
+            Error::format(index_path, format!("'{name}': shard must be a string"))
+        })?;
         if file.contains('/') || file.contains('\\') || file == ".." {
-            return Err(Error::format(index_path, format!("'{name}': bad shard name '{file}'")));
+            return Err(Error::format(
+                index_path,
+                format!("'{name}': bad shard name '{file}'"),
+            ));
         }
         shards.insert(file.to_string());
     }
@@ -117,8 +120,9 @@ pub fn write_file(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()>
                 Dtype::F16 => StDtype::F16,
                 Dtype::BF16 => StDtype::BF16,
             };
-            let view = safetensors::tensor::TensorView::new(dtype, t.shape().to_vec(), t.raw_bytes())
-                .map_err(|e| Error::format(path, format!("tensor '{name}': {e}")))?;
+            let view =
+                safetensors::tensor::TensorView::new(dtype, t.shape().to_vec(), t.raw_bytes())
+                    .map_err(|e| Error::format(path, format!("tensor '{name}': {e}")))?;
             Ok((name.clone(), view))
         })
         .collect::<Result<_>>()?;

@@ -85,7 +85,10 @@ pub fn tokenizer_config_json(tokenizer_json: &str, config: &ModelConfig) -> Valu
         parsed
             .get("added_tokens")
             .and_then(|a| a.as_array())
-            .and_then(|a| a.iter().find(|t| t.get("id").and_then(|i| i.as_u64()) == Some(id)))
+            .and_then(|a| {
+                a.iter()
+                    .find(|t| t.get("id").and_then(|i| i.as_u64()) == Some(id))
+            })
             .and_then(|t| t.get("content").cloned())
             .unwrap_or(Value::Null)
     };

@@ -1,6 +1,314 @@
-//! The decoder forward pass (placeholder).
-pub use crate::checkpoint::ModelConfig;
-/// A loaded model.
-pub struct Model;
-/// Generation parameters.
-pub struct GenerateParams;
+//! The decoder: weights laid out for the forward pass, the KV cache, sampling and generation.
+//!
+//! One implementation covers Llama, Qwen2 (q/k/v bias) and Qwen3 (per-head q/k RMSNorm):
+//! embedding -> N x [RMSNorm -> GQA attention with RoPE -> residual -> RMSNorm -> SwiGLU MLP ->
+//! residual] -> RMSNorm -> LM head (tied to the embedding or not).
+
+mod forward;
+pub use forward::Logits;
+mod generate;
+mod kv_cache;
+pub mod rope;
+pub mod sampling;
+
+use std::path::Path;
+
+pub use crate::checkpoint::{Architecture, ModelConfig};
+pub use generate::{FinishReason, GenerateParams, Generation, TextStream};
+pub use kv_cache::KvCache;
+pub use sampling::Sampler;
+
+use crate::checkpoint::{Checkpoint, Dtype, Tensor, Tokenizer};
+use crate::error::{Error, Result};
+use rope::Rope;
+
+/// A projection `y = x W^T + b`, W `[out, in]`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// Weight, row-major `[out_features, in_features]`.
+    pub weight: Tensor,
+    /// Optional bias, `out_features` values.
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.weight.shape()[1]
+    }
+
+    /// `out = x W^T + b` for `m` rows of `x`.
+    pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        crate::backend::cpu::linear(x, m, &self.weight, self.bias.as_deref(), out);
+    }
+}
+
+/// The weights of one decoder block.
+#[derive(Clone, Debug)]
+pub struct Block {
+    /// RMSNorm before attention.
+    pub input_norm: Vec<f32>,
+    /// Query projection.
+    pub q_proj: Linear,
+    /// Key projection.
+    pub k_proj: Linear,
+    /// Value projection.
+    pub v_proj: Linear,
+    /// Attention output projection.
+    pub o_proj: Linear,
+    /// Qwen3: RMSNorm weights applied to each query head.
+    pub q_norm: Option<Vec<f32>>,
+    /// Qwen3: RMSNorm weights applied to each key head.
+    pub k_norm: Option<Vec<f32>>,
+    /// RMSNorm before the MLP.
+    pub post_attention_norm: Vec<f32>,
+    /// MLP gate projection (SiLU applied).
+    pub gate_proj: Linear,
+    /// MLP up projection.
+    pub up_proj: Linear,
+    /// MLP down projection.
+    pub down_proj: Linear,
+}
+
+/// A decoder model ready to run on the CPU.
+#[derive(Clone, Debug)]
+pub struct Model {
+    config: ModelConfig,
+    embed_tokens: Tensor,
+    blocks: Vec<Block>,
+    final_norm: Vec<f32>,
+    lm_head: Linear,
+    rope: Rope,
+    tokenizer: Option<Tokenizer>,
+}
+
+/// Takes a tensor, checks its shape, converts it to the compute dtype.
+struct Loader<'a> {
+    checkpoint: &'a Checkpoint,
+    dtype: Option<Dtype>,
+}
+
+impl Loader<'_> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.checkpoint.tensor(name)?;
+        if t.shape() != shape {
+            return Err(Error::ShapeMismatch {
+                tensor: name.to_string(),
+                expected: shape.to_vec(),
+                found: t.shape().to_vec(),
+            });
+        }
+        let target = self.dtype.unwrap_or(t.dtype());
+        let converted = t.to_dtype(target);
+        // Kernels read weights as aligned slices; a misaligned mapped view becomes a copy.
+        let aligned = match target {
+            Dtype::F32 => converted.as_f32().is_some(),
+            Dtype::BF16 => converted.as_bf16().is_some(),
+            Dtype::F16 => converted.as_f16().is_some(),
+        };
+        Ok(if aligned {
+            converted
+        } else {
+            let values = converted.to_f32_vec();
+            Tensor::from_f32(shape.to_vec(), values).to_dtype(target)
+        })
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        Ok(self.tensor(name, &[len])?.to_f32_vec())
+    }
+
+    fn linear(&self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+        Ok(Linear {
+            weight: self.tensor(&format!("{prefix}.weight"), &[out, inp])?,
+            bias: if bias {
+                Some(self.vector(&format!("{prefix}.bias"), out)?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+impl Model {
+    /// Opens the checkpoint at `path` (see [`Checkpoint::open`]) and builds the model with the
+    /// weights in their stored dtype.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::from_checkpoint(&Checkpoint::open(path)?, None)
+    }
+
+    /// Builds the model from `checkpoint`; matrix weights are converted to `dtype` when given
+    /// (norms, biases and activations are always f32).
+    pub fn from_checkpoint(checkpoint: &Checkpoint, dtype: Option<Dtype>) -> Result<Self> {
+        let config = checkpoint.config().clone();
+        let loader = Loader { checkpoint, dtype };
+        let (hidden, inter) = (config.hidden_size, config.intermediate_size);
+        let q_out = config.num_attention_heads * config.head_dim;
+        let kv_out = config.num_key_value_heads * config.head_dim;
+        let embed_tokens =
+            loader.tensor("model.embed_tokens.weight", &[config.vocab_size, hidden])?;
+        let mut blocks = Vec::with_capacity(config.num_hidden_layers);
+        for layer in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{layer}");
+            let qk_norm = config.architecture == Architecture::Qwen3;
+            let bias = config.attention_bias;
+            blocks.push(Block {
+                input_norm: loader.vector(&format!("{p}.input_layernorm.weight"), hidden)?,
+                q_proj: loader.linear(&format!("{p}.self_attn.q_proj"), q_out, hidden, bias)?,
+                k_proj: loader.linear(&format!("{p}.self_attn.k_proj"), kv_out, hidden, bias)?,
+                v_proj: loader.linear(&format!("{p}.self_attn.v_proj"), kv_out, hidden, bias)?,
+                // Qwen2 has bias on q/k/v only; Llama's attention_bias covers o_proj too.
+                o_proj: loader.linear(
+                    &format!("{p}.self_attn.o_proj"),
+                    hidden,
+                    q_out,
+                    bias && config.architecture != Architecture::Qwen2,
+                )?,
+                q_norm: if qk_norm {
+                    Some(loader.vector(&format!("{p}.self_attn.q_norm.weight"), config.head_dim)?)
+                } else {
+                    None
+                },
+                k_norm: if qk_norm {
+                    Some(loader.vector(&format!("{p}.self_attn.k_norm.weight"), config.head_dim)?)
+                } else {
+                    None
+                },
+                post_attention_norm: loader
+                    .vector(&format!("{p}.post_attention_layernorm.weight"), hidden)?,
+                gate_proj: loader.linear(
+                    &format!("{p}.mlp.gate_proj"),
+                    inter,
+                    hidden,
+                    config.mlp_bias,
+                )?,
+                up_proj: loader.linear(
+                    &format!("{p}.mlp.up_proj"),
+                    inter,
+                    hidden,
+                    config.mlp_bias,
+                )?,
+                down_proj: loader.linear(
+                    &format!("{p}.mlp.down_proj"),
+                    hidden,
+                    inter,
+                    config.mlp_bias,
+                )?,
+            });
+        }
+        let final_norm = loader.vector("model.norm.weight", hidden)?;
+        let lm_head = if config.tie_word_embeddings && !checkpoint.has_tensor("lm_head.weight") {
+            Linear {
+                weight: embed_tokens.clone(),
+                bias: None,
+            }
+        } else {
+            loader.linear("lm_head", config.vocab_size, hidden, false)?
+        };
+        let rope = Rope::new(&config);
+        let tokenizer = checkpoint.tokenizer()?;
+        Ok(Model {
+            config,
+            embed_tokens,
+            blocks,
+            final_norm,
+            lm_head,
+            rope,
+            tokenizer,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The tokenizer, when the checkpoint carries one.
+    pub fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.tokenizer.as_ref()
+    }
+
+    /// The tokenizer, or an error saying the checkpoint has none.
+    pub fn require_tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer
+            .as_ref()
+            .ok_or_else(|| Error::Tokenizer("this checkpoint has no tokenizer.json".into()))
+    }
+
+    /// The decoder blocks.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    /// Number of weight parameters (matrices, norms and biases; a tied head counted once).
+    pub fn parameter_count(&self) -> usize {
+        let linear = |l: &Linear| l.weight.len() + l.bias.as_ref().map_or(0, |b| b.len());
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                b.input_norm.len()
+                    + b.post_attention_norm.len()
+                    + b.q_norm.as_ref().map_or(0, |v| v.len())
+                    + b.k_norm.as_ref().map_or(0, |v| v.len())
+                    + [
+                        &b.q_proj,
+                        &b.k_proj,
+                        &b.v_proj,
+                        &b.o_proj,
+                        &b.gate_proj,
+                        &b.up_proj,
+                        &b.down_proj,
+                    ]
+                    .into_iter()
+                    .map(linear)
+                    .sum::<usize>()
+            })
+            .sum();
+        let head = if self.config.tie_word_embeddings {
+            0
+        } else {
+            linear(&self.lm_head)
+        };
+        self.embed_tokens.len() + blocks + self.final_norm.len() + head
+    }
+
+    /// Bytes of weight data as held in memory.
+    pub fn weight_bytes(&self) -> usize {
+        let t = |t: &Tensor| t.len() * t.dtype().size();
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                [
+                    &b.q_proj,
+                    &b.k_proj,
+                    &b.v_proj,
+                    &b.o_proj,
+                    &b.gate_proj,
+                    &b.up_proj,
+                    &b.down_proj,
+                ]
+                .into_iter()
+                .map(|l| t(&l.weight))
+                .sum::<usize>()
+            })
+            .sum();
+        let head = if self.config.tie_word_embeddings {
+            0
+        } else {
+            t(&self.lm_head.weight)
+        };
+        t(&self.embed_tokens) + blocks + head
+    }
+
+    /// A new, empty KV cache for one sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(&self.config)
+    }
+}

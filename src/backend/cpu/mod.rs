@@ -1,0 +1,205 @@
+//! CPU kernels for dense weights: `y = x W^T (+ b)` with W stored row-major `[out, in]` in f32,
+//! bf16 or f16, activations in f32, accumulation in f32.
+//!
+//! The dot products have a portable version ([`scalar`]) and, on x86-64, the same code compiled
+//! for AVX2+FMA ([`x86`]), picked once at run time. Work is split over output rows with rayon.
+
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+use std::sync::OnceLock;
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use crate::checkpoint::{Dtype, Tensor};
+
+/// The instruction set the dense kernels use on this machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// Portable Rust, auto-vectorized for the baseline target.
+    Scalar,
+    /// x86-64 with AVX2 and FMA.
+    Avx2,
+}
+
+/// Detected once per process. `LOWBIT_ISA=scalar` forces the portable path.
+pub fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        if std::env::var("LOWBIT_ISA").is_ok_and(|v| v == "scalar") {
+            return Isa::Scalar;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Isa::Avx2;
+        }
+        Isa::Scalar
+    })
+}
+
+/// f32 dot product on the best available path.
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa()` returns Avx2 only when AVX2 and FMA were detected on this CPU.
+        Isa::Avx2 => unsafe { x86::dot_f32(a, b) },
+        _ => scalar::dot_f32(a, b),
+    }
+}
+
+/// Dot product of f32 activations with a bf16 weight row.
+#[inline]
+pub fn dot_bf16(a: &[f32], b: &[bf16]) -> f32 {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa()` returns Avx2 only when AVX2 and FMA were detected on this CPU.
+        Isa::Avx2 => unsafe { x86::dot_bf16(a, b) },
+        _ => scalar::dot_bf16(a, b),
+    }
+}
+
+/// Output rows handled by one rayon task: enough work to amortize scheduling.
+fn rows_per_task(rows: usize, k: usize, m: usize) -> usize {
+    let per_row = (k * m).max(1);
+    (65_536 / per_row).clamp(1, rows.max(1))
+}
+
+/// `out[t, n] = sum_k x[t, k] * w[n, k] + bias[n]` for `t < m`, `n < w.shape()[0]`.
+///
+/// `x` is `[m, k]` row-major, `w` is `[n, k]`, `out` is `[m, n]`.
+pub fn linear(x: &[f32], m: usize, w: &Tensor, bias: Option<&[f32]>, out: &mut [f32]) {
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    assert_eq!(x.len(), m * k, "linear: input size");
+    assert_eq!(out.len(), m * n, "linear: output size");
+    if m == 1 {
+        // Weight-row-major results are already the output layout.
+        rows_major(x, m, k, w, bias, out);
+        return;
+    }
+    // Results are produced weight-row-major ([n, m]) so each task owns a contiguous block.
+    let mut transposed = vec![0f32; m * n];
+    rows_major(x, m, k, w, bias, &mut transposed);
+    for row in 0..n {
+        for t in 0..m {
+            out[t * n + row] = transposed[row * m + t];
+        }
+    }
+}
+
+/// `target[row * m + t] = x[t] . w[row] + bias[row]`, parallel over weight rows.
+fn rows_major(x: &[f32], m: usize, k: usize, w: &Tensor, bias: Option<&[f32]>, target: &mut [f32]) {
+    let n = w.shape()[0];
+    let chunk = rows_per_task(n, k, m);
+    target
+        .par_chunks_mut(chunk * m)
+        .enumerate()
+        .for_each(|(task, block)| {
+            let first = task * chunk;
+            let rows = block.len() / m;
+            let mut row_f32 = Vec::new();
+            for r in 0..rows {
+                let row = first + r;
+                let dst = &mut block[r * m..(r + 1) * m];
+                match w.dtype() {
+                    Dtype::F32 => {
+                        let wr = &w.as_f32().expect("aligned f32 weights")[row * k..(row + 1) * k];
+                        for (t, d) in dst.iter_mut().enumerate() {
+                            *d = dot_f32(&x[t * k..(t + 1) * k], wr);
+                        }
+                    }
+                    Dtype::BF16 => {
+                        let wr =
+                            &w.as_bf16().expect("aligned bf16 weights")[row * k..(row + 1) * k];
+                        for (t, d) in dst.iter_mut().enumerate() {
+                            *d = dot_bf16(&x[t * k..(t + 1) * k], wr);
+                        }
+                    }
+                    Dtype::F16 => {
+                        let wr: &[f16] =
+                            &w.as_f16().expect("aligned f16 weights")[row * k..(row + 1) * k];
+                        row_f32.clear();
+                        row_f32.extend(wr.iter().map(|v| v.to_f32()));
+                        for (t, d) in dst.iter_mut().enumerate() {
+                            *d = dot_f32(&x[t * k..(t + 1) * k], &row_f32);
+                        }
+                    }
+                }
+                if let Some(b) = bias {
+                    for d in dst.iter_mut() {
+                        *d += b[row];
+                    }
+                }
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Different summation orders of length-1000 f32 dot products of unit-scale values.
+    const DOT_TOLERANCE: f32 = 1e-4;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    #[test]
+    fn simd_matches_f64_reference_on_odd_lengths() {
+        let mut seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(7);
+        for len in [1usize, 7, 15, 16, 17, 31, 33, 100, 1000] {
+            let a: Vec<f32> = (0..len).map(|_| lcg(&mut seed)).collect();
+            let b: Vec<f32> = (0..len).map(|_| lcg(&mut seed)).collect();
+            let bb: Vec<bf16> = b.iter().map(|&v| bf16::from_f32(v)).collect();
+            let exact: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            let exact_bf: f64 = a
+                .iter()
+                .zip(&bb)
+                .map(|(&x, &y)| x as f64 * y.to_f64())
+                .sum();
+            assert!(
+                (dot_f32(&a, &b) as f64 - exact).abs() < DOT_TOLERANCE as f64,
+                "len {len}"
+            );
+            assert!((scalar::dot_f32(&a, &b) as f64 - exact).abs() < DOT_TOLERANCE as f64);
+            assert!((dot_bf16(&a, &bb) as f64 - exact_bf).abs() < DOT_TOLERANCE as f64);
+            assert!((scalar::dot_bf16(&a, &bb) as f64 - exact_bf).abs() < DOT_TOLERANCE as f64);
+        }
+    }
+
+    #[test]
+    fn linear_matches_reference_for_each_dtype() {
+        let mut seed = 42u64;
+        let (m, n, k) = (3usize, 37usize, 29usize);
+        let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
+        let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed)).collect();
+        let bias: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+        let wt = Tensor::from_f32(vec![n, k], w);
+        for dtype in [Dtype::F32, Dtype::BF16, Dtype::F16] {
+            let wd = wt.to_dtype(dtype);
+            let wf = wd.to_f32_vec();
+            for rows in [1, m] {
+                let mut out = vec![0f32; rows * n];
+                linear(&x[..rows * k], rows, &wd, Some(&bias), &mut out);
+                for t in 0..rows {
+                    for j in 0..n {
+                        let exact: f64 = (0..k)
+                            .map(|i| x[t * k + i] as f64 * wf[j * k + i] as f64)
+                            .sum::<f64>()
+                            + bias[j] as f64;
+                        assert!((out[t * n + j] as f64 - exact).abs() < 1e-4, "{dtype:?}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Compute backends. The CPU backend holds the dense kernels the forward pass runs on.
+
+pub mod cpu;
