@@ -1,1 +1,305 @@
-fn main() {}
+//! The `lowbit` command line: argument parsing and progress display over the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use lowbit::checkpoint::{default_model, Checkpoint, Dtype};
+use lowbit::model::{GenerateParams, Model, TextStream};
+
+const USAGE: &str = "\
+lowbit: load, run and score low-bit LLMs
+
+Usage:
+  lowbit generate [--model PATH] --prompt TEXT [--max-tokens N] [--temperature T]
+                  [--top-k K] [--top-p P] [--seed S] [--chat] [--dtype f32|bf16|f16]
+  lowbit info     [--model PATH]
+  lowbit convert  --model FILE.gguf --out DIR [--dtype f32|bf16|f16]
+  lowbit fetch    (download and convert the default model; prints its directory)
+
+PATH is a Hugging Face directory (config.json + safetensors), a .safetensors file or a .gguf
+file. Without --model, the default model (SmolLM2-135M-Instruct) is used, fetched on first use.
+";
+
+/// Parsed `--name value` options and `--flag`s.
+struct Args {
+    options: Vec<(String, Option<String>)>,
+}
+
+const FLAGS: &[&str] = &["--chat", "--help"];
+
+impl Args {
+    fn parse(raw: &[String]) -> Result<Self, String> {
+        let mut options = Vec::new();
+        let mut i = 0;
+        while i < raw.len() {
+            let name = &raw[i];
+            if !name.starts_with("--") {
+                return Err(format!("unexpected argument '{name}'"));
+            }
+            if FLAGS.contains(&name.as_str()) {
+                options.push((name.clone(), None));
+                i += 1;
+            } else {
+                let value = raw
+                    .get(i + 1)
+                    .ok_or_else(|| format!("{name} needs a value"))?;
+                options.push((name.clone(), Some(value.clone())));
+                i += 2;
+            }
+        }
+        Ok(Args { options })
+    }
+
+    fn value(&self, name: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.options.iter().any(|(n, _)| n == name)
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, String> {
+        match self.value(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("{name}: cannot parse '{v}'")),
+        }
+    }
+
+    fn check_known(&self, known: &[&str]) -> Result<(), String> {
+        for (name, _) in &self.options {
+            if !known.contains(&name.as_str()) && name != "--help" {
+                return Err(format!("unknown option {name}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_dtype(value: Option<&str>) -> Result<Option<Dtype>, String> {
+    match value {
+        None => Ok(None),
+        Some("f32") => Ok(Some(Dtype::F32)),
+        Some("bf16") => Ok(Some(Dtype::BF16)),
+        Some("f16") => Ok(Some(Dtype::F16)),
+        Some(other) => Err(format!("--dtype: expected f32, bf16 or f16, got '{other}'")),
+    }
+}
+
+fn model_path(args: &Args) -> Result<PathBuf, String> {
+    match args.value("--model") {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => default_model::ensure().map_err(|e| e.to_string()),
+    }
+}
+
+fn load(args: &Args) -> Result<Model, String> {
+    let path = model_path(args)?;
+    let dtype = parse_dtype(args.value("--dtype"))?;
+    let started = Instant::now();
+    eprint!("lowbit: loading {} ...", path.display());
+    let loaded = Checkpoint::open(&path).and_then(|c| Model::from_checkpoint(&c, dtype));
+    let model = loaded.map_err(|e| {
+        eprintln!();
+        e.to_string()
+    })?;
+    eprintln!(
+        " {:.1}M parameters in {:.2} s",
+        model.parameter_count() as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(model)
+}
+
+/// ChatML, the template of SmolLM2 and Qwen instruct models.
+fn chat_prompt(user: &str) -> String {
+    format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
+}
+
+fn generate(args: &Args) -> Result<(), String> {
+    args.check_known(&[
+        "--model",
+        "--prompt",
+        "--max-tokens",
+        "--temperature",
+        "--top-k",
+        "--top-p",
+        "--seed",
+        "--chat",
+        "--dtype",
+    ])?;
+    let prompt = args
+        .value("--prompt")
+        .ok_or("generate needs --prompt TEXT")?;
+    let params = GenerateParams {
+        max_new_tokens: args.parsed("--max-tokens", 64)?,
+        temperature: args.parsed("--temperature", 0.0)?,
+        top_k: args.parsed("--top-k", 0)?,
+        top_p: args.parsed("--top-p", 1.0)?,
+        seed: args.parsed("--seed", 0)?,
+        stop_at_eos: true,
+    };
+    let model = load(args)?;
+    let tokenizer = model.require_tokenizer().map_err(|e| e.to_string())?;
+    let text = if args.flag("--chat") {
+        chat_prompt(prompt)
+    } else {
+        prompt.to_string()
+    };
+    let ids = tokenizer.encode(&text, true).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut first_token = None;
+    let mut stream = TextStream::new(tokenizer);
+    let mut stdout = std::io::stdout();
+    if !args.flag("--chat") {
+        let _ = write!(stdout, "{prompt}");
+    }
+    let mut failure = None;
+    let out = model
+        .generate(&[ids.clone()], &params, |_, token| {
+            first_token.get_or_insert_with(|| started.elapsed());
+            match stream.push(token) {
+                Ok(piece) => {
+                    let _ = write!(stdout, "{piece}");
+                    let _ = stdout.flush();
+                    true
+                }
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    false
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    println!();
+    let total = started.elapsed().as_secs_f64();
+    let n = out[0].tokens.len();
+    let ttft = first_token.map_or(0.0, |d| d.as_secs_f64());
+    let decode_rate = if n > 1 {
+        (n - 1) as f64 / (total - ttft)
+    } else {
+        0.0
+    };
+    eprintln!(
+        "lowbit: {} prompt tokens, {n} generated ({:?}); time to first token {:.0} ms, \
+         {decode_rate:.1} tokens/s",
+        ids.len(),
+        out[0].finish_reason,
+        ttft * 1e3
+    );
+    Ok(())
+}
+
+fn info(args: &Args) -> Result<(), String> {
+    args.check_known(&["--model", "--dtype"])?;
+    let path = model_path(args)?;
+    let checkpoint = Checkpoint::open(&path).map_err(|e| e.to_string())?;
+    let model = Model::from_checkpoint(&checkpoint, None).map_err(|e| e.to_string())?;
+    let c = model.config();
+    let mut dtypes: Vec<String> = checkpoint
+        .tensors()
+        .values()
+        .map(|t| format!("{:?}", t.dtype()))
+        .collect();
+    dtypes.sort();
+    dtypes.dedup();
+    println!("path:              {}", path.display());
+    println!(
+        "architecture:      {:?} ({})",
+        c.architecture,
+        c.architecture.hf_class()
+    );
+    println!(
+        "parameters:        {:.2} M",
+        model.parameter_count() as f64 / 1e6
+    );
+    println!(
+        "tensors:           {} ({})",
+        checkpoint.tensors().len(),
+        dtypes.join(", ")
+    );
+    println!(
+        "stored size:       {:.1} MB",
+        checkpoint.size_bytes() as f64 / 1e6
+    );
+    println!("layers:            {}", c.num_hidden_layers);
+    println!(
+        "hidden / mlp:      {} / {}",
+        c.hidden_size, c.intermediate_size
+    );
+    println!(
+        "heads (q / kv):    {} / {} of width {}",
+        c.num_attention_heads, c.num_key_value_heads, c.head_dim
+    );
+    println!("vocabulary:        {}", c.vocab_size);
+    println!("context:           {}", c.max_position_embeddings);
+    println!(
+        "rope:              theta {} {:?}",
+        c.rope_theta, c.rope_scaling
+    );
+    println!("tied embeddings:   {}", c.tie_word_embeddings);
+    match model.tokenizer() {
+        Some(t) => println!("tokenizer:         {} entries", t.vocab_size()),
+        None => println!("tokenizer:         none"),
+    }
+    Ok(())
+}
+
+fn convert(args: &Args) -> Result<(), String> {
+    args.check_known(&["--model", "--out", "--dtype"])?;
+    let input = args.value("--model").ok_or("convert needs --model FILE")?;
+    let out = args.value("--out").ok_or("convert needs --out DIR")?;
+    let dtype = parse_dtype(args.value("--dtype"))?.unwrap_or(Dtype::F32);
+    let started = Instant::now();
+    eprintln!("lowbit: reading {input} ...");
+    let checkpoint = Checkpoint::open(input).map_err(|e| e.to_string())?;
+    eprintln!("lowbit: writing {out} ({dtype:?}) ...");
+    checkpoint
+        .save_hf(std::path::Path::new(out), dtype)
+        .map_err(|e| e.to_string())?;
+    eprintln!("lowbit: done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = raw.first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let args = match Args::parse(&raw[1..]) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lowbit: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.flag("--help") || command == "--help" || command == "help" {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let result = match command.as_str() {
+        "generate" => generate(&args),
+        "info" => info(&args),
+        "convert" => convert(&args),
+        "fetch" => default_model::ensure()
+            .map(|dir| println!("{}", dir.display()))
+            .map_err(|e| e.to_string()),
+        other => Err(format!("unknown command '{other}'\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lowbit: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
