@@ -161,7 +161,7 @@ fn generate(args: &Args) -> Result<(), String> {
     }
     let mut failure = None;
     let out = model
-        .generate(&[ids.clone()], &params, |_, token| {
+        .generate(std::slice::from_ref(&ids), &params, |_, token| {
             first_token.get_or_insert_with(|| started.elapsed());
             match stream.push(token) {
                 Ok(piece) => {
