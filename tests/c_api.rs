@@ -1,0 +1,177 @@
+//! The C API as a C program sees it: include/lowbit.h is current, its version macros agree with
+//! the library, and ffi-examples/c/generate.c compiles warning-free against the header, links
+//! against the cdylib, and generates the same text as the Rust API.
+
+use std::ffi::CStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lowbit::checkpoint::default_model;
+use lowbit::model::{GenerateParams, Model};
+
+const PROMPT: &str = "The capital of France is";
+/// generate.c asks for this many new tokens, greedily.
+const NEW_TOKENS: usize = 16;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn committed_header_is_current() {
+    let committed = root().join("include/lowbit.h");
+    let generated = env!("LOWBIT_GENERATED_HEADER");
+    let committed_text = std::fs::read_to_string(&committed).unwrap_or_default();
+    let generated_text = std::fs::read_to_string(generated)
+        .unwrap_or_else(|e| panic!("reading the generated header {generated}: {e}"));
+    assert!(
+        committed_text == generated_text,
+        "include/lowbit.h differs from the header generated from src/ffi ({generated}).\n\
+         Regenerate it with:\n    LOWBIT_UPDATE_HEADER=1 cargo build\nand commit the result."
+    );
+}
+
+/// The `#define NAME value` of the committed header.
+fn header_define(header: &str, name: &str) -> String {
+    header
+        .lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix("#define ")?.strip_prefix(name)?;
+            rest.starts_with(' ').then(|| rest.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("include/lowbit.h has no #define {name}"))
+}
+
+#[test]
+fn version_macros_agree_with_the_library() {
+    let header = std::fs::read_to_string(root().join("include/lowbit.h")).unwrap();
+    let macros = [
+        header_define(&header, "LOWBIT_VERSION_MAJOR"),
+        header_define(&header, "LOWBIT_VERSION_MINOR"),
+        header_define(&header, "LOWBIT_VERSION_PATCH"),
+    ];
+    assert_eq!(
+        macros,
+        [
+            env!("CARGO_PKG_VERSION_MAJOR"),
+            env!("CARGO_PKG_VERSION_MINOR"),
+            env!("CARGO_PKG_VERSION_PATCH"),
+        ]
+    );
+    let dotted = macros.join(".");
+    assert_eq!(
+        header_define(&header, "LOWBIT_VERSION"),
+        format!("\"{dotted}\"")
+    );
+    // SAFETY: lowbit_version returns a static NUL-terminated string.
+    let library = unsafe { CStr::from_ptr(lowbit::ffi::lowbit_version()) };
+    assert_eq!(library.to_str().unwrap(), dotted);
+    assert_eq!(lowbit::VERSION, dotted);
+}
+
+/// `cargo test` builds the library only as an rlib; the C program needs the cdylib, so this
+/// builds it into the same target directory, with the profile this test was built with.
+/// Returns the directory holding liblowbit.so (or .dylib).
+fn build_cdylib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile dir>/deps/c_api-<hash>
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let target_dir = profile_dir.parent().unwrap();
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo
+        .args(["build", "--lib", "--manifest-path"])
+        .arg(root().join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+    // `cargo test` builds into target/debug with the test profile, `cargo test --release`
+    // into target/release (release settings); build the cdylib with the same settings.
+    // (`cargo build` resolves features without dev-dependencies, so it recompiles the
+    // library once more; that is cargo's usual build/test alternation.)
+    match profile_dir.file_name().and_then(|n| n.to_str()).unwrap() {
+        "debug" => cargo.args(["--profile", "test"]),
+        "release" => cargo.arg("--release"),
+        custom => cargo.args(["--profile", custom]),
+    };
+    let status = cargo.status().expect("running cargo build --lib");
+    assert!(status.success(), "cargo build --lib failed");
+    let name = if cfg!(target_os = "macos") {
+        "liblowbit.dylib"
+    } else {
+        "liblowbit.so"
+    };
+    assert!(
+        profile_dir.join(name).is_file(),
+        "{} was not built",
+        profile_dir.join(name).display()
+    );
+    profile_dir
+}
+
+/// What the Rust API generates for `prompt` with generate.c's settings.
+fn rust_generation(prompt: &str) -> String {
+    let dir = default_model::ensure().unwrap_or_else(|e| panic!("default model: {e}"));
+    let model = Model::load(dir).unwrap();
+    let tokenizer = model.require_tokenizer().unwrap();
+    let ids = tokenizer.encode(prompt, true).unwrap();
+    let params = GenerateParams {
+        max_new_tokens: NEW_TOKENS,
+        temperature: 0.0,
+        ..GenerateParams::default()
+    };
+    let generated = model.generate(&[ids], &params, |_, _| true).unwrap();
+    tokenizer.decode(&generated[0].tokens, true).unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn c_example_generates_what_the_rust_api_generates() {
+    let lib_dir = build_cdylib();
+    let program =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("generate-{}", std::process::id()));
+    let compiler = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+    let compiled = Command::new(&compiler)
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I"])
+        .arg(root().join("include"))
+        .arg(root().join("ffi-examples/c/generate.c"))
+        .arg("-L")
+        .arg(&lib_dir)
+        .args(["-llowbit", "-o"])
+        .arg(&program)
+        .output()
+        .unwrap_or_else(|e| panic!("running {compiler:?}: {e}"));
+    assert!(
+        compiled.status.success(),
+        "compiling generate.c failed:\n{}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+
+    let library_path_var = if cfg!(target_os = "macos") {
+        "DYLD_LIBRARY_PATH"
+    } else {
+        "LD_LIBRARY_PATH"
+    };
+    let run = Command::new(&program)
+        .arg(PROMPT)
+        .env(library_path_var, &lib_dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&program);
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    println!("{stdout}");
+    assert!(
+        run.status.success(),
+        "generate.c exited with {}:\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        run.status
+    );
+    assert!(stdout.contains(&format!("lowbit {} (header", lowbit::VERSION)));
+    assert!(stdout.contains("misuse reported: model is NULL"));
+    assert!(stdout.trim_end().ends_with("ok"));
+
+    let start = stdout.find("<<<\n").expect("a <<< line") + "<<<\n".len();
+    let end = stdout.rfind("\n>>>\n").expect("a >>> line");
+    let from_c = &stdout[start..end];
+    let from_rust = rust_generation(PROMPT);
+    assert!(!from_rust.is_empty());
+    assert_eq!(from_c, from_rust);
+}
