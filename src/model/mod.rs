@@ -75,6 +75,21 @@ pub struct Block {
     pub down_proj: Linear,
 }
 
+impl Block {
+    /// The seven projections of the block.
+    pub fn linears(&self) -> [&Linear; 7] {
+        [
+            &self.q_proj,
+            &self.k_proj,
+            &self.v_proj,
+            &self.o_proj,
+            &self.gate_proj,
+            &self.up_proj,
+            &self.down_proj,
+        ]
+    }
+}
+
 /// A decoder model ready to run on the CPU.
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -256,18 +271,7 @@ impl Model {
                     + b.post_attention_norm.len()
                     + b.q_norm.as_ref().map_or(0, |v| v.len())
                     + b.k_norm.as_ref().map_or(0, |v| v.len())
-                    + [
-                        &b.q_proj,
-                        &b.k_proj,
-                        &b.v_proj,
-                        &b.o_proj,
-                        &b.gate_proj,
-                        &b.up_proj,
-                        &b.down_proj,
-                    ]
-                    .into_iter()
-                    .map(linear)
-                    .sum::<usize>()
+                    + b.linears().into_iter().map(linear).sum::<usize>()
             })
             .sum();
         let head = if self.config.tie_word_embeddings {
@@ -284,20 +288,7 @@ impl Model {
         let blocks: usize = self
             .blocks
             .iter()
-            .map(|b| {
-                [
-                    &b.q_proj,
-                    &b.k_proj,
-                    &b.v_proj,
-                    &b.o_proj,
-                    &b.gate_proj,
-                    &b.up_proj,
-                    &b.down_proj,
-                ]
-                .into_iter()
-                .map(|l| t(&l.weight))
-                .sum::<usize>()
-            })
+            .map(|b| b.linears().into_iter().map(|l| t(&l.weight)).sum::<usize>())
             .sum();
         let head = if self.config.tie_word_embeddings {
             0
