@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod ffi;
 pub mod model;
+pub mod quant;
 
 pub use checkpoint::{Checkpoint, Tokenizer};
 pub use error::{Error, Result};

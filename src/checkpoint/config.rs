@@ -140,6 +140,9 @@ pub struct ModelConfig {
     pub bos_token_id: Option<u32>,
     /// Tokens that end generation.
     pub eos_token_ids: Vec<u32>,
+    /// The `quantization_config` object of a quantized checkpoint, kept as JSON for the
+    /// quantization layer to interpret.
+    pub quantization_config: Option<Value>,
 }
 
 fn get_usize(obj: &Map<String, Value>, key: &str, path: &Path) -> Result<Option<usize>> {
@@ -294,6 +297,7 @@ impl ModelConfig {
                 && get_bool(obj, "mlp_bias", path)?.unwrap_or(false),
             bos_token_id: token_ids(obj.get("bos_token_id")).first().copied(),
             eos_token_ids: token_ids(obj.get("eos_token_id")),
+            quantization_config: obj.get("quantization_config").cloned(),
         };
         if config.hidden_size == 0 || config.vocab_size == 0 || config.num_hidden_layers == 0 {
             return Err(Error::config(
@@ -433,6 +437,9 @@ impl ModelConfig {
             Architecture::Qwen2 => {
                 o.insert("use_sliding_window".into(), json!(false));
             }
+        }
+        if let Some(q) = &self.quantization_config {
+            o.insert("quantization_config".into(), q.clone());
         }
         v
     }

@@ -146,21 +146,42 @@ impl Checkpoint {
             .sum()
     }
 
-    /// Writes a Hugging Face style directory: `model.safetensors` (tensors converted to
-    /// `dtype`), `config.json`, and `tokenizer.json` when present. The directory is created.
+    /// Writes a Hugging Face style directory: `model.safetensors` (float tensors converted to
+    /// `dtype`, quantized codes as stored), `config.json`, and `tokenizer.json` when present.
+    /// The directory is created.
     pub fn save_hf(&self, dir: &Path, dtype: Dtype) -> Result<()> {
+        self.write_dir(dir, Some(dtype))
+    }
+
+    /// Like [`Checkpoint::save_hf`], keeping every tensor in its stored dtype.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        self.write_dir(dir, None)
+    }
+
+    fn write_dir(&self, dir: &Path, dtype: Option<Dtype>) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let converted: BTreeMap<String, Tensor> = self
             .tensors
             .iter()
-            .map(|(n, t)| (n.clone(), t.to_dtype(dtype)))
+            .map(|(n, t)| {
+                let t = match dtype {
+                    Some(d) if t.dtype().is_float() => t.to_dtype(d),
+                    _ => t.clone(),
+                };
+                (n.clone(), t)
+            })
             .collect();
         safetensors::write_file(&dir.join("model.safetensors"), &converted)?;
         let mut config = self.config.to_json();
-        config["torch_dtype"] = serde_json::json!(match dtype {
-            Dtype::F32 => "float32",
-            Dtype::F16 => "float16",
-            Dtype::BF16 => "bfloat16",
+        let float_dtype = dtype.or_else(|| {
+            self.tensors
+                .get("model.embed_tokens.weight")
+                .map(|t| t.dtype())
+        });
+        config["torch_dtype"] = serde_json::json!(match float_dtype {
+            Some(Dtype::F16) => "float16",
+            Some(Dtype::BF16) => "bfloat16",
+            _ => "float32",
         });
         write_text(
             &dir.join("config.json"),

@@ -1,7 +1,7 @@
 //! Memory-mapped safetensors files, single or sharded (`model.safetensors.index.json`).
 //!
 //! The header is validated by the `safetensors` crate (size, JSON, offsets contiguous and inside
-//! the file); float tensors become zero-copy views into the map.
+//! the file); tensors become zero-copy views into the map.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -35,6 +35,10 @@ pub fn read_file(path: &Path, out: &mut BTreeMap<String, Tensor>) -> Result<()> 
             StDtype::F32 => Dtype::F32,
             StDtype::F16 => Dtype::F16,
             StDtype::BF16 => Dtype::BF16,
+            StDtype::I8 => Dtype::I8,
+            StDtype::U8 => Dtype::U8,
+            StDtype::I32 => Dtype::I32,
+            StDtype::F8_E4M3 => Dtype::F8E4M3,
             other => {
                 return Err(Error::UnsupportedDtype {
                     tensor: format!("{}: {name}", path.display()),
@@ -119,6 +123,10 @@ pub fn write_file(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()>
                 Dtype::F32 => StDtype::F32,
                 Dtype::F16 => StDtype::F16,
                 Dtype::BF16 => StDtype::BF16,
+                Dtype::I8 => StDtype::I8,
+                Dtype::U8 => StDtype::U8,
+                Dtype::I32 => StDtype::I32,
+                Dtype::F8E4M3 => StDtype::F8_E4M3,
             };
             let view =
                 safetensors::tensor::TensorView::new(dtype, t.shape().to_vec(), t.raw_bytes())

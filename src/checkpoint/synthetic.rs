@@ -61,6 +61,7 @@ impl Variant {
             mlp_bias: false,
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
+            quantization_config: None,
         };
         match self {
             Variant::LlamaGqa => ModelConfig {

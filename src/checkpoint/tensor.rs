@@ -1,5 +1,6 @@
-//! Tensors as lowbit holds them: either owned f32 data, or a zero-copy view into a memory-mapped
-//! checkpoint file in its stored dtype (f32, f16 or bf16).
+//! Tensors as lowbit holds them: either owned data, or a zero-copy view into a memory-mapped
+//! checkpoint file in its stored dtype. Dense compute uses f32, f16 and bf16; the integer and
+//! FP8 dtypes hold the packed codes of quantized weights.
 
 use std::sync::Arc;
 
@@ -15,14 +16,23 @@ pub enum Dtype {
     F16,
     /// bfloat16.
     BF16,
+    /// Signed 8-bit integer.
+    I8,
+    /// Unsigned 8-bit integer.
+    U8,
+    /// Signed 32-bit integer (packed 4-bit codes, eight per word).
+    I32,
+    /// FP8 E4M3 ("fn" variant: no infinities, max 448).
+    F8E4M3,
 }
 
 impl Dtype {
     /// Size of one element in bytes.
     pub fn size(self) -> usize {
         match self {
-            Dtype::F32 => 4,
+            Dtype::F32 | Dtype::I32 => 4,
             Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::I8 | Dtype::U8 | Dtype::F8E4M3 => 1,
         }
     }
 
@@ -32,7 +42,16 @@ impl Dtype {
             Dtype::F32 => "F32",
             Dtype::F16 => "F16",
             Dtype::BF16 => "BF16",
+            Dtype::I8 => "I8",
+            Dtype::U8 => "U8",
+            Dtype::I32 => "I32",
+            Dtype::F8E4M3 => "F8_E4M3",
         }
+    }
+
+    /// Whether dense compute can use this dtype (f32, f16, bf16).
+    pub fn is_float(self) -> bool {
+        matches!(self, Dtype::F32 | Dtype::F16 | Dtype::BF16)
     }
 }
 
@@ -152,30 +171,68 @@ impl Tensor {
                 .chunks_exact(2)
                 .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
                 .collect(),
+            Dtype::I8 => bytes.iter().map(|&b| b as i8 as f32).collect(),
+            Dtype::U8 => bytes.iter().map(|&b| b as f32).collect(),
+            Dtype::I32 => bytes
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
+                .collect(),
+            Dtype::F8E4M3 => bytes
+                .iter()
+                .map(|&b| crate::quant::fp8::e4m3_to_f32(b))
+                .collect(),
         }
     }
 
-    /// Converts to an owned tensor of `dtype` (rounding to nearest even for 16-bit types).
+    /// Converts to an owned tensor of `dtype`: rounding to nearest even for 16-bit floats and
+    /// FP8, rounding and saturating for the integer types.
     pub fn to_dtype(&self, dtype: Dtype) -> Tensor {
         if dtype == self.dtype {
             return self.clone();
         }
         let values = self.to_f32_vec();
+        let shape = self.shape.clone();
         match dtype {
-            Dtype::F32 => Tensor::from_f32(self.shape.clone(), values),
+            Dtype::I8 => {
+                let v: Vec<u8> = values.iter().map(|&x| x.round() as i8 as u8).collect();
+                Tensor::from_bytes(shape, dtype, &v)
+            }
+            Dtype::U8 => {
+                let v: Vec<u8> = values.iter().map(|&x| x.round() as u8).collect();
+                Tensor::from_bytes(shape, dtype, &v)
+            }
+            Dtype::I32 => {
+                let v: Vec<i32> = values.iter().map(|&x| x.round() as i32).collect();
+                Tensor::from_bytes(shape, dtype, bytemuck::cast_slice(&v))
+            }
+            Dtype::F8E4M3 => {
+                let v: Vec<u8> = values
+                    .iter()
+                    .map(|&x| crate::quant::fp8::f32_to_e4m3(x))
+                    .collect();
+                Tensor::from_bytes(shape, dtype, &v)
+            }
+            Dtype::F32 => Tensor::from_f32(shape, values),
             Dtype::F16 => {
                 let v: Vec<f16> = values.iter().map(|&x| f16::from_f32(x)).collect();
-                Tensor::from_half_bytes(self.shape.clone(), Dtype::F16, bytemuck::cast_slice(&v))
+                Tensor::from_bytes(shape, Dtype::F16, bytemuck::cast_slice(&v))
             }
             Dtype::BF16 => {
                 let v: Vec<bf16> = values.iter().map(|&x| bf16::from_f32(x)).collect();
-                Tensor::from_half_bytes(self.shape.clone(), Dtype::BF16, bytemuck::cast_slice(&v))
+                Tensor::from_bytes(shape, Dtype::BF16, bytemuck::cast_slice(&v))
             }
         }
     }
 
-    /// 16-bit data is kept in an f32-aligned owned buffer so views stay aligned.
-    fn from_half_bytes(shape: Vec<usize>, dtype: Dtype, bytes: &[u8]) -> Tensor {
+    /// An owned tensor from little-endian `bytes` of `dtype`, kept in an f32-aligned buffer so
+    /// typed views stay aligned. Panics if the byte count does not match the shape (a
+    /// programming error: loaders validate sizes first).
+    pub fn from_bytes(shape: Vec<usize>, dtype: Dtype, bytes: &[u8]) -> Tensor {
+        assert_eq!(
+            shape.iter().product::<usize>() * dtype.size(),
+            bytes.len(),
+            "tensor byte size"
+        );
         let mut words = vec![0f32; bytes.len().div_ceil(4)];
         bytemuck::cast_slice_mut::<f32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
         Tensor {

@@ -66,6 +66,8 @@ impl Model {
                     *d = s.to_f32();
                 }
             }
+            // The loader only accepts float embeddings.
+            other => panic!("embedding stored as {other:?}"),
         }
     }
 

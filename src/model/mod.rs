@@ -11,6 +11,7 @@ mod kv_cache;
 pub mod rope;
 pub mod sampling;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use crate::checkpoint::{Architecture, ModelConfig};
@@ -20,13 +21,57 @@ pub use sampling::Sampler;
 
 use crate::checkpoint::{Checkpoint, Dtype, Tensor, Tokenizer};
 use crate::error::{Error, Result};
+use crate::quant::{QuantScheme, QuantizedTensor};
 use rope::Rope;
+
+/// The weight matrix of a projection, `[out_features, in_features]`.
+#[derive(Clone, Debug)]
+pub enum Weight {
+    /// f32, f16 or bf16, row-major.
+    Dense(Tensor),
+    /// Quantized; multiplied by the fused dequantizing kernels.
+    Quantized(QuantizedTensor),
+}
+
+impl Weight {
+    /// `[out_features, in_features]`.
+    pub fn shape(&self) -> [usize; 2] {
+        match self {
+            Weight::Dense(t) => [t.shape()[0], t.shape()[1]],
+            Weight::Quantized(q) => [q.rows(), q.cols()],
+        }
+    }
+
+    /// Bytes held (codes, scales and zero points for quantized weights).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Weight::Dense(t) => t.len() * t.dtype().size(),
+            Weight::Quantized(q) => q.storage_bytes(),
+        }
+    }
+
+    /// The quantization scheme, for quantized weights.
+    pub fn scheme(&self) -> Option<&QuantScheme> {
+        match self {
+            Weight::Dense(_) => None,
+            Weight::Quantized(q) => Some(q.scheme()),
+        }
+    }
+
+    /// The weight as dense f32 values (dequantized if needed), row-major.
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        match self {
+            Weight::Dense(t) => t.to_f32_vec(),
+            Weight::Quantized(q) => q.dequantize(),
+        }
+    }
+}
 
 /// A projection `y = x W^T + b`, W `[out, in]`.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    /// Weight, row-major `[out_features, in_features]`.
-    pub weight: Tensor,
+    /// Weight, `[out_features, in_features]`.
+    pub weight: Weight,
     /// Optional bias, `out_features` values.
     pub bias: Option<Vec<f32>>,
 }
@@ -44,7 +89,12 @@ impl Linear {
 
     /// `out = x W^T + b` for `m` rows of `x`.
     pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        crate::backend::cpu::linear(x, m, &self.weight, self.bias.as_deref(), out);
+        match &self.weight {
+            Weight::Dense(w) => crate::backend::cpu::linear(x, m, w, self.bias.as_deref(), out),
+            Weight::Quantized(q) => {
+                crate::backend::cpu::quant::linear(x, m, q, self.bias.as_deref(), out)
+            }
+        }
     }
 }
 
@@ -106,6 +156,8 @@ pub struct Model {
 struct Loader<'a> {
     checkpoint: &'a Checkpoint,
     dtype: Option<Dtype>,
+    /// Quantized layers of the checkpoint, by module name.
+    quantized: BTreeMap<String, QuantScheme>,
 }
 
 impl Loader<'_> {
@@ -118,6 +170,12 @@ impl Loader<'_> {
                 found: t.shape().to_vec(),
             });
         }
+        if !t.dtype().is_float() {
+            return Err(Error::UnsupportedDtype {
+                tensor: name.to_string(),
+                dtype: format!("{:?} (a dense weight must be f32, f16 or bf16)", t.dtype()),
+            });
+        }
         let target = self.dtype.unwrap_or(t.dtype());
         let converted = t.to_dtype(target);
         // Kernels read weights as aligned slices; a misaligned mapped view becomes a copy.
@@ -125,6 +183,7 @@ impl Loader<'_> {
             Dtype::F32 => converted.as_f32().is_some(),
             Dtype::BF16 => converted.as_bf16().is_some(),
             Dtype::F16 => converted.as_f16().is_some(),
+            _ => false,
         };
         Ok(if aligned {
             converted
@@ -139,8 +198,23 @@ impl Loader<'_> {
     }
 
     fn linear(&self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+        let weight = match self.quantized.get(prefix) {
+            Some(scheme) => {
+                let q =
+                    QuantizedTensor::from_tensors(*scheme, prefix, |n| self.checkpoint.tensor(n))?;
+                if [q.rows(), q.cols()] != [out, inp] {
+                    return Err(Error::ShapeMismatch {
+                        tensor: format!("{prefix}.weight_shape"),
+                        expected: vec![out, inp],
+                        found: vec![q.rows(), q.cols()],
+                    });
+                }
+                Weight::Quantized(q)
+            }
+            None => Weight::Dense(self.tensor(&format!("{prefix}.weight"), &[out, inp])?),
+        };
         Ok(Linear {
-            weight: self.tensor(&format!("{prefix}.weight"), &[out, inp])?,
+            weight,
             bias: if bias {
                 Some(self.vector(&format!("{prefix}.bias"), out)?)
             } else {
@@ -161,7 +235,11 @@ impl Model {
     /// (norms, biases and activations are always f32).
     pub fn from_checkpoint(checkpoint: &Checkpoint, dtype: Option<Dtype>) -> Result<Self> {
         let config = checkpoint.config().clone();
-        let loader = Loader { checkpoint, dtype };
+        let loader = Loader {
+            checkpoint,
+            dtype,
+            quantized: crate::quant::config::layer_schemes(&config, checkpoint.path())?,
+        };
         let (hidden, inter) = (config.hidden_size, config.intermediate_size);
         let q_out = config.num_attention_heads * config.head_dim;
         let kv_out = config.num_key_value_heads * config.head_dim;
@@ -217,9 +295,11 @@ impl Model {
             });
         }
         let final_norm = loader.vector("model.norm.weight", hidden)?;
-        let lm_head = if config.tie_word_embeddings && !checkpoint.has_tensor("lm_head.weight") {
+        let separate_head =
+            checkpoint.has_tensor("lm_head.weight") || loader.quantized.contains_key("lm_head");
+        let lm_head = if config.tie_word_embeddings && !separate_head {
             Linear {
-                weight: embed_tokens.clone(),
+                weight: Weight::Dense(embed_tokens.clone()),
                 bias: None,
             }
         } else {
@@ -262,7 +342,9 @@ impl Model {
 
     /// Number of weight parameters (matrices, norms and biases; a tied head counted once).
     pub fn parameter_count(&self) -> usize {
-        let linear = |l: &Linear| l.weight.len() + l.bias.as_ref().map_or(0, |b| b.len());
+        let linear = |l: &Linear| {
+            l.in_features() * l.out_features() + l.bias.as_ref().map_or(0, |b| b.len())
+        };
         let blocks: usize = self
             .blocks
             .iter()
@@ -274,7 +356,7 @@ impl Model {
                     + b.linears().into_iter().map(linear).sum::<usize>()
             })
             .sum();
-        let head = if self.config.tie_word_embeddings {
+        let head = if self.head_is_tied() {
             0
         } else {
             linear(&self.lm_head)
@@ -284,18 +366,50 @@ impl Model {
 
     /// Bytes of weight data as held in memory.
     pub fn weight_bytes(&self) -> usize {
-        let t = |t: &Tensor| t.len() * t.dtype().size();
         let blocks: usize = self
             .blocks
             .iter()
-            .map(|b| b.linears().into_iter().map(|l| t(&l.weight)).sum::<usize>())
+            .map(|b| {
+                b.linears()
+                    .into_iter()
+                    .map(|l| l.weight.bytes())
+                    .sum::<usize>()
+            })
             .sum();
-        let head = if self.config.tie_word_embeddings {
+        let head = if self.head_is_tied() {
             0
         } else {
-            t(&self.lm_head.weight)
+            self.lm_head.weight.bytes()
         };
-        t(&self.embed_tokens) + blocks + head
+        self.embed_tokens.len() * self.embed_tokens.dtype().size() + blocks + head
+    }
+
+    /// Whether the LM head is the embedding matrix itself (not a separate or quantized copy).
+    fn head_is_tied(&self) -> bool {
+        self.config.tie_word_embeddings && matches!(self.lm_head.weight, Weight::Dense(_))
+    }
+
+    /// The LM head.
+    pub fn lm_head(&self) -> &Linear {
+        &self.lm_head
+    }
+
+    /// Every projection with its module name (`model.layers.N.self_attn.q_proj`, ..., and
+    /// `lm_head` last), for quantization passes.
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.self_attn.q_proj"), &mut b.q_proj));
+            out.push((format!("{p}.self_attn.k_proj"), &mut b.k_proj));
+            out.push((format!("{p}.self_attn.v_proj"), &mut b.v_proj));
+            out.push((format!("{p}.self_attn.o_proj"), &mut b.o_proj));
+            out.push((format!("{p}.mlp.gate_proj"), &mut b.gate_proj));
+            out.push((format!("{p}.mlp.up_proj"), &mut b.up_proj));
+            out.push((format!("{p}.mlp.down_proj"), &mut b.down_proj));
+        }
+        out.push(("lm_head".to_string(), &mut self.lm_head));
+        out
     }
 
     /// A new, empty KV cache for one sequence.

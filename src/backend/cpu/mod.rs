@@ -4,6 +4,7 @@
 //! The dot products have a portable version ([`scalar`]) and, on x86-64, the same code compiled
 //! for AVX2+FMA ([`x86`]), picked once at run time. Work is split over output rows with rayon.
 
+pub mod quant;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
@@ -126,6 +127,8 @@ fn rows_major(x: &[f32], m: usize, k: usize, w: &Tensor, bias: Option<&[f32]>, t
                             *d = dot_f32(&x[t * k..(t + 1) * k], &row_f32);
                         }
                     }
+                    // Model loading rejects dense weights of any other dtype.
+                    other => panic!("dense linear over {other:?} weights"),
                 }
                 if let Some(b) = bias {
                     for d in dst.iter_mut() {

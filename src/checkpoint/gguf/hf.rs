@@ -284,6 +284,7 @@ pub(super) fn model_config(file: &GgufFile, rope_freqs: Option<&[f32]>) -> Resul
         eos_token_ids: token_id("tokenizer.ggml.eos_token_id")?
             .into_iter()
             .collect(),
+        quantization_config: None,
     };
     if config.hidden_size == 0 || config.vocab_size == 0 || config.num_hidden_layers == 0 {
         return Err(Error::config(
