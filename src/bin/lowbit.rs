@@ -1,12 +1,13 @@
 //! The `lowbit` command line: argument parsing and progress display over the library.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use lowbit::checkpoint::{default_model, Checkpoint, Dtype};
 use lowbit::model::{GenerateParams, Model, TextStream};
+use lowbit::quant::{quantize_checkpoint, QuantRules, QuantScheme, RtnOptions};
 
 const USAGE: &str = "\
 lowbit: load, run and score low-bit LLMs
@@ -16,10 +17,17 @@ Usage:
                   [--top-k K] [--top-p P] [--seed S] [--chat] [--dtype f32|bf16|f16]
   lowbit info     [--model PATH]
   lowbit convert  --model FILE.gguf --out DIR [--dtype f32|bf16|f16]
+  lowbit quantize [--model PATH] --scheme SCHEME --out DIR [--method rtn] [--mse]
+                  [--override PATTERN=SCHEME|PATTERN=skip]...
   lowbit fetch    (download and convert the default model; prints its directory)
 
 PATH is a Hugging Face directory (config.json + safetensors), a .safetensors file or a .gguf
 file. Without --model, the default model (SmolLM2-135M-Instruct) is used, fetched on first use.
+
+SCHEME: w4a16-g128, w4a16-g128-asym, w4a16-g32, w8a16, w8a8, w4a8-g128, nf4, nf4-dq, fp4,
+fp4-dq, fp8, fp8-block, w8a8-fp8, w8a8-fp8-block. Every linear layer of the decoder blocks is
+quantized; embeddings and the LM head are kept unless an --override names them (last match wins,
+`*` matches anything), e.g. --override '*.down_proj=w8a16' --override 'model.layers.0.*=skip'.
 ";
 
 /// Parsed `--name value` options and `--flag`s.
@@ -27,7 +35,7 @@ struct Args {
     options: Vec<(String, Option<String>)>,
 }
 
-const FLAGS: &[&str] = &["--chat", "--help"];
+const FLAGS: &[&str] = &["--chat", "--help", "--mse"];
 
 impl Args {
     fn parse(raw: &[String]) -> Result<Self, String> {
@@ -58,6 +66,13 @@ impl Args {
             .rev()
             .find(|(n, _)| n == name)
             .and_then(|(_, v)| v.as_deref())
+    }
+
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.options
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .filter_map(|(_, v)| v.as_deref())
     }
 
     fn flag(&self, name: &str) -> bool {
@@ -246,6 +261,24 @@ fn info(args: &Args) -> Result<(), String> {
         c.rope_theta, c.rope_scaling
     );
     println!("tied embeddings:   {}", c.tie_word_embeddings);
+    let mut schemes: std::collections::BTreeMap<String, usize> = Default::default();
+    for b in model.blocks() {
+        for l in b.linears() {
+            let name = l.weight.scheme().map_or("dense".into(), |s| s.to_string());
+            *schemes.entry(name).or_default() += 1;
+        }
+    }
+    let head = model.lm_head().weight.scheme();
+    let summary: Vec<String> = schemes.iter().map(|(s, n)| format!("{n} x {s}")).collect();
+    println!(
+        "linear layers:     {} (LM head {})",
+        summary.join(", "),
+        head.map_or("dense".into(), |s| s.to_string())
+    );
+    println!(
+        "weights in memory: {:.1} MB",
+        model.weight_bytes() as f64 / 1e6
+    );
     match model.tokenizer() {
         Some(t) => println!("tokenizer:         {} entries", t.vocab_size()),
         None => println!("tokenizer:         none"),
@@ -266,6 +299,61 @@ fn convert(args: &Args) -> Result<(), String> {
         .save_hf(std::path::Path::new(out), dtype)
         .map_err(|e| e.to_string())?;
     eprintln!("lowbit: done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn quantize(args: &Args) -> Result<(), String> {
+    args.check_known(&[
+        "--model",
+        "--scheme",
+        "--out",
+        "--method",
+        "--mse",
+        "--override",
+    ])?;
+    let scheme = args
+        .value("--scheme")
+        .ok_or("quantize needs --scheme SCHEME")?;
+    let out = args.value("--out").ok_or("quantize needs --out DIR")?;
+    let method = args.value("--method").unwrap_or("rtn");
+    if method != "rtn" {
+        return Err(format!(
+            "--method {method}: not available in this build (available: rtn)"
+        ));
+    }
+    let mut rules = QuantRules::new(QuantScheme::parse(scheme).map_err(|e| e.to_string())?);
+    for o in args.values("--override") {
+        rules.push_override(o).map_err(|e| e.to_string())?;
+    }
+    let options = RtnOptions {
+        mse_clip: args.flag("--mse"),
+    };
+    let path = model_path(args)?;
+    let started = Instant::now();
+    let checkpoint = Checkpoint::open(&path).map_err(|e| e.to_string())?;
+    let terminal = std::io::stderr().is_terminal();
+    let mut report = |done: usize, total: usize, layer: &str| {
+        if terminal {
+            eprint!("\rlowbit: quantized {done}/{total} {layer:<40}");
+        } else if done == total || done % (total / 10).max(1) == 0 {
+            eprintln!("lowbit: quantized {done}/{total} ({layer})");
+        }
+        true
+    };
+    let quantized = quantize_checkpoint(&checkpoint, &rules, &options, &mut report)
+        .map_err(|e| e.to_string())?;
+    if terminal {
+        eprintln!();
+    }
+    quantized
+        .save(std::path::Path::new(out))
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "lowbit: wrote {out}: {:.1} MB (from {:.1} MB) in {:.1} s",
+        quantized.size_bytes() as f64 / 1e6,
+        checkpoint.size_bytes() as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -290,6 +378,7 @@ fn main() -> ExitCode {
         "generate" => generate(&args),
         "info" => info(&args),
         "convert" => convert(&args),
+        "quantize" => quantize(&args),
         "fetch" => default_model::ensure()
             .map(|dir| println!("{}", dir.display()))
             .map_err(|e| e.to_string()),
