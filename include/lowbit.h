@@ -1,7 +1,8 @@
 /*
  * lowbit C API
  *
- * The C ABI of lowbit: load a model, tokenize, generate text, compute logits.
+ * The C ABI of lowbit: load a model, tokenize, generate text, compute logits, quantize a
+ * checkpoint.
  *
  * include/lowbit.h is generated from the Rust module src/ffi by cbindgen (see build.rs);
  * these notes open both. src/ffi only translates between C and the Rust API.
@@ -222,6 +223,75 @@ typedef struct lowbit_generate_params {
  * and must not free the model.
  */
 typedef bool (*lowbit_token_callback)(const char *piece, void *user_data);
+
+/**
+ * Called by `lowbit_quantize` after each layer is quantized: `done` counts the layers
+ * finished so far (1, 2, ..., `total`), `total` is the number of layers the call will
+ * quantize (the same on every call), and `layer` is the module just finished, e.g.
+ * `"model.layers.0.self_attn.q_proj"`, a NUL-terminated UTF-8 string valid only during the
+ * call (copy it to keep it). `user_data` is `params->user_data`. Return true to continue,
+ * false to cancel: `lowbit_quantize` then returns `LOWBIT_ERR_CANCELLED` without writing
+ * anything. The callback runs on the thread that called `lowbit_quantize`; it must not
+ * unwind (throw a C++ exception, longjmp).
+ */
+typedef bool (*lowbit_progress_callback)(size_t done,
+                                         size_t total,
+                                         const char *layer,
+                                         void *user_data);
+
+/**
+ * Settings of `lowbit_quantize`. Obtain them from `lowbit_quantize_default_params()` and
+ * change the fields you need; never build one from scratch, so that `struct_size` is right
+ * and fields added by later versions get their defaults.
+ *
+ * The strings and arrays it points to stay the caller's; lowbit reads them only during
+ * `lowbit_quantize` and keeps no pointer to them afterwards.
+ */
+typedef struct lowbit_quantize_params {
+    /**
+     * `sizeof(lowbit_quantize_params)` as the caller's header defines it. A library accepts
+     * the sizes of its own layout and of every earlier one; others give
+     * `LOWBIT_ERR_INVALID_ARGUMENT`.
+     */
+    size_t struct_size;
+    /**
+     * The quantization scheme of every linear layer of the decoder blocks (default
+     * `"w4a16-g128"`). Names read `wNaM[-gSIZE][-asym]` for integer weights of N bits with
+     * activations of M bits, plus `nf4`, `nf4-dq`, `fp4`, `fp8`, `fp8-block`, `w8a8-fp8`,
+     * `w8a8-fp8-block`; case is ignored. Must not be NULL.
+     */
+    const char *scheme;
+    /**
+     * The quantization method: `"rtn"` (round-to-nearest, the default and the only method
+     * of this version). NULL means `"rtn"`.
+     */
+    const char *method;
+    /**
+     * Search a clipping range per group that minimizes the quantization error: slower,
+     * usually more accurate (default false).
+     */
+    bool mse_clip;
+    /**
+     * `n_overrides` layer rules, each `"PATTERN=SCHEME"` or `"PATTERN=skip"`, matched against
+     * module names (`"model.layers.3.mlp.down_proj"`, `"lm_head"`) with `*` matching any run
+     * of characters. The last matching rule wins. By default (no rule) every decoder-block
+     * linear gets `scheme` and the embeddings and LM head stay in floating point; a rule
+     * naming `lm_head` quantizes the head too. May be NULL when `n_overrides` is 0 (default).
+     */
+    const char *const *overrides;
+    /**
+     * Number of strings at `overrides` (default 0).
+     */
+    size_t n_overrides;
+    /**
+     * Called after each quantized layer; may cancel. NULL for none (default).
+     */
+    lowbit_progress_callback progress;
+    /**
+     * Passed unchanged to `progress` (default NULL).
+     */
+    void *user_data;
+} lowbit_quantize_params;
 
 #ifdef __cplusplus
 extern "C" {
@@ -447,6 +517,63 @@ enum lowbit_status lowbit_logits(const struct lowbit_model *model,
                                  float *logits,
                                  size_t capacity,
                                  size_t *n_logits);
+
+/**
+ * The default quantization settings: scheme `"w4a16-g128"`, method `"rtn"`, no MSE clipping,
+ * no layer overrides, no progress callback; `struct_size` is set. The struct is returned by
+ * value and its strings are static: nothing to free. Thread-safe.
+ */
+struct lowbit_quantize_params lowbit_quantize_default_params(void);
+
+/**
+ * Quantizes the checkpoint at `model_path` and writes the result to the directory `out_dir`,
+ * which `lowbit_model_load` then loads (and `lowbit_generate` runs).
+ *
+ * `model_path` is what `lowbit_model_load` accepts: a Hugging Face style directory, a
+ * `.safetensors` file with config.json beside it, or a `.gguf` file (whose weights are read
+ * as f32); it must not be quantized by lowbit already. `out_dir` is created if needed (with its parents) and
+ * receives model.safetensors (quantized layers as codes and scales, every other tensor
+ * unchanged), config.json (with a `quantization_config` recording each layer's scheme), and
+ * tokenizer.json and tokenizer_config.json when the model has a tokenizer. Files of those
+ * names already in `out_dir` are replaced; others are left alone. `out_dir` must not be the
+ * directory the model is read from. The source is read through a memory map one layer at a
+ * time; peak memory is about the size of the quantized result plus one layer in f32.
+ *
+ * `params` must not be NULL: start from `lowbit_quantize_default_params()`. When
+ * `params->progress` is set it is called after each layer, and returning false from it
+ * cancels the call.
+ *
+ * Nothing is allocated for the caller; nothing is to be freed. Nothing is written to
+ * `out_dir` until every layer is quantized, so a failure or cancellation before that point
+ * leaves it untouched; a failure while writing (disk full, say) can leave partial files there.
+ *
+ * Errors: `LOWBIT_ERR_NULL_POINTER` (model_path, out_dir, params or params->scheme NULL;
+ * params->overrides NULL with n_overrides > 0, or one of its strings NULL),
+ * `LOWBIT_ERR_INVALID_ARGUMENT` (a path empty, or a string not UTF-8; wrong
+ * `params->struct_size`; unknown scheme or method; an override not of the form
+ * `PATTERN=SCHEME` or `PATTERN=skip`; out_dir is the model's own directory; the model is
+ * already quantized; a layer's weight cannot be quantized), `LOWBIT_ERR_CANCELLED` (the
+ * progress callback returned false; nothing was written), `LOWBIT_ERR_IO` (missing or
+ * unreadable model; out_dir is a file or cannot be created; an output file cannot be
+ * written; the message names the path), `LOWBIT_ERR_FORMAT` (as for `lowbit_model_load`),
+ * `LOWBIT_ERR_CONFIG`,
+ * `LOWBIT_ERR_UNSUPPORTED` (as for `lowbit_model_load`). `lowbit_last_error()` says which
+ * argument, file or layer was wrong.
+ *
+ * Thread-safe: several threads may quantize at once, each into its own `out_dir` (two calls
+ * writing the same `out_dir` at once leave it in an unspecified state). Quantization itself
+ * uses all cores. The model files must not change during the call.
+ *
+ * # Safety
+ * `model_path` and `out_dir` are NULL or NUL-terminated strings; `params` is NULL or points
+ * to a `lowbit_quantize_params` whose `struct_size` is set, whose `scheme` and `method` are
+ * NULL or NUL-terminated, whose `overrides` is NULL or points to `n_overrides` pointers each
+ * NULL or NUL-terminated, and whose `progress` is NULL or a function with the
+ * `lowbit_progress_callback` contract, called with `user_data`.
+ */
+enum lowbit_status lowbit_quantize(const char *model_path,
+                                   const char *out_dir,
+                                   const struct lowbit_quantize_params *params);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,13 +1,17 @@
 //! The C API as a C program sees it: include/lowbit.h is current, its version macros agree with
-//! the library, and ffi-examples/c/generate.c compiles warning-free against the header, links
-//! against the cdylib, and generates the same text as the Rust API.
+//! the library, and the examples in ffi-examples/c compile warning-free against the header, link
+//! against the cdylib, and generate the same text as the Rust API (generate.c with the default
+//! model, quantize.c with the default model quantized through lowbit_quantize).
 
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::sync::OnceLock;
+
 use lowbit::checkpoint::default_model;
 use lowbit::model::{GenerateParams, Model};
+use lowbit::quant::{quantize_model, QuantRules, QuantScheme, RtnOptions};
 
 const PROMPT: &str = "The capital of France is";
 /// generate.c asks for this many new tokens, greedily.
@@ -71,8 +75,13 @@ fn version_macros_agree_with_the_library() {
 
 /// `cargo test` builds the library only as an rlib; the C program needs the cdylib, so this
 /// builds it into the same target directory, with the profile this test was built with.
-/// Returns the directory holding liblowbit.so (or .dylib).
+/// Returns the directory holding liblowbit.so (or .dylib). Built once per test process.
 fn build_cdylib() -> PathBuf {
+    static LIB_DIR: OnceLock<PathBuf> = OnceLock::new();
+    LIB_DIR.get_or_init(build_cdylib_once).clone()
+}
+
+fn build_cdylib_once() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile dir>/deps/c_api-<hash>
     let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
@@ -110,7 +119,11 @@ fn build_cdylib() -> PathBuf {
 /// What the Rust API generates for `prompt` with generate.c's settings.
 fn rust_generation(prompt: &str) -> String {
     let dir = default_model::ensure().unwrap_or_else(|e| panic!("default model: {e}"));
-    let model = Model::load(dir).unwrap();
+    greedy_generation(&Model::load(dir).unwrap(), prompt)
+}
+
+/// `NEW_TOKENS` greedy tokens of `model` after `prompt`, as text.
+fn greedy_generation(model: &Model, prompt: &str) -> String {
     let tokenizer = model.require_tokenizer().unwrap();
     let ids = tokenizer.encode(prompt, true).unwrap();
     let params = GenerateParams {
@@ -122,17 +135,17 @@ fn rust_generation(prompt: &str) -> String {
     tokenizer.decode(&generated[0].tokens, true).unwrap()
 }
 
-#[cfg(unix)]
-#[test]
-fn c_example_generates_what_the_rust_api_generates() {
+/// Compiles ffi-examples/c/`example`.c against the header and the cdylib, runs it with `args`,
+/// and returns its standard output after checking that it exited successfully.
+fn run_c_example(example: &str, args: &[&str]) -> String {
     let lib_dir = build_cdylib();
     let program =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("generate-{}", std::process::id()));
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{example}-{}", std::process::id()));
     let compiler = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
     let compiled = Command::new(&compiler)
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I"])
         .arg(root().join("include"))
-        .arg(root().join("ffi-examples/c/generate.c"))
+        .arg(root().join(format!("ffi-examples/c/{example}.c")))
         .arg("-L")
         .arg(&lib_dir)
         .args(["-llowbit", "-o"])
@@ -141,7 +154,7 @@ fn c_example_generates_what_the_rust_api_generates() {
         .unwrap_or_else(|e| panic!("running {compiler:?}: {e}"));
     assert!(
         compiled.status.success(),
-        "compiling generate.c failed:\n{}",
+        "compiling {example}.c failed:\n{}",
         String::from_utf8_lossy(&compiled.stderr)
     );
 
@@ -151,7 +164,7 @@ fn c_example_generates_what_the_rust_api_generates() {
         "LD_LIBRARY_PATH"
     };
     let run = Command::new(&program)
-        .arg(PROMPT)
+        .args(args)
         .env(library_path_var, &lib_dir)
         .output()
         .unwrap();
@@ -161,17 +174,49 @@ fn c_example_generates_what_the_rust_api_generates() {
     println!("{stdout}");
     assert!(
         run.status.success(),
-        "generate.c exited with {}:\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        "{example}.c exited with {}:\nstdout:\n{stdout}\nstderr:\n{stderr}",
         run.status
     );
     assert!(stdout.contains(&format!("lowbit {} (header", lowbit::VERSION)));
-    assert!(stdout.contains("misuse reported: model is NULL"));
     assert!(stdout.trim_end().ends_with("ok"));
+    stdout
+}
 
+/// The text an example printed between its `<<<` and `>>>` lines.
+fn generated_text(stdout: &str) -> &str {
     let start = stdout.find("<<<\n").expect("a <<< line") + "<<<\n".len();
     let end = stdout.rfind("\n>>>\n").expect("a >>> line");
-    let from_c = &stdout[start..end];
+    &stdout[start..end]
+}
+
+#[cfg(unix)]
+#[test]
+fn c_example_generates_what_the_rust_api_generates() {
+    let stdout = run_c_example("generate", &[PROMPT]);
+    assert!(stdout.contains("misuse reported: model is NULL"));
     let from_rust = rust_generation(PROMPT);
     assert!(!from_rust.is_empty());
-    assert_eq!(from_c, from_rust);
+    assert_eq!(generated_text(&stdout), from_rust);
+}
+
+#[cfg(unix)]
+#[test]
+fn c_quantize_example_generates_what_the_rust_api_generates_quantized() {
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("quantize-example-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let stdout = run_c_example("quantize", &[out_dir.to_str().unwrap(), PROMPT]);
+    let _ = std::fs::remove_dir_all(&out_dir);
+    assert!(stdout.contains("misuse reported: invalid argument: unknown quantization scheme"));
+    assert!(stdout.contains("cancelled as asked: cancelled by the progress callback"));
+
+    // quantize.c's settings: the defaults (w4a16-g128, RTN) with 8-bit down projections.
+    let dir = default_model::ensure().unwrap_or_else(|e| panic!("default model: {e}"));
+    let mut model = Model::load(dir).unwrap();
+    let mut rules = QuantRules::new(QuantScheme::parse("w4a16-g128").unwrap());
+    rules.push_override("*.mlp.down_proj=w8a16").unwrap();
+    quantize_model(&mut model, &rules, &RtnOptions::default()).unwrap();
+    let from_rust = greedy_generation(&model, PROMPT);
+    assert!(!from_rust.is_empty());
+    assert_eq!(generated_text(&stdout), from_rust);
 }

@@ -9,8 +9,8 @@ use lowbit::model::{Model, Weight};
 use lowbit::quant::fp8::{e4m3_to_f32, f32_to_e4m3};
 use lowbit::quant::nf4::{FP4_CODE_BOOK, NF4_CODE_BOOK};
 use lowbit::quant::{
-    quantize_checkpoint, quantize_matrix, quantize_model, QuantRules, QuantScheme,
-    QuantizedTensor, RtnOptions, Scales,
+    quantize_checkpoint, quantize_matrix, quantize_model, QuantRules, QuantScheme, QuantizedTensor,
+    RtnOptions, Scales,
 };
 use lowbit::Error;
 
@@ -76,21 +76,31 @@ fn int4_symmetric_by_hand() {
     // max|w| = 1.5 -> scale = 1.5 / 7.5 = 0.2, stored as f16 0.199951171875.
     // 0.75 / s = 3.75 -> 4; -1.5 / s = -7.50 -> -8; 0.3 / s = 1.50 -> 2 (ties are not hit).
     let q = rtn(&padded_row(&[0.75, -1.5, 0.3], 32), [1, 32], "w4a16-g32");
-    let s = 0.199951171875f32;
+    let s = half::f16::from_f32(0.2).to_f32();
     let d = q.dequantize();
     assert_eq!(&d[..4], &[4.0 * s, -8.0 * s, 2.0 * s, 0.0]);
     // Offset codes 12, 0, 10, 8, 8, ... packed low nibble first.
     let words: &[u8] = q.codes().raw_bytes();
-    assert_eq!(u32::from_le_bytes(words[..4].try_into().unwrap()), 0x8888_8A0C);
-    assert_eq!(u32::from_le_bytes(words[4..8].try_into().unwrap()), 0x8888_8888);
+    assert_eq!(
+        u32::from_le_bytes(words[..4].try_into().unwrap()),
+        0x8888_8A0C
+    );
+    assert_eq!(
+        u32::from_le_bytes(words[4..8].try_into().unwrap()),
+        0x8888_8888
+    );
 }
 
 #[test]
 fn int4_asymmetric_by_hand() {
     // Range [-1, 2]: scale = 3 / 15 = 0.2 -> f16 0.199951171875; zero = round(-8 + 1/s) = -3.
     // 2 -> round(10.002) - 3 = 7; -1 -> -5 - 3 = -8; 0 -> -3.
-    let q = rtn(&padded_row(&[2.0, -1.0, 0.0], 32), [1, 32], "w4a16-g32-asym");
-    let s = 0.199951171875f32;
+    let q = rtn(
+        &padded_row(&[2.0, -1.0, 0.0], 32),
+        [1, 32],
+        "w4a16-g32-asym",
+    );
+    let s = half::f16::from_f32(0.2).to_f32();
     assert_eq!(q.zero_points().unwrap(), &[-3]);
     let d = q.dequantize();
     assert_eq!(&d[..3], &[10.0 * s - 0.0, -5.0 * s, 0.0]);
@@ -114,7 +124,10 @@ fn fp8_by_hand() {
     let q = rtn(&[2.0, -1.0, 0.1], [1, 3], "fp8");
     assert_eq!(q.codes().raw_bytes(), &[0x7E, 0xF6, 0x5B]);
     let scale = 2.0f32 / 448.0;
-    assert_eq!(q.dequantize(), vec![448.0 * scale, -224.0 * scale, 22.0 * scale]);
+    assert_eq!(
+        q.dequantize(),
+        vec![448.0 * scale, -224.0 * scale, 22.0 * scale]
+    );
 }
 
 /// An independent decoding of every format from its documented layout.
@@ -177,7 +190,11 @@ fn every_scheme_decodes_as_its_documented_layout() {
             let values = seeded(shape[0] * shape[1], seed);
             let q = rtn(&values, shape, name);
             let decoded = q.dequantize();
-            assert_eq!(decoded, reference_dequantize(&q), "{name} {shape:?} seed {seed}");
+            assert_eq!(
+                decoded,
+                reference_dequantize(&q),
+                "{name} {shape:?} seed {seed}"
+            );
             // Error bound: half a quantization step of the coarsest format (int4 / FP4 over a
             // range of 0.1 -> ~0.1 / 7.5 / 2 ~ 0.0067, NF4 ~ 0.015 near +-1 of the absmax).
             let worst = values
@@ -222,8 +239,13 @@ fn mse_clipping_never_increases_the_error() {
     }
     for name in ["w4a16-g128", "w4a16-g128-asym", "nf4", "fp8"] {
         let err = |mse: bool| -> f64 {
-            let q = quantize_matrix(&values, [8, 128], &scheme(name), &RtnOptions { mse_clip: mse })
-                .unwrap();
+            let q = quantize_matrix(
+                &values,
+                [8, 128],
+                &scheme(name),
+                &RtnOptions { mse_clip: mse },
+            )
+            .unwrap();
             q.dequantize()
                 .iter()
                 .zip(&values)
@@ -231,7 +253,10 @@ fn mse_clipping_never_increases_the_error() {
                 .sum()
         };
         let (plain, searched) = (err(false), err(true));
-        assert!(searched <= plain * (1.0 + 1e-6), "{name}: {searched} > {plain}");
+        assert!(
+            searched <= plain * (1.0 + 1e-6),
+            "{name}: {searched} > {plain}"
+        );
     }
 }
 
@@ -305,10 +330,22 @@ fn dense_copy(model: &Model) -> Model {
 fn quantized_model_matches_its_dequantized_weights() {
     let base = Model::from_checkpoint(&synthetic::build(Variant::Qwen3, 3), None).unwrap();
     let tokens: Vec<u32> = (0..12).map(|i| (i * 37 % 250) as u32).collect();
-    for name in ["w4a16-g32", "w4a16-g64-asym", "w8a16", "nf4-dq", "fp4", "fp8", "fp8-block"] {
+    for name in [
+        "w4a16-g32",
+        "w4a16-g64-asym",
+        "w8a16",
+        "nf4-dq",
+        "fp4",
+        "fp8",
+        "fp8-block",
+    ] {
         let mut model = base.clone();
-        quantize_model(&mut model, &QuantRules::new(scheme(name)), &RtnOptions::default())
-            .unwrap();
+        quantize_model(
+            &mut model,
+            &QuantRules::new(scheme(name)),
+            &RtnOptions::default(),
+        )
+        .unwrap();
         assert!(model.weight_bytes() < base.weight_bytes(), "{name}");
         let fused = model.logits(&tokens).unwrap();
         let reference = dense_copy(&model).logits(&tokens).unwrap();
@@ -327,7 +364,9 @@ fn quantized_checkpoint_round_trips_through_disk() {
     let dir = std::env::temp_dir().join(format!("lowbit-quant-{}", std::process::id()));
     let mut rules = QuantRules::new(scheme("w4a16-g32-asym"));
     rules.push_override("*.down_proj=w8a16").unwrap();
-    rules.push_override("model.layers.0.self_attn.*=skip").unwrap();
+    rules
+        .push_override("model.layers.0.self_attn.*=skip")
+        .unwrap();
     rules.push_override("lm_head=nf4-dq").unwrap();
     let mut seen = Vec::new();
     let quantized = quantize_checkpoint(
@@ -341,27 +380,39 @@ fn quantized_checkpoint_round_trips_through_disk() {
     )
     .unwrap();
     assert_eq!(seen.len(), 2 * 7 - 4 + 1);
-    assert!(seen.iter().enumerate().all(|(i, &(d, t))| d == i + 1 && t == seen.len()));
+    assert!(seen
+        .iter()
+        .enumerate()
+        .all(|(i, &(d, t))| d == i + 1 && t == seen.len()));
     quantized.save(&dir).unwrap();
     let loaded = Model::load(&dir).unwrap();
     let blocks = loaded.blocks();
     assert!(blocks[0].q_proj.weight.scheme().is_none());
     assert_eq!(blocks[0].down_proj.weight.scheme(), Some(&scheme("w8a16")));
-    assert_eq!(blocks[1].q_proj.weight.scheme(), Some(&scheme("w4a16-g32-asym")));
+    assert_eq!(
+        blocks[1].q_proj.weight.scheme(),
+        Some(&scheme("w4a16-g32-asym"))
+    );
     assert_eq!(loaded.lm_head().weight.scheme(), Some(&scheme("nf4-dq")));
 
     // The same rules applied in memory give the same weights and logits.
     let mut in_memory = Model::from_checkpoint(&source, None).unwrap();
     quantize_model(&mut in_memory, &rules, &RtnOptions::default()).unwrap();
     let tokens = [1u32, 5, 9, 200, 3];
-    assert_eq!(loaded.logits(&tokens).unwrap(), in_memory.logits(&tokens).unwrap());
+    assert_eq!(
+        loaded.logits(&tokens).unwrap(),
+        in_memory.logits(&tokens).unwrap()
+    );
 
     // Quantizing twice, a cancelled pass, and a corrupt quantization_config are errors.
     let reopened = Checkpoint::open(&dir).unwrap();
-    let twice = quantize_checkpoint(&reopened, &rules, &RtnOptions::default(), &mut |_, _, _| true);
+    let twice = quantize_checkpoint(&reopened, &rules, &RtnOptions::default(), &mut |_, _, _| {
+        true
+    });
     assert!(twice.unwrap_err().to_string().contains("already quantized"));
-    let cancelled =
-        quantize_checkpoint(&source, &rules, &RtnOptions::default(), &mut |_, _, _| false);
+    let cancelled = quantize_checkpoint(&source, &rules, &RtnOptions::default(), &mut |_, _, _| {
+        false
+    });
     assert!(matches!(cancelled, Err(Error::Cancelled)));
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).unwrap();
@@ -386,7 +437,9 @@ fn quantized_checkpoint_round_trips_through_disk() {
         c,
         None,
     );
-    let err = Model::from_checkpoint(&broken, None).unwrap_err().to_string();
+    let err = Model::from_checkpoint(&broken, None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("up_proj"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

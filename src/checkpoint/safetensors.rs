@@ -136,6 +136,8 @@ pub fn write_file(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()>
         .collect::<Result<_>>()?;
     let mut metadata = std::collections::HashMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
-    safetensors::serialize_to_file(views, Some(metadata), path)
-        .map_err(|e| Error::format(path, format!("cannot write safetensors: {e}")))
+    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| match e {
+        safetensors::SafeTensorError::IoError(io) => Error::io(path, io),
+        other => Error::format(path, format!("cannot write safetensors: {other}")),
+    })
 }

@@ -1,4 +1,5 @@
-//! The C ABI of lowbit: load a model, tokenize, generate text, compute logits.
+//! The C ABI of lowbit: load a model, tokenize, generate text, compute logits, quantize a
+//! checkpoint.
 //!
 //! include/lowbit.h is generated from the Rust module src/ffi by cbindgen (see build.rs);
 //! these notes open both. src/ffi only translates between C and the Rust API.
@@ -28,7 +29,8 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 // cbindgen emits functions in the order these modules are declared (each is its own group
-// so that rustfmt keeps the order): status and identity, the model, text, inference.
+// so that rustfmt keeps the order): status and identity, the model, text, inference,
+// quantization.
 mod status;
 
 mod model;
@@ -36,6 +38,8 @@ mod model;
 mod text;
 
 mod inference;
+
+mod quantize;
 
 mod marshal;
 
@@ -47,6 +51,10 @@ pub use model::{
     lowbit_default_model_path, lowbit_last_error, lowbit_model, lowbit_model_free,
     lowbit_model_get_info, lowbit_model_info, lowbit_model_load, lowbit_model_vocab_size,
     lowbit_string_free, lowbit_version,
+};
+pub use quantize::{
+    lowbit_progress_callback, lowbit_quantize, lowbit_quantize_default_params,
+    lowbit_quantize_params,
 };
 pub use status::lowbit_status;
 pub use text::{lowbit_detokenize, lowbit_tokenize};

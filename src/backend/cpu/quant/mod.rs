@@ -111,7 +111,7 @@ pub fn kernels() -> KernelSet {
         available()
             .into_iter()
             .filter(|k| k.isa <= cap)
-            .last()
+            .next_back()
             .unwrap_or(scalar::KERNELS)
     })
 }
