@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod error;
+pub mod eval;
 pub mod ffi;
 pub mod model;
 pub mod quant;

@@ -202,3 +202,44 @@ pub fn write(variant: Variant, seed: u64, dir: &Path) -> Result<PathBuf> {
     build(variant, seed).save_hf(&out, variant.dtype())?;
     Ok(out)
 }
+
+/// A byte-level tokenizer (`tokenizer.json`) whose 256 ids are the 256 bytes, in GPT-2's
+/// byte-to-character mapping, with no merges: it fits the synthetic models' 256-entry
+/// vocabulary, so text-level code paths (evaluation, chat, streaming) run on them.
+pub fn byte_tokenizer_json() -> String {
+    let mut printable: Vec<u32> = (u32::from('!')..=u32::from('~'))
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut chars = printable.clone();
+    let mut extra = 0;
+    for b in 0..256u32 {
+        if !printable.contains(&b) {
+            printable.push(b);
+            chars.push(256 + extra);
+            extra += 1;
+        }
+    }
+    let mut vocab = serde_json::Map::new();
+    for (&byte, &c) in printable.iter().zip(&chars) {
+        let symbol = char::from_u32(c).expect("valid scalar").to_string();
+        vocab.insert(symbol, serde_json::json!(byte));
+    }
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
+                          "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
+                    "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                  "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": []}
+    })
+    .to_string()
+}
