@@ -4,6 +4,7 @@
 //! [`checkpoint`] (files) -> [`model`] (forward pass, generation) -> [`ffi`] (C ABI).
 
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod error;
 pub mod eval;

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use lowbit::checkpoint::{default_model, Checkpoint, Dtype};
 use lowbit::model::{GenerateParams, Model, TextStream};
-use lowbit::quant::{quantize_checkpoint, QuantRules, QuantScheme, RtnOptions};
+use lowbit::quant::{quantize_checkpoint, quantize_model, QuantRules, QuantScheme, RtnOptions};
 
 const USAGE: &str = "\
 lowbit: load, run and score low-bit LLMs
@@ -19,6 +19,7 @@ Usage:
   lowbit convert  --model FILE.gguf --out DIR [--dtype f32|bf16|f16]
   lowbit quantize [--model PATH] --scheme SCHEME --out DIR [--method rtn] [--mse]
                   [--override PATTERN=SCHEME|PATTERN=skip]...
+  lowbit bench    [--model PATH] [--schemes LIST] [--prompt-tokens N] [--decode-tokens N] [--json]
   lowbit fetch    (download and convert the default model; prints its directory)
 
 PATH is a Hugging Face directory (config.json + safetensors), a .safetensors file or a .gguf
@@ -35,7 +36,7 @@ struct Args {
     options: Vec<(String, Option<String>)>,
 }
 
-const FLAGS: &[&str] = &["--chat", "--help", "--mse"];
+const FLAGS: &[&str] = &["--chat", "--help", "--json", "--mse"];
 
 impl Args {
     fn parse(raw: &[String]) -> Result<Self, String> {
@@ -357,6 +358,130 @@ fn quantize(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Schemes `lowbit bench` measures without --schemes.
+const BENCH_SCHEMES: &str = "w4a16-g128,w8a16,nf4,fp8,w8a8";
+
+/// Measures f32, bf16 and each RTN-quantized scheme in turn. Each row builds its model from a
+/// freshly opened checkpoint and drops both before the next, and the peak RSS is reset once the
+/// model is built, so a row's peak is its own inference footprint. Quantized rows quantize the
+/// decoder projections of the bf16 model (embedding and LM head stay bf16).
+fn bench(args: &Args) -> Result<(), String> {
+    args.check_known(&[
+        "--model",
+        "--schemes",
+        "--prompt-tokens",
+        "--decode-tokens",
+        "--json",
+    ])?;
+    let schemes = args
+        .value("--schemes")
+        .unwrap_or(BENCH_SCHEMES)
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| QuantScheme::parse(s).map_err(|e| format!("--schemes: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let prompt_tokens: usize = args.parsed("--prompt-tokens", 64)?;
+    let decode_tokens: usize = args.parsed("--decode-tokens", 16)?;
+    if prompt_tokens == 0 || decode_tokens == 0 {
+        return Err("--prompt-tokens and --decode-tokens must be at least 1".into());
+    }
+    let json = args.flag("--json");
+    let path = model_path(args)?;
+    // Opened here only to fail early on a bad path or a run longer than the context.
+    let context = Checkpoint::open(&path)
+        .map_err(|e| e.to_string())?
+        .config()
+        .max_position_embeddings;
+    if prompt_tokens.saturating_add(decode_tokens) > context {
+        return Err(format!(
+            "{prompt_tokens} prompt + {decode_tokens} decode tokens exceed the model's context \
+             of {context} positions"
+        ));
+    }
+    let disk_bytes = lowbit::bench::checkpoint_disk_bytes(&path).map_err(|e| e.to_string())?;
+    let mut rows: Vec<(Dtype, Option<QuantScheme>)> = vec![(Dtype::F32, None), (Dtype::BF16, None)];
+    rows.extend(schemes.into_iter().map(|s| (Dtype::BF16, Some(s))));
+    if !json {
+        eprintln!(
+            "lowbit: benchmarking {} on {} threads: {prompt_tokens} prompt tokens, \
+             {decode_tokens} decode tokens",
+            path.display(),
+            rayon::current_num_threads()
+        );
+        println!(
+            "{:<16} {:>9} {:>11} {:>13} {:>14} {:>9} {:>12}",
+            "scheme",
+            "size MB*",
+            "weights MB",
+            "decode tok/s",
+            "prefill tok/s",
+            "TTFT ms",
+            "peak RSS MB"
+        );
+    }
+    let mut peak_is_per_row = true;
+    for (dtype, scheme) in rows {
+        let name = scheme.map_or_else(|| format!("{dtype:?}").to_lowercase(), |s| s.name());
+        let started = Instant::now();
+        let checkpoint = Checkpoint::open(&path).map_err(|e| e.to_string())?;
+        let mut model =
+            Model::from_checkpoint(&checkpoint, Some(dtype)).map_err(|e| format!("{name}: {e}"))?;
+        if let Some(scheme) = scheme {
+            quantize_model(&mut model, &QuantRules::new(scheme), &RtnOptions::default())
+                .map_err(|e| format!("{name}: {e}"))?;
+        }
+        drop(checkpoint);
+        let prepared_s = started.elapsed().as_secs_f64();
+        lowbit::bench::release_free_memory();
+        peak_is_per_row &= lowbit::bench::reset_peak_rss();
+        let mut report = lowbit::bench::measure(&model, prompt_tokens, decode_tokens)
+            .map_err(|e| format!("{name}: {e}"))?;
+        drop(model);
+        if scheme.is_none() {
+            report.checkpoint_bytes = Some(disk_bytes);
+        }
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string(&report).map_err(|e| e.to_string())?
+            );
+            continue;
+        }
+        let mb = |bytes: u64| bytes as f64 / 1e6;
+        let size = report.checkpoint_bytes.unwrap_or(report.weight_bytes);
+        let peak = report
+            .peak_rss_bytes
+            .map_or("n/a".to_string(), |b| format!("{:.1}", mb(b)));
+        println!(
+            "{:<16} {:>9.1} {:>11.1} {:>13.1} {:>14.1} {:>9.1} {:>12}",
+            report.scheme,
+            mb(size),
+            mb(report.weight_bytes),
+            report.decode_tokens_per_s,
+            report.prefill_tokens_per_s,
+            report.time_to_first_token_s * 1e3,
+            peak
+        );
+        eprintln!("lowbit: {name}: model prepared in {prepared_s:.1} s");
+    }
+    if !json {
+        println!(
+            "* size: the input checkpoint on disk for the f32/bf16 rows; the weight bytes in \
+             memory for quantized rows (projections quantized, embedding and LM head bf16)."
+        );
+        println!(
+            "  peak RSS: process peak (VmHWM) {}.",
+            if peak_is_per_row {
+                "during each row's measurement (reset after loading)"
+            } else {
+                "since the process started (could not be reset per row)"
+            }
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let Some(command) = raw.first() else {
@@ -379,6 +504,7 @@ fn main() -> ExitCode {
         "info" => info(&args),
         "convert" => convert(&args),
         "quantize" => quantize(&args),
+        "bench" => bench(&args),
         "fetch" => default_model::ensure()
             .map(|dir| println!("{}", dir.display()))
             .map_err(|e| e.to_string()),

@@ -25,7 +25,10 @@ pub fn evaluate(
     options: &TaskOptions,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<Vec<TaskResult>> {
-    let scorer = Scorer::new(model);
+    let mut scorer = Scorer::new(model);
+    if let Some(max) = options.max_length {
+        scorer.max_length = max.max(2);
+    }
     let mut results = Vec::new();
     for (i, name) in task_names.iter().enumerate() {
         progress(i, task_names.len(), name);

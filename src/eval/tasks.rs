@@ -52,6 +52,8 @@ pub struct TaskOptions {
     pub max_gen_tokens: usize,
     /// Keep per-document records.
     pub keep_samples: bool,
+    /// Longest model input (`None`: the model's `max_position_embeddings`, as the harness).
+    pub max_length: Option<usize>,
 }
 
 impl Default for TaskOptions {
@@ -66,6 +68,7 @@ impl Default for TaskOptions {
             stride: 2048,
             max_gen_tokens: 256,
             keep_samples: true,
+            max_length: None,
         }
     }
 }
