@@ -29,7 +29,7 @@ fn error_text<T: std::fmt::Debug>(r: lowbit::Result<T>) -> (Error, String) {
 /// A safetensors file built by hand: `header` JSON, padded to 8 bytes, then `data`.
 fn raw_safetensors(path: &Path, header: &str, data: &[u8]) {
     let mut h = header.as_bytes().to_vec();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut bytes = (h.len() as u64).to_le_bytes().to_vec();

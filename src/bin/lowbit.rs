@@ -336,7 +336,7 @@ fn quantize(args: &Args) -> Result<(), String> {
     let mut report = |done: usize, total: usize, layer: &str| {
         if terminal {
             eprint!("\rlowbit: quantized {done}/{total} {layer:<40}");
-        } else if done == total || done % (total / 10).max(1) == 0 {
+        } else if done == total || done.is_multiple_of((total / 10).max(1)) {
             eprintln!("lowbit: quantized {done}/{total} ({layer})");
         }
         true

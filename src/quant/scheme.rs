@@ -128,7 +128,7 @@ impl QuantScheme {
                         "block" if fp8 => granularity = Granularity::Block128,
                         g if g.starts_with('g') => {
                             let size: usize = g[1..].parse().map_err(|_| bad("bad group size"))?;
-                            if size == 0 || size % 32 != 0 {
+                            if size == 0 || !size.is_multiple_of(32) {
                                 return Err(bad("the group size must be a multiple of 32"));
                             }
                             granularity = Granularity::Group(size);

@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use super::fp8::e4m3_to_f32;
 use super::nf4::{DoubleQuant, FP4_CODE_BOOK, NF4_CODE_BOOK};
@@ -235,9 +236,7 @@ impl QuantizedTensor {
             Scales::Dense(t) => match t.dtype() {
                 Dtype::F16 => {
                     let all = t.as_f16().expect("aligned f16 scales");
-                    for (d, s) in scales[..groups].iter_mut().zip(&all[first..first + groups]) {
-                        *d = s.to_f32();
-                    }
+                    all[first..first + groups].convert_to_f32_slice(&mut scales[..groups]);
                 }
                 Dtype::F32 => {
                     scales[..groups]
@@ -273,7 +272,7 @@ impl QuantizedTensor {
         match self.code_kind() {
             CodeKind::Nibble { table, high_first } => {
                 let byte = codes[k / 2];
-                let low = (k % 2 == 0) != high_first;
+                let low = k.is_multiple_of(2) != high_first;
                 table[(if low { byte & 0x0F } else { byte >> 4 }) as usize]
             }
             CodeKind::Int8 => codes[k] as i8 as f32,

@@ -62,15 +62,29 @@ pub fn dot_bf16(a: &[f32], b: &[bf16]) -> f32 {
     }
 }
 
-/// Output rows handled by one rayon task: enough work to amortize scheduling.
-fn rows_per_task(rows: usize, k: usize, m: usize) -> usize {
+/// Output rows handled by one rayon task: enough work to amortize scheduling, few enough that
+/// the task's weight rows stay in L2 while every activation tile passes over them.
+fn rows_per_task(rows: usize, k: usize, m: usize, element: usize) -> usize {
     let per_row = (k * m).max(1);
-    (65_536 / per_row).clamp(1, rows.max(1))
+    let by_work = 65_536 / per_row;
+    let by_cache = (192 * 1024 / (k * element).max(1)).max(TILE_ROWS);
+    let chunk = if m >= TILE_TOKENS {
+        by_cache / TILE_ROWS * TILE_ROWS
+    } else {
+        by_work
+    };
+    chunk.clamp(1, rows.max(1))
 }
+
+/// Rows per prefill tile.
+const TILE_ROWS: usize = 3;
+/// Activation rows per prefill tile.
+const TILE_TOKENS: usize = 4;
 
 /// `out[t, n] = sum_k x[t, k] * w[n, k] + bias[n]` for `t < m`, `n < w.shape()[0]`.
 ///
-/// `x` is `[m, k]` row-major, `w` is `[n, k]`, `out` is `[m, n]`.
+/// `x` is `[m, k]` row-major, `w` is `[n, k]`, `out` is `[m, n]`. Panics if `w` is not a 2-D
+/// float tensor (model loading guarantees it).
 pub fn linear(x: &[f32], m: usize, w: &Tensor, bias: Option<&[f32]>, out: &mut [f32]) {
     let (n, k) = (w.shape()[0], w.shape()[1]);
     assert_eq!(x.len(), m * k, "linear: input size");
@@ -90,49 +104,104 @@ pub fn linear(x: &[f32], m: usize, w: &Tensor, bias: Option<&[f32]>, out: &mut [
     }
 }
 
-/// `target[row * m + t] = x[t] . w[row] + bias[row]`, parallel over weight rows.
+/// A weight row as the kernels take it.
+enum Row<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [bf16]),
+    /// f16 rows are widened once per row (f16 weights are rare: converted checkpoints).
+    Widened(Vec<f32>),
+}
+
+fn weight_row(w: &Tensor, row: usize, k: usize) -> Row<'_> {
+    let range = row * k..(row + 1) * k;
+    match w.dtype() {
+        Dtype::F32 => Row::F32(&w.as_f32().expect("aligned f32 weights")[range]),
+        Dtype::BF16 => Row::Bf16(&w.as_bf16().expect("aligned bf16 weights")[range]),
+        Dtype::F16 => {
+            let src: &[f16] = &w.as_f16().expect("aligned f16 weights")[range];
+            Row::Widened(src.iter().map(|v| v.to_f32()).collect())
+        }
+        // Model loading rejects dense weights of any other dtype.
+        other => panic!("dense linear over {other:?} weights"),
+    }
+}
+
+fn dot_row(x: &[f32], row: &Row<'_>) -> f32 {
+    match row {
+        Row::F32(w) => dot_f32(x, w),
+        Row::Bf16(w) => dot_bf16(x, w),
+        Row::Widened(w) => dot_f32(x, w),
+    }
+}
+
+/// `out[r][t] = rows[r] . xs[t]` with the register-tiled kernel when the rows share a dtype.
+fn tile(rows: &[Row<'_>; TILE_ROWS], xs: [&[f32]; TILE_TOKENS]) -> [[f32; TILE_TOKENS]; TILE_ROWS] {
+    let avx2 = cfg!(target_arch = "x86_64") && isa() == Isa::Avx2;
+    match rows {
+        [Row::F32(a), Row::F32(b), Row::F32(c)] => {
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: `isa()` returns Avx2 only when AVX2 and FMA were detected.
+                return unsafe { x86::tile_f32([a, b, c], xs) };
+            }
+            scalar::tile_f32([a, b, c], xs)
+        }
+        [Row::Bf16(a), Row::Bf16(b), Row::Bf16(c)] => {
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: as above.
+                return unsafe { x86::tile_bf16([a, b, c], xs) };
+            }
+            scalar::tile_bf16([a, b, c], xs)
+        }
+        _ => std::array::from_fn(|r| std::array::from_fn(|t| dot_row(xs[t], &rows[r]))),
+    }
+}
+
+/// `target[row * m + t] = x[t] . w[row] + bias[row]`, parallel over weight rows; for `m >= 4`
+/// each task walks its rows (kept in L2) once per tile of 4 activation rows, 3 rows at a time.
 fn rows_major(x: &[f32], m: usize, k: usize, w: &Tensor, bias: Option<&[f32]>, target: &mut [f32]) {
     let n = w.shape()[0];
-    let chunk = rows_per_task(n, k, m);
+    let chunk = rows_per_task(n, k, m, w.dtype().size());
     target
         .par_chunks_mut(chunk * m)
         .enumerate()
         .for_each(|(task, block)| {
             let first = task * chunk;
-            let rows = block.len() / m;
-            let mut row_f32 = Vec::new();
-            for r in 0..rows {
-                let row = first + r;
-                let dst = &mut block[r * m..(r + 1) * m];
-                match w.dtype() {
-                    Dtype::F32 => {
-                        let wr = &w.as_f32().expect("aligned f32 weights")[row * k..(row + 1) * k];
-                        for (t, d) in dst.iter_mut().enumerate() {
-                            *d = dot_f32(&x[t * k..(t + 1) * k], wr);
+            let count = block.len() / m;
+            let rows: Vec<Row<'_>> = (first..first + count)
+                .map(|r| weight_row(w, r, k))
+                .collect();
+            let mut t0 = 0;
+            while t0 + TILE_TOKENS <= m {
+                let xs: [&[f32]; TILE_TOKENS] =
+                    std::array::from_fn(|i| &x[(t0 + i) * k..(t0 + i + 1) * k]);
+                let mut r = 0;
+                while r + TILE_ROWS <= count {
+                    let group: &[Row<'_>; TILE_ROWS] =
+                        rows[r..r + TILE_ROWS].try_into().expect("three rows");
+                    let values = tile(group, xs);
+                    for (dr, row_values) in values.iter().enumerate() {
+                        for (i, &v) in row_values.iter().enumerate() {
+                            block[(r + dr) * m + t0 + i] = v;
                         }
                     }
-                    Dtype::BF16 => {
-                        let wr =
-                            &w.as_bf16().expect("aligned bf16 weights")[row * k..(row + 1) * k];
-                        for (t, d) in dst.iter_mut().enumerate() {
-                            *d = dot_bf16(&x[t * k..(t + 1) * k], wr);
-                        }
+                    r += TILE_ROWS;
+                }
+                for rr in r..count {
+                    for (i, xt) in xs.iter().enumerate() {
+                        block[rr * m + t0 + i] = dot_row(xt, &rows[rr]);
                     }
-                    Dtype::F16 => {
-                        let wr: &[f16] =
-                            &w.as_f16().expect("aligned f16 weights")[row * k..(row + 1) * k];
-                        row_f32.clear();
-                        row_f32.extend(wr.iter().map(|v| v.to_f32()));
-                        for (t, d) in dst.iter_mut().enumerate() {
-                            *d = dot_f32(&x[t * k..(t + 1) * k], &row_f32);
-                        }
-                    }
-                    // Model loading rejects dense weights of any other dtype.
-                    other => panic!("dense linear over {other:?} weights"),
+                }
+                t0 += TILE_TOKENS;
+            }
+            for (r, row) in rows.iter().enumerate() {
+                for t in t0..m {
+                    block[r * m + t] = dot_row(&x[t * k..(t + 1) * k], row);
                 }
                 if let Some(b) = bias {
-                    for d in dst.iter_mut() {
-                        *d += b[row];
+                    for d in &mut block[r * m..(r + 1) * m] {
+                        *d += b[first + r];
                     }
                 }
             }
@@ -182,7 +251,9 @@ mod tests {
     #[test]
     fn linear_matches_reference_for_each_dtype() {
         let mut seed = 42u64;
-        let (m, n, k) = (3usize, 37usize, 29usize);
+        // 9 activation rows exercise two full 4-row tiles plus one left over; 37 weight rows
+        // twelve 3-row tiles plus one.
+        let (m, n, k) = (9usize, 37usize, 29usize);
         let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
         let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed)).collect();
         let bias: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
@@ -190,7 +261,7 @@ mod tests {
         for dtype in [Dtype::F32, Dtype::BF16, Dtype::F16] {
             let wd = wt.to_dtype(dtype);
             let wf = wd.to_f32_vec();
-            for rows in [1, m] {
+            for rows in [1, 3, 4, m] {
                 let mut out = vec![0f32; rows * n];
                 linear(&x[..rows * k], rows, &wd, Some(&bias), &mut out);
                 for t in 0..rows {

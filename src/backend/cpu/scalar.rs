@@ -51,3 +51,55 @@ pub fn dot_bf16(a: &[f32], b: &[bf16]) -> f32 {
     }
     acc.iter().sum::<f32>() + tail
 }
+
+/// Lanes of one tile accumulator (one AVX2 register of f32).
+const TILE_LANES: usize = 8;
+
+/// `out[r][t] = w[r] . x[t]` for `R` weight rows and `T` activation rows: each weight and
+/// activation chunk is loaded once for `R * T` multiply-adds (the prefill micro-kernel).
+/// `load` widens weight elements to f32.
+#[inline(always)]
+pub fn tile<W: Copy, const R: usize, const T: usize>(
+    w: [&[W]; R],
+    x: [&[f32]; T],
+    load: impl Fn(W) -> f32,
+) -> [[f32; T]; R] {
+    let k = x[0].len();
+    let mut acc = [[[0f32; TILE_LANES]; T]; R];
+    let full = k / TILE_LANES * TILE_LANES;
+    let mut base = 0;
+    while base < full {
+        let xs: [[f32; TILE_LANES]; T] =
+            std::array::from_fn(|t| std::array::from_fn(|l| x[t][base + l]));
+        for r in 0..R {
+            let wv: [f32; TILE_LANES] = std::array::from_fn(|l| load(w[r][base + l]));
+            for t in 0..T {
+                for l in 0..TILE_LANES {
+                    acc[r][t][l] = wv[l].mul_add(xs[t][l], acc[r][t][l]);
+                }
+            }
+        }
+        base += TILE_LANES;
+    }
+    std::array::from_fn(|r| {
+        std::array::from_fn(|t| {
+            let mut s = acc[r][t].iter().sum::<f32>();
+            for i in full..k {
+                s += load(w[r][i]) * x[t][i];
+            }
+            s
+        })
+    })
+}
+
+/// f32-weight tile (see [`tile`]).
+#[inline(always)]
+pub fn tile_f32<const R: usize, const T: usize>(w: [&[f32]; R], x: [&[f32]; T]) -> [[f32; T]; R] {
+    tile(w, x, |v| v)
+}
+
+/// bf16-weight tile (see [`tile`]).
+#[inline(always)]
+pub fn tile_bf16<const R: usize, const T: usize>(w: [&[bf16]; R], x: [&[f32]; T]) -> [[f32; T]; R] {
+    tile(w, x, widen)
+}

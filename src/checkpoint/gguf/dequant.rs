@@ -292,7 +292,7 @@ pub fn dequantize(ggml_type: GgmlType, bytes: &[u8], n_elements: usize) -> Resul
     }
     let (block, block_bytes) = ggml_type.block_layout();
     assert!(
-        n_elements % block == 0 && bytes.len() == n_elements / block * block_bytes,
+        n_elements.is_multiple_of(block) && bytes.len() == n_elements / block * block_bytes,
         "{n_elements} {ggml_type} elements cannot be stored in {} bytes",
         bytes.len()
     );

@@ -110,8 +110,7 @@ pub fn kernels() -> KernelSet {
         };
         available()
             .into_iter()
-            .filter(|k| k.isa <= cap)
-            .next_back()
+            .rfind(|k| k.isa <= cap)
             .unwrap_or(scalar::KERNELS)
     })
 }
@@ -322,7 +321,7 @@ pub fn permute<T: Copy + Default>(src: &[T], dst: &mut [T], block: usize, high_f
         let base = i / chunk * chunk;
         let within = i % chunk;
         let byte = within / 2;
-        let low = (within % 2 == 0) != high_first;
+        let low = within.is_multiple_of(2) != high_first;
         dst[base + byte + if low { 0 } else { block }] = v;
     }
 }

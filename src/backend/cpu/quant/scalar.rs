@@ -19,7 +19,7 @@ fn value(kind: &CodeKind, codes: &[u8], i: usize) -> f32 {
     match kind {
         CodeKind::Nibble { table, high_first } => {
             let byte = codes[i / 2];
-            let low = (i % 2 == 0) != *high_first;
+            let low = i.is_multiple_of(2) != *high_first;
             table[(if low { byte & 0x0F } else { byte >> 4 }) as usize]
         }
         CodeKind::Int8 => codes[i] as i8 as f32,

@@ -1,0 +1,415 @@
+//! The quantized CPU kernels of every instruction set this machine runs, against references
+//! computed here from the stored codes (f64 for the float path, exact i64 for the integer path),
+//! over every code kind, ragged row lengths, every group shape and every tile height; then the
+//! fused linear layer end to end against the dequantized product.
+//!
+//! Inputs are random from a fresh seed per run, printed in every failure message;
+//! `LOWBIT_TEST_SEED=<n>` replays a run.
+
+use lowbit::backend::cpu::quant::{available, linear_with, permute, KernelSet, QuantIsa, RowArgs};
+use lowbit::quant::nf4::{FP4_CODE_BOOK, NF4_CODE_BOOK};
+use lowbit::quant::weights::INT4_TABLE;
+use lowbit::quant::{quantize_matrix, ActivationFormat, CodeKind, QuantScheme, RtnOptions};
+
+/// Float path tolerance, relative to `sum |scale * v * x|` over the row. The kernels add in f32
+/// with 8 to 16 lanes and several accumulators, so each partial sum holds at most k/8 = 512
+/// terms here: a worst-case error of 512 * 2^-24 = 3e-5 of the magnitude, and typically
+/// sqrt(512) * 2^-24 = 1.3e-6. The portable kernel sums sequentially (worst case 2.4e-4 for
+/// k = 4096, typically 4e-6 with random signs). 1e-4 separates rounding from any wrong term,
+/// which moves the result by about 1/k = 2.4e-4 of the magnitude or more.
+const FLOAT_TOLERANCE: f64 = 1e-4;
+
+/// Row lengths: below, at and across block (32) and group boundaries, and a model-sized one.
+const LENGTHS: [usize; 8] = [1, 31, 32, 33, 100, 128, 257, 4096];
+
+/// Explicit group sizes; the whole row (`k`) is tried as well.
+const GROUP_SIZES: [usize; 3] = [32, 64, 128];
+
+/// Activation rows per kernel call (the dispatcher's tile is at most 8).
+const MAX_ROWS: usize = 8;
+
+/// A small deterministic generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    fn symmetric(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    fn byte(&mut self) -> u8 {
+        (self.next() >> 56) as u8
+    }
+}
+
+/// A fresh seed (or `LOWBIT_TEST_SEED`) for one test.
+fn seed() -> u64 {
+    if let Some(seed) = std::env::var("LOWBIT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return seed;
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+}
+
+/// The code kinds the formats produce.
+fn code_kinds() -> [(&'static str, CodeKind); 5] {
+    [
+        (
+            "int4",
+            CodeKind::Nibble {
+                table: INT4_TABLE,
+                high_first: false,
+            },
+        ),
+        (
+            "nf4",
+            CodeKind::Nibble {
+                table: NF4_CODE_BOOK,
+                high_first: true,
+            },
+        ),
+        (
+            "fp4",
+            CodeKind::Nibble {
+                table: FP4_CODE_BOOK,
+                high_first: true,
+            },
+        ),
+        ("int8", CodeKind::Int8),
+        ("fp8", CodeKind::Fp8),
+    ]
+}
+
+/// Random stored codes of one row of `k` values, as long as the formats store them: int4 rows
+/// padded to whole 32-bit words, NF4/FP4 `ceil(k/2)` bytes, byte kinds `k` bytes (FP8 without
+/// the NaN codes, which never occur in weights).
+fn random_codes(kind: &CodeKind, k: usize, rng: &mut Rng) -> Vec<u8> {
+    let len = match kind {
+        CodeKind::Nibble {
+            high_first: false, ..
+        } => k.div_ceil(8) * 4,
+        CodeKind::Nibble { .. } => k.div_ceil(2),
+        CodeKind::Int8 | CodeKind::Fp8 => k,
+    };
+    (0..len)
+        .map(|_| loop {
+            let b = rng.byte();
+            if *kind != CodeKind::Fp8 || b & 0x7F != 0x7F {
+                break b;
+            }
+        })
+        .collect()
+}
+
+/// E4M3 decoded from its bit fields (independently of the library).
+fn e4m3(code: u8) -> f64 {
+    let sign = if code & 0x80 != 0 { -1.0 } else { 1.0 };
+    let exponent = i32::from((code >> 3) & 0x0F);
+    let mantissa = f64::from(code & 0x07);
+    let magnitude = if exponent == 0 {
+        mantissa / 8.0 * 2f64.powi(-6)
+    } else {
+        (1.0 + mantissa / 8.0) * 2f64.powi(exponent - 7)
+    };
+    sign * magnitude
+}
+
+/// Unscaled value of element `i` of a row.
+fn value(kind: &CodeKind, codes: &[u8], i: usize) -> f64 {
+    match kind {
+        CodeKind::Nibble { table, high_first } => {
+            let byte = codes[i / 2];
+            let first = i.is_multiple_of(2);
+            let index = if first != *high_first {
+                byte & 0x0F
+            } else {
+                byte >> 4
+            };
+            f64::from(table[usize::from(index)])
+        }
+        CodeKind::Int8 => f64::from(codes[i] as i8),
+        CodeKind::Fp8 => e4m3(codes[i]),
+    }
+}
+
+/// The activation layout block of `set` for `kind`.
+fn layout(set: &KernelSet, kind: &CodeKind, integer: bool) -> (usize, bool) {
+    match kind {
+        CodeKind::Nibble { high_first, .. } => (
+            if integer {
+                set.int_nibble_block
+            } else {
+                set.float_nibble_block
+            },
+            *high_first,
+        ),
+        _ => (0, false),
+    }
+}
+
+/// Every shape of the kernel tests: `(k, group_size)`.
+fn shapes() -> Vec<(usize, usize)> {
+    let mut shapes = Vec::new();
+    for k in LENGTHS {
+        for group_size in GROUP_SIZES.into_iter().chain([k]) {
+            shapes.push((k, group_size));
+        }
+    }
+    shapes
+}
+
+#[test]
+fn float_kernels_match_f64_reference() {
+    let seed = seed();
+    let mut rng = Rng(seed);
+    let sets = available();
+    eprintln!(
+        "kernel sets: {:?}; seed {seed}",
+        sets.iter().map(|s| s.isa).collect::<Vec<_>>()
+    );
+    for (name, kind) in code_kinds() {
+        for (k, group_size) in shapes() {
+            let padded = k.div_ceil(32) * 32;
+            let groups = k.div_ceil(group_size);
+            let codes = random_codes(&kind, k, &mut rng);
+            let scales: Vec<f32> = (0..groups).map(|_| rng.symmetric() * 2.0).collect();
+            let natural: Vec<Vec<f32>> = (0..MAX_ROWS)
+                .map(|_| (0..k).map(|_| rng.symmetric()).collect())
+                .collect();
+            // Reference and magnitude per activation row.
+            let reference: Vec<(f64, f64)> = natural
+                .iter()
+                .map(|x| {
+                    let (mut sum, mut magnitude) = (0f64, 0f64);
+                    for (i, &xi) in x.iter().enumerate() {
+                        let term = f64::from(scales[i / group_size])
+                            * value(&kind, &codes, i)
+                            * f64::from(xi);
+                        sum += term;
+                        magnitude += term.abs();
+                    }
+                    (sum, magnitude)
+                })
+                .collect();
+            let args = RowArgs {
+                kind: &kind,
+                codes: &codes,
+                k,
+                group_size,
+                scales: &scales,
+            };
+            for set in &sets {
+                let (block, high_first) = layout(set, &kind, false);
+                let laid_out: Vec<Vec<f32>> = natural
+                    .iter()
+                    .map(|x| {
+                        let mut dst = vec![0f32; padded];
+                        permute(x, &mut dst, block, high_first);
+                        dst
+                    })
+                    .collect();
+                for rows in 1..=MAX_ROWS {
+                    let xs: Vec<&[f32]> = laid_out[..rows].iter().map(|x| &x[..]).collect();
+                    let mut out = vec![f32::NAN; rows];
+                    // SAFETY: `set` comes from `available()`, so this CPU runs its instructions;
+                    // `xs` rows hold `ceil(k/32)*32` values in the set's layout, `out` one per row.
+                    unsafe { (set.dot_float)(&args, &xs, &mut out) };
+                    for (t, (&got, &(expected, magnitude))) in
+                        out.iter().zip(&reference).enumerate()
+                    {
+                        let error = (f64::from(got) - expected).abs();
+                        assert!(
+                            error <= FLOAT_TOLERANCE * magnitude,
+                            "{:?} {name} k={k} group={group_size} rows={rows} row {t}: {got} vs \
+                             {expected} (magnitude {magnitude}); seed {seed}",
+                            set.isa
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_kernels_match_exact_integer_sums() {
+    let seed = seed();
+    let mut rng = Rng(seed);
+    let sets = available();
+    let kinds = [code_kinds()[0], code_kinds()[3]];
+    for (name, kind) in kinds {
+        for (k, group_size) in shapes() {
+            let padded = k.div_ceil(32) * 32;
+            let groups = k.div_ceil(group_size);
+            let codes = random_codes(&kind, k, &mut rng);
+            let scales: Vec<f32> = (0..groups).map(|_| rng.symmetric() * 2.0).collect();
+            // The full i8 range, -128 included, though the dispatcher only makes -127..=127.
+            let natural: Vec<Vec<i8>> = (0..MAX_ROWS)
+                .map(|_| (0..k).map(|_| rng.byte() as i8).collect())
+                .collect();
+            let xsums: Vec<Vec<i32>> = natural
+                .iter()
+                .map(|x| {
+                    x.chunks(group_size)
+                        .map(|part| part.iter().map(|&v| i32::from(v)).sum())
+                        .collect()
+                })
+                .collect();
+            let reference: Vec<(f64, f64)> = natural
+                .iter()
+                .map(|x| {
+                    let (mut sum, mut magnitude) = (0f64, 0f64);
+                    for (g, part) in x.chunks(group_size).enumerate() {
+                        let integer: i64 = part
+                            .iter()
+                            .enumerate()
+                            .map(|(j, &xi)| {
+                                value(&kind, &codes, g * group_size + j) as i64 * i64::from(xi)
+                            })
+                            .sum();
+                        let term = f64::from(scales[g]) * integer as f64;
+                        sum += term;
+                        magnitude += term.abs();
+                    }
+                    (sum, magnitude)
+                })
+                .collect();
+            // The integer sums are exact; what remains is f32 rounding of the int-to-float
+            // conversion (only past 2^24), of each product with the scale and of the running sum:
+            // at most one epsilon of the magnitude per group, and one more.
+            let tolerance = (groups + 1) as f64 * f64::from(f32::EPSILON);
+            let args = RowArgs {
+                kind: &kind,
+                codes: &codes,
+                k,
+                group_size,
+                scales: &scales,
+            };
+            for set in &sets {
+                let (block, high_first) = layout(set, &kind, true);
+                let laid_out: Vec<Vec<i8>> = natural
+                    .iter()
+                    .map(|x| {
+                        let mut dst = vec![0i8; padded];
+                        permute(x, &mut dst, block, high_first);
+                        dst
+                    })
+                    .collect();
+                for rows in 1..=MAX_ROWS {
+                    let xs: Vec<&[i8]> = laid_out[..rows].iter().map(|x| &x[..]).collect();
+                    let sums: Vec<&[i32]> = xsums[..rows].iter().map(|s| &s[..]).collect();
+                    let mut out = vec![f32::NAN; rows];
+                    // SAFETY: `set` comes from `available()`; `xs` rows hold `ceil(k/32)*32`
+                    // values in the set's layout, `sums` one sum per group, `out` one per row.
+                    unsafe { (set.dot_int8)(&args, &xs, &sums, &mut out) };
+                    for (t, (&got, &(expected, magnitude))) in
+                        out.iter().zip(&reference).enumerate()
+                    {
+                        let error = (f64::from(got) - expected).abs();
+                        assert!(
+                            error <= tolerance * magnitude,
+                            "{:?} {name} k={k} group={group_size} rows={rows} row {t}: {got} vs \
+                             {expected} (magnitude {magnitude}); seed {seed}",
+                            set.isa
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Schemes of the end-to-end test: every weight format, offsets, blocks and both activation
+/// quantizations.
+const SCHEMES: [&str; 10] = [
+    "w4a16-g128",
+    "w4a16-g32-asym",
+    "w8a16",
+    "nf4",
+    "fp4-dq",
+    "fp8",
+    "fp8-block",
+    "w8a8",
+    "w4a8-g128",
+    "w8a8-fp8",
+];
+
+/// End-to-end tolerance, relative to `sum |x * w| + |bias|` per output: the kernels' rounding
+/// (see [`FLOAT_TOLERANCE`]) plus the offset subtraction and bias in f32.
+const LINEAR_TOLERANCE: f64 = 1e-4;
+
+#[test]
+fn linear_matches_dequantized_product() {
+    let seed = seed();
+    let mut rng = Rng(seed);
+    let sets = available();
+    let n = 37;
+    for scheme_name in SCHEMES {
+        let scheme = QuantScheme::parse(scheme_name).expect("known scheme");
+        for k in [100, 320] {
+            let weights: Vec<f32> = (0..n * k).map(|_| rng.symmetric()).collect();
+            let tensor = quantize_matrix(&weights, [n, k], &scheme, &RtnOptions::default())
+                .expect("quantizable weights");
+            let dequantized = tensor.dequantize();
+            let bias: Vec<f32> = (0..n).map(|_| rng.symmetric()).collect();
+            for m in [1, 3, 8, 11] {
+                let x: Vec<f32> = (0..m * k).map(|_| rng.symmetric()).collect();
+                let mut exact = vec![0f64; m * n];
+                let mut magnitude = vec![0f64; m * n];
+                for t in 0..m {
+                    for row in 0..n {
+                        let products = x[t * k..(t + 1) * k]
+                            .iter()
+                            .zip(&dequantized[row * k..(row + 1) * k])
+                            .map(|(&a, &w)| f64::from(a) * f64::from(w));
+                        let (sum, abs) =
+                            products.fold((0.0, 0.0), |(s, a), p| (s + p, a + p.abs()));
+                        exact[t * n + row] = sum + f64::from(bias[row]);
+                        magnitude[t * n + row] = abs + f64::from(bias[row]).abs();
+                    }
+                }
+                let outputs: Vec<(QuantIsa, Vec<f32>)> = sets
+                    .iter()
+                    .map(|set| {
+                        let mut out = vec![f32::NAN; m * n];
+                        linear_with(set, &x, m, &tensor, Some(&bias), &mut out);
+                        (set.isa, out)
+                    })
+                    .collect();
+                // Quantized activations move the result away from the float product; there the
+                // portable kernel is the reference.
+                let float = scheme.activation == ActivationFormat::Float;
+                let portable = &outputs[0].1;
+                for (isa, out) in &outputs {
+                    for (i, &got) in out.iter().enumerate() {
+                        let expected = if float {
+                            exact[i]
+                        } else {
+                            f64::from(portable[i])
+                        };
+                        let error = (f64::from(got) - expected).abs();
+                        assert!(
+                            error <= LINEAR_TOLERANCE * magnitude[i],
+                            "{isa:?} {scheme_name} [{n}, {k}] m={m} output {i}: {got} vs \
+                             {expected} (magnitude {}); seed {seed}",
+                            magnitude[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
