@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use lowbit::checkpoint::{default_model, Checkpoint, Dtype};
+use lowbit::eval::TaskOptions;
 use lowbit::model::{GenerateParams, Model, TextStream};
 use lowbit::quant::{quantize_checkpoint, quantize_model, QuantRules, QuantScheme, RtnOptions};
 
@@ -17,6 +18,9 @@ Usage:
                   [--top-k K] [--top-p P] [--seed S] [--chat] [--dtype f32|bf16|f16]
   lowbit info     [--model PATH]
   lowbit convert  --model FILE.gguf --out DIR [--dtype f32|bf16|f16]
+  lowbit eval     [--model PATH] --tasks LIST [--data-dir DIR] [--limit N] [--seed S]
+                  [--num-fewshot N] [--max-length N] [--scheme SCHEME] [--out FILE]
+                  [--no-samples]
   lowbit quantize [--model PATH] --scheme SCHEME --out DIR [--method rtn] [--mse]
                   [--override PATTERN=SCHEME|PATTERN=skip]...
   lowbit bench    [--model PATH] [--schemes LIST] [--prompt-tokens N] [--decode-tokens N] [--json]
@@ -36,7 +40,7 @@ struct Args {
     options: Vec<(String, Option<String>)>,
 }
 
-const FLAGS: &[&str] = &["--chat", "--help", "--json", "--mse"];
+const FLAGS: &[&str] = &["--chat", "--help", "--json", "--mse", "--no-samples"];
 
 impl Args {
     fn parse(raw: &[String]) -> Result<Self, String> {
@@ -303,6 +307,120 @@ fn convert(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs benchmark tasks and prints lm-eval style results; writes the full JSON with `--out`.
+fn eval(args: &Args) -> Result<(), String> {
+    args.check_known(&[
+        "--model",
+        "--tasks",
+        "--data-dir",
+        "--limit",
+        "--seed",
+        "--num-fewshot",
+        "--fewshot-seed",
+        "--max-length",
+        "--context",
+        "--stride",
+        "--max-gen-tokens",
+        "--scheme",
+        "--out",
+        "--no-samples",
+        "--dtype",
+    ])?;
+    let tasks: Vec<String> = args
+        .value("--tasks")
+        .ok_or_else(|| {
+            format!(
+                "eval needs --tasks (any of {}, or text:PATH)",
+                lowbit::eval::TASKS.join(",")
+            )
+        })?
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    let data_dir = args
+        .value("--data-dir")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("LOWBIT_DATA").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("data"));
+    let optional = |name: &str| -> Result<Option<usize>, String> {
+        args.value(name)
+            .map(|v| v.parse().map_err(|_| format!("{name}: cannot parse '{v}'")))
+            .transpose()
+    };
+    let defaults = TaskOptions::default();
+    let options = TaskOptions {
+        data_dir,
+        limit: optional("--limit")?,
+        subsample_seed: args
+            .value("--seed")
+            .map(|v| v.parse().map_err(|_| format!("--seed: cannot parse '{v}'")))
+            .transpose()?,
+        num_fewshot: optional("--num-fewshot")?,
+        fewshot_seed: args.parsed("--fewshot-seed", defaults.fewshot_seed)?,
+        context_length: args.parsed("--context", defaults.context_length)?,
+        stride: args.parsed("--stride", defaults.stride)?,
+        max_gen_tokens: args.parsed("--max-gen-tokens", defaults.max_gen_tokens)?,
+        keep_samples: !args.flag("--no-samples"),
+        max_length: optional("--max-length")?,
+    };
+    let scheme = args
+        .value("--scheme")
+        .map(QuantScheme::parse)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let mut model = load(args)?;
+    if let Some(scheme) = scheme {
+        quantize_model(&mut model, &QuantRules::new(scheme), &RtnOptions::default())
+            .map_err(|e| e.to_string())?;
+        eprintln!("lowbit: quantized in memory with {scheme} (RTN)");
+    }
+    let started = Instant::now();
+    let mut progress = |i: usize, n: usize, task: &str| {
+        eprintln!(
+            "lowbit: [{}/{n}] {task} ({:.0} s elapsed)",
+            i + 1,
+            started.elapsed().as_secs_f64()
+        );
+    };
+    let results = lowbit::eval::evaluate(&model, &tasks, &options, &mut progress)
+        .map_err(|e| e.to_string())?;
+    let name = args.value("--model").unwrap_or("default model");
+    let json = lowbit::eval::to_json(&results, name, started);
+    println!(
+        "{:<16} {:<32} {:>10} {:>10}",
+        "task", "metric", "value", "stderr"
+    );
+    for r in &results {
+        for (metric, value) in &r.metrics {
+            let stderr = r
+                .stderr
+                .get(metric)
+                .map_or("".into(), |s| format!("{s:.4}"));
+            println!(
+                "{:<16} {:<32} {:>10.4} {:>10}",
+                r.task, metric, value, stderr
+            );
+        }
+        println!(
+            "{:<16} {:<32} {:>10.1} ({} documents, {} tokens, {:.1} s)",
+            r.task,
+            "tokens/s",
+            r.tokens as f64 / r.seconds.max(1e-9),
+            r.documents,
+            r.tokens,
+            r.seconds
+        );
+    }
+    if let Some(out) = args.value("--out") {
+        let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
+        std::fs::write(out, text).map_err(|e| format!("{out}: {e}"))?;
+        eprintln!("lowbit: wrote {out}");
+    }
+    Ok(())
+}
+
 fn quantize(args: &Args) -> Result<(), String> {
     args.check_known(&[
         "--model",
@@ -504,6 +622,7 @@ fn main() -> ExitCode {
         "info" => info(&args),
         "convert" => convert(&args),
         "quantize" => quantize(&args),
+        "eval" => eval(&args),
         "bench" => bench(&args),
         "fetch" => default_model::ensure()
             .map(|dir| println!("{}", dir.display()))
