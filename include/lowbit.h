@@ -2,7 +2,7 @@
  * lowbit C API
  *
  * The C ABI of lowbit: load a model, tokenize, generate text, compute logits, quantize a
- * checkpoint.
+ * checkpoint, score a model on evaluation tasks.
  *
  * include/lowbit.h is generated from the Rust module src/ffi by cbindgen (see build.rs);
  * these notes open both. src/ffi only translates between C and the Rust API.
@@ -293,6 +293,93 @@ typedef struct lowbit_quantize_params {
     void *user_data;
 } lowbit_quantize_params;
 
+/**
+ * Called by `lowbit_eval` before each task starts: `task_index` is the task about to run
+ * (0, 1, ..., `task_count - 1`, in the order of `params->tasks`), `task_count` is
+ * `params->n_tasks` (the same on every call), and `task` is the task's name,
+ * `params->tasks[task_index]`. `user_data` is `params->user_data`. Return true to run the
+ * task, false to cancel: `lowbit_eval` then returns `LOWBIT_ERR_CANCELLED` without running it
+ * or any later task, and delivers no results. The callback runs on the thread that called
+ * `lowbit_eval`; it must not unwind (throw a C++ exception, longjmp) and must not free the
+ * model.
+ */
+typedef bool (*lowbit_eval_progress_callback)(size_t task_index,
+                                              size_t task_count,
+                                              const char *task,
+                                              void *user_data);
+
+/**
+ * Settings of `lowbit_eval`. Obtain them from `lowbit_eval_default_params()` and change the
+ * fields you need (at least `tasks` and `n_tasks`); never build one from scratch, so that
+ * `struct_size` is right and fields added by later versions get their defaults.
+ *
+ * The strings and arrays it points to stay the caller's; lowbit reads them only during
+ * `lowbit_eval` and keeps no pointer to them afterwards.
+ */
+typedef struct lowbit_eval_params {
+    /**
+     * `sizeof(lowbit_eval_params)` as the caller's header defines it. A library accepts the
+     * sizes of its own layout and of every earlier one; others give
+     * `LOWBIT_ERR_INVALID_ARGUMENT`.
+     */
+    size_t struct_size;
+    /**
+     * The folder holding the data sets, in their published formats (default `"data"`,
+     * relative to the working directory). Each task looks for its own files there:
+     * `arc/ARC-Easy-Test.jsonl`, `arc/ARC-Challenge-Test.jsonl`,
+     * `hellaswag/hellaswag_val.jsonl`, `mmlu/test/` and `mmlu/dev/` (CSV files per subject),
+     * `lambada/lambada_test.jsonl`, `gsm8k/test.jsonl` and `gsm8k/train.jsonl`,
+     * `wikitext/wiki.test.raw` (some tasks accept other usual layouts too). Must not be NULL
+     * or empty.
+     */
+    const char *data_dir;
+    /**
+     * `n_tasks` task names, run in this order: `"wikitext"`, `"arc_easy"`,
+     * `"arc_challenge"`, `"hellaswag"`, `"mmlu"`, `"lambada_openai"`, `"gsm8k"`,
+     * `"gsm8k_cot"`, or `"text:PATH"` for the perplexity of any UTF-8 text file (PATH as
+     * given, not under `data_dir`; windows of 2048 tokens). Each name may appear once. May be
+     * NULL only when `n_tasks` is 0 (the default), which `lowbit_eval` refuses: set at least
+     * one task.
+     */
+    const char *const *tasks;
+    /**
+     * Number of strings at `tasks` (default 0).
+     */
+    size_t n_tasks;
+    /**
+     * Score at most this many documents per task (the first ones, as the harness'
+     * `--limit`); 0 scores all of them (default).
+     */
+    size_t limit;
+    /**
+     * Few-shot examples per prompt; -1 (default) uses each task's default (0; 5 for
+     * `gsm8k`, 8 for `gsm8k_cot`). Values below -1 give `LOWBIT_ERR_INVALID_ARGUMENT`.
+     */
+    int num_fewshot;
+    /**
+     * Seed of the few-shot sampler (default 1234, the harness' default).
+     */
+    uint64_t fewshot_seed;
+    /**
+     * Longest model input in tokens (inputs are left-truncated to it, as the harness does;
+     * values below 2 count as 2); 0 uses the model's `max_position_embeddings` (default).
+     */
+    size_t max_length;
+    /**
+     * Keep a record per document (log-likelihoods, predictions, generated text) under the
+     * JSON's `"samples"` key (default true); false leaves each task's list empty.
+     */
+    bool keep_samples;
+    /**
+     * Called before each task; may cancel. NULL for none (default).
+     */
+    lowbit_eval_progress_callback progress;
+    /**
+     * Passed unchanged to `progress` (default NULL).
+     */
+    void *user_data;
+} lowbit_eval_params;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -366,7 +453,7 @@ void lowbit_model_free(struct lowbit_model *model);
 enum lowbit_status lowbit_default_model_path(char **out);
 
 /**
- * Frees a string returned by lowbit (`lowbit_default_model_path`, `lowbit_generate`). NULL is
+ * Frees a string returned by lowbit (`lowbit_default_model_path`, `lowbit_generate`, `lowbit_eval`). NULL
  * accepted and ignored. Never pass strings from elsewhere, nor `lowbit_version()` or
  * `lowbit_last_error()`, which lowbit keeps. Thread-safe.
  *
@@ -574,6 +661,63 @@ struct lowbit_quantize_params lowbit_quantize_default_params(void);
 enum lowbit_status lowbit_quantize(const char *model_path,
                                    const char *out_dir,
                                    const struct lowbit_quantize_params *params);
+
+/**
+ * The default evaluation settings: data folder `"data"`, no tasks (set `tasks` and
+ * `n_tasks`), every document, each task's default number of few-shot examples with seed
+ * 1234, the model's own maximum input length, per-document samples kept, no progress
+ * callback; `struct_size` is set. The struct is returned by value and its strings are
+ * static: nothing to free. Thread-safe.
+ */
+struct lowbit_eval_params lowbit_eval_default_params(void);
+
+/**
+ * Scores `model` on the tasks of `params`, one after the other, as lm-evaluation-harness
+ * 0.4 does (same prompts, few-shot draws and metrics), reading each task's data from
+ * `params->data_dir`. The model must have a tokenizer.
+ *
+ * On success `*results_json` is a new NUL-terminated UTF-8 string, which the caller frees
+ * with `lowbit_string_free`: a JSON object laid out like the harness' results file, with
+ * `"results"` (per task, `"alias"` and `"METRIC,FILTER"` / `"METRIC_stderr,FILTER"` keys such
+ * as `"acc,none"`, `"acc_norm,none"`, `"perplexity,none"`, `"exact_match,strict-match"`; a
+ * standard error the harness does not report is `"N/A"`), `"n-samples"`, `"n-shot"`,
+ * `"config"` (`"model_args"` is the model's architecture, e.g. `"LlamaForCausalLM"`, since a
+ * handle does not remember its path), `"versions"`, `"efficiency"` (seconds, tokens and
+ * tokens per second per task), `"total_evaluation_time_seconds"` and `"samples"` (per task;
+ * empty lists when `params->keep_samples` is false): the layout `lowbit eval --out` writes.
+ * On failure `*results_json` is set to NULL.
+ *
+ * `params` must not be NULL: start from `lowbit_eval_default_params()` and set the tasks.
+ * The arguments, every task name and the tokenizer are checked before any task runs; a
+ * task's data files are read when it runs. When `params->progress` is set it is
+ * called before each task, and returning false from it cancels the call.
+ *
+ * Errors: `LOWBIT_ERR_NULL_POINTER` (model, params, results_json or params->data_dir NULL;
+ * params->tasks NULL with n_tasks > 0, or one of its strings NULL),
+ * `LOWBIT_ERR_INVALID_ARGUMENT` (wrong `params->struct_size`; n_tasks is 0; data_dir empty;
+ * a task name or data_dir not UTF-8; an unknown or repeated task name; num_fewshot below -1;
+ * a task's data file missing, the message naming the task, the folder and the files looked
+ * for; too few few-shot examples in the data), `LOWBIT_ERR_FORMAT` (a malformed or empty
+ * data file; the message names the file and line), `LOWBIT_ERR_IO` (a data file or the
+ * file of a `text:` task that cannot be read; the message names it),
+ * `LOWBIT_ERR_TOKENIZER` (the model has no tokenizer, or it failed),
+ * `LOWBIT_ERR_CANCELLED` (the progress callback returned false; no results are delivered).
+ * A failure in a task ends the call; `lowbit_last_error()` then begins with
+ * `params->tasks[i] 'NAME':`.
+ *
+ * Thread-safe: several threads may evaluate (and generate with) one model at once; the model
+ * is only read. Each call uses all cores. The data files must not change during the call.
+ *
+ * # Safety
+ * `model` is NULL or a live model; `params` is NULL or points to a `lowbit_eval_params` whose
+ * `struct_size` is set, whose `data_dir` is NULL or NUL-terminated, whose `tasks` is NULL or
+ * points to `n_tasks` pointers each NULL or NUL-terminated, and whose `progress` is NULL or a
+ * function with the `lowbit_eval_progress_callback` contract, called with `user_data`;
+ * `results_json` is NULL or valid for writing a pointer.
+ */
+enum lowbit_status lowbit_eval(const struct lowbit_model *model,
+                               const struct lowbit_eval_params *params,
+                               char **results_json);
 
 #ifdef __cplusplus
 }  // extern "C"

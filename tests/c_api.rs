@@ -1,7 +1,8 @@
 //! The C API as a C program sees it: include/lowbit.h is current, its version macros agree with
 //! the library, and the examples in ffi-examples/c compile warning-free against the header, link
-//! against the cdylib, and generate the same text as the Rust API (generate.c with the default
-//! model, quantize.c with the default model quantized through lowbit_quantize).
+//! against the cdylib, and give the same results as the Rust API (generate.c with the default
+//! model, quantize.c with the default model quantized through lowbit_quantize, eval.c scoring
+//! the default model on the fixtures in tests/fixtures/eval).
 
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
@@ -219,4 +220,48 @@ fn c_quantize_example_generates_what_the_rust_api_generates_quantized() {
     let from_rust = greedy_generation(&model, PROMPT);
     assert!(!from_rust.is_empty());
     assert_eq!(generated_text(&stdout), from_rust);
+}
+
+#[cfg(unix)]
+#[test]
+fn c_eval_example_scores_what_the_rust_api_scores() {
+    let fixtures = root().join("tests/fixtures/eval");
+    let stdout = run_c_example("eval", &[fixtures.to_str().unwrap()]);
+    assert!(stdout.contains("misuse reported: params->tasks[1] is 'arc_medium', an unknown task"));
+    assert!(stdout.contains(
+        "cancelled as asked: cancelled by the progress callback before task 'lambada_openai'"
+    ));
+    assert!(stdout.contains("[1/2] arc_easy\n[2/2] lambada_openai\nresults: "));
+
+    // eval.c's settings: the first 5 documents of each task, no samples, other defaults.
+    let dir = default_model::ensure().unwrap_or_else(|e| panic!("default model: {e}"));
+    let model = Model::load(dir).unwrap();
+    let tasks = ["arc_easy".to_string(), "lambada_openai".to_string()];
+    let options = lowbit::eval::TaskOptions {
+        data_dir: fixtures,
+        limit: Some(5),
+        keep_samples: false,
+        ..Default::default()
+    };
+    let results = lowbit::eval::evaluate(&model, &tasks, &options, &mut |_, _, _| {}).unwrap();
+    for (result, metrics) in results
+        .iter()
+        .zip([["acc", "acc_norm"], ["acc", "perplexity"]])
+    {
+        // eval.c prints each value with printf("%.6f"), the same digits as Rust's {:.6}.
+        let expected = format!(
+            "{}: {}={:.6} {}={:.6} documents={}",
+            result.task,
+            format_args!("{},none", metrics[0]),
+            result.metrics[metrics[0]],
+            format_args!("{},none", metrics[1]),
+            result.metrics[metrics[1]],
+            result.documents
+        );
+        assert_eq!(result.documents, 5);
+        assert!(
+            stdout.lines().any(|line| line == expected),
+            "expected the line {expected:?} in:\n{stdout}"
+        );
+    }
 }

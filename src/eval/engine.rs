@@ -129,11 +129,88 @@ impl<'m> Scorer<'m> {
             requests.len()
         ];
         let total = order.len();
-        for (done, (context, members)) in order.into_iter().enumerate() {
-            self.score_group(&context, &members, requests, &mut results)?;
-            progress(done + 1, total);
+        let mut done = 0;
+        // Small groups (context and continuations within one chunk) run several at a time in one
+        // ragged batch; the others one by one.
+        let mut pending: Vec<(Vec<u32>, Vec<usize>)> = Vec::new();
+        let mut pending_tokens = 0;
+        for (context, members) in order {
+            let size = context.len()
+                + members
+                    .iter()
+                    .map(|&i| requests[i].continuation.len())
+                    .sum::<usize>();
+            if context.len() >= 2 && size <= self.chunk {
+                if pending_tokens + size > self.chunk {
+                    done += pending.len();
+                    self.score_small_groups(&std::mem::take(&mut pending), requests, &mut results)?;
+                    pending_tokens = 0;
+                    progress(done, total);
+                }
+                pending_tokens += size;
+                pending.push((context, members));
+            } else {
+                self.score_group(&context, &members, requests, &mut results)?;
+                done += 1;
+                progress(done, total);
+            }
+        }
+        if !pending.is_empty() {
+            done += pending.len();
+            self.score_small_groups(&pending, requests, &mut results)?;
+            progress(done, total);
         }
         Ok(results)
+    }
+
+    /// Several groups at once: their contexts (all but the last token) prefill in one ragged
+    /// batch, then every continuation of every group runs in a second one from a copy of its
+    /// group's cache.
+    fn score_small_groups(
+        &self,
+        groups: &[(Vec<u32>, Vec<usize>)],
+        requests: &[Request],
+        results: &mut [Scored],
+    ) -> Result<()> {
+        let mut shared: Vec<KvCache> = groups.iter().map(|_| self.model.new_cache()).collect();
+        {
+            let prefixes: Vec<&[u32]> = groups.iter().map(|(c, _)| &c[..c.len() - 1]).collect();
+            let mut refs: Vec<&mut KvCache> = shared.iter_mut().collect();
+            self.model
+                .forward_batch(&prefixes, &mut refs, Logits::Last)?;
+        }
+        let mut inputs = Vec::new();
+        let mut caches = Vec::new();
+        let mut owners = Vec::new();
+        for ((context, members), cache) in groups.iter().zip(&shared) {
+            let last = context[context.len() - 1];
+            for &i in members {
+                let cont = &requests[i].continuation;
+                let mut v = Vec::with_capacity(cont.len());
+                v.push(last);
+                v.extend_from_slice(&cont[..cont.len() - 1]);
+                inputs.push(v);
+                caches.push(cache.clone());
+                owners.push(i);
+            }
+        }
+        let slices: Vec<&[u32]> = inputs.iter().map(|v| v.as_slice()).collect();
+        let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+        let logits = self.model.forward_batch(&slices, &mut refs, Logits::All)?;
+        let vocab = self.model.config().vocab_size;
+        for (rows, &i) in logits.iter().zip(&owners) {
+            let mut scored = Scored {
+                logprob: 0.0,
+                is_greedy: true,
+            };
+            for (row, &target) in rows.chunks_exact(vocab).zip(&requests[i].continuation) {
+                let (lp, greedy) = token_logprob(row, target);
+                scored.logprob += lp;
+                scored.is_greedy &= greedy;
+            }
+            results[i] = scored;
+        }
+        Ok(())
     }
 
     fn score_group(

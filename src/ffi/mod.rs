@@ -1,5 +1,5 @@
 //! The C ABI of lowbit: load a model, tokenize, generate text, compute logits, quantize a
-//! checkpoint.
+//! checkpoint, score a model on evaluation tasks.
 //!
 //! include/lowbit.h is generated from the Rust module src/ffi by cbindgen (see build.rs);
 //! these notes open both. src/ffi only translates between C and the Rust API.
@@ -30,7 +30,7 @@
 
 // cbindgen emits functions in the order these modules are declared (each is its own group
 // so that rustfmt keeps the order): status and identity, the model, text, inference,
-// quantization.
+// quantization, evaluation.
 mod status;
 
 mod model;
@@ -41,8 +41,13 @@ mod inference;
 
 mod quantize;
 
+mod eval;
+
 mod marshal;
 
+pub use eval::{
+    lowbit_eval, lowbit_eval_default_params, lowbit_eval_params, lowbit_eval_progress_callback,
+};
 pub use inference::{
     lowbit_generate, lowbit_generate_default_params, lowbit_generate_params, lowbit_logits,
     lowbit_token_callback,
