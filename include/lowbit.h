@@ -453,8 +453,8 @@ void lowbit_model_free(struct lowbit_model *model);
 enum lowbit_status lowbit_default_model_path(char **out);
 
 /**
- * Frees a string returned by lowbit (`lowbit_default_model_path`, `lowbit_generate`, `lowbit_eval`). NULL
- * accepted and ignored. Never pass strings from elsewhere, nor `lowbit_version()` or
+ * Frees a string returned by lowbit (`lowbit_default_model_path`, `lowbit_generate`,
+ * `lowbit_eval`). NULL is accepted and ignored. Never pass strings from elsewhere, nor `lowbit_version()` or
  * `lowbit_last_error()`, which lowbit keeps. Thread-safe.
  *
  * # Safety

@@ -134,8 +134,8 @@ pub unsafe extern "C" fn lowbit_default_model_path(out: *mut *mut c_char) -> low
     })
 }
 
-/// Frees a string returned by lowbit (`lowbit_default_model_path`, `lowbit_generate`, `lowbit_eval`). NULL
-/// accepted and ignored. Never pass strings from elsewhere, nor `lowbit_version()` or
+/// Frees a string returned by lowbit (`lowbit_default_model_path`, `lowbit_generate`,
+/// `lowbit_eval`). NULL is accepted and ignored. Never pass strings from elsewhere, nor `lowbit_version()` or
 /// `lowbit_last_error()`, which lowbit keeps. Thread-safe.
 ///
 /// # Safety
