@@ -38,7 +38,8 @@ pub fn evaluate(
 }
 
 /// The results as JSON close to the harness' layout: `results` with `"{metric},none"` and
-/// `"{metric}_stderr,none"` keys, `n-samples`, `n-shot`, `config`, `versions`, `efficiency`, and
+/// `"{metric}_stderr,none"` keys, `n-samples`, `n-shot`, `config`, `versions`, `efficiency`
+/// (per task: seconds, tokens, tokens per second), the process's `peak_rss_bytes` (Linux), and
 /// `samples` per task.
 pub fn to_json(results: &[TaskResult], model_name: &str, started: Instant) -> Value {
     let mut res = Map::new();
@@ -71,6 +72,7 @@ pub fn to_json(results: &[TaskResult], model_name: &str, started: Instant) -> Va
             }),
         );
     }
+    let memory = crate::bench::memory_usage();
     json!({
         "results": res,
         "n-samples": n_samples,
@@ -79,6 +81,7 @@ pub fn to_json(results: &[TaskResult], model_name: &str, started: Instant) -> Va
         "versions": {"lowbit": crate::VERSION},
         "efficiency": efficiency,
         "total_evaluation_time_seconds": started.elapsed().as_secs_f64().to_string(),
+        "peak_rss_bytes": memory.map(|m| m.peak_rss_bytes),
         "samples": samples,
     })
 }
