@@ -443,3 +443,21 @@ fn quantized_checkpoint_round_trips_through_disk() {
     assert!(err.contains("up_proj"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn in_memory_quantization_saves_and_reloads() {
+    let source = synthetic::build(Variant::Qwen2, 9);
+    let mut model = Model::from_checkpoint(&source, None).unwrap();
+    let rules = QuantRules::new(scheme("nf4"));
+    quantize_model(&mut model, &rules, &RtnOptions::default()).unwrap();
+    let saved = lowbit::quant::apply::checkpoint_from_model(&model, &source, &rules, "rtn");
+    let dir = std::env::temp_dir().join(format!("lowbit-inmem-{}", std::process::id()));
+    saved.save(&dir).unwrap();
+    let loaded = Model::load(&dir).unwrap();
+    let tokens = [3u32, 9, 27, 81];
+    assert_eq!(
+        loaded.logits(&tokens).unwrap(),
+        model.logits(&tokens).unwrap()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -10,6 +10,44 @@ use crate::backend::cpu::dot_f32;
 use crate::checkpoint::Dtype;
 use crate::error::{Error, Result};
 
+/// Where in a block [`Model::run_block`] shows projection inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapturePoint {
+    /// Input of q/k/v projections (after the input RMSNorm).
+    Attention,
+    /// Input of the output projection (attention result).
+    AttentionOutput,
+    /// Input of gate/up projections (after the post-attention RMSNorm).
+    Mlp,
+    /// Input of the down projection (`silu(gate) * up`).
+    MlpInner,
+}
+
+/// The state of one forward pass over a ragged batch, between blocks: the residual stream of
+/// every new token and its bookkeeping.
+#[derive(Clone, Debug)]
+pub struct Pass {
+    lengths: Vec<usize>,
+    seq_of: Vec<usize>,
+    position: Vec<usize>,
+    starts: Vec<usize>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    x: Vec<f32>,
+}
+
+impl Pass {
+    /// The residual stream, `[tokens, hidden]`.
+    pub fn hidden(&self) -> &[f32] {
+        &self.x
+    }
+
+    /// Tokens in the pass.
+    pub fn tokens(&self) -> usize {
+        self.seq_of.len()
+    }
+}
+
 /// Which positions get logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -80,12 +118,24 @@ impl Model {
         caches: &mut [&mut KvCache],
         which: Logits,
     ) -> Result<Vec<Vec<f32>>> {
+        if inputs.is_empty() && caches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pass = self.begin_pass(inputs, caches)?;
+        for layer in 0..self.blocks.len() {
+            self.run_block(layer, &mut pass, caches, &mut |_, _, _| {});
+        }
+        Ok(self.finish_pass(&pass, caches, which))
+    }
+
+    /// Validates a batch and prepares its pass: embeddings, positions and RoPE angles.
+    pub fn begin_pass(&self, inputs: &[&[u32]], caches: &[&mut KvCache]) -> Result<Pass> {
         let cfg = &self.config;
         if inputs.len() != caches.len() {
             return Err(Error::invalid("one KV cache is needed per input sequence"));
         }
         if inputs.is_empty() {
-            return Ok(Vec::new());
+            return Err(Error::invalid("no input sequence"));
         }
         for (i, seq) in inputs.iter().enumerate() {
             if seq.is_empty() {
@@ -104,10 +154,6 @@ impl Model {
             }
         }
         let (hidden, hd) = (cfg.hidden_size, cfg.head_dim);
-        let (n_heads, n_kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
-        let (q_out, kv_out, inter) = (n_heads * hd, n_kv * hd, cfg.intermediate_size);
-        let eps = cfg.rms_norm_eps as f32;
-
         // Token bookkeeping: owning sequence and absolute position of each new token.
         let total: usize = inputs.iter().map(|s| s.len()).sum();
         let mut seq_of = Vec::with_capacity(total);
@@ -133,11 +179,41 @@ impl Model {
                 &mut sin[t * half..(t + 1) * half],
             );
         }
-
         let mut x = vec![0f32; total * hidden];
         for (t, token) in inputs.iter().flat_map(|s| s.iter()).enumerate() {
             self.embed(*token, &mut x[t * hidden..(t + 1) * hidden]);
         }
+        Ok(Pass {
+            lengths: inputs.iter().map(|s| s.len()).collect(),
+            seq_of,
+            position,
+            starts,
+            cos,
+            sin,
+            x,
+        })
+    }
+
+    /// Runs decoder block `layer` over the pass, appending keys and values to the caches.
+    /// `capture(point, rows, values)` sees the input of each group of projections (`rows` rows
+    /// of `values.len() / rows` features) before they run: what calibration-based quantization
+    /// collects.
+    pub fn run_block(
+        &self,
+        layer: usize,
+        pass: &mut Pass,
+        caches: &mut [&mut KvCache],
+        capture: &mut dyn FnMut(CapturePoint, usize, &[f32]),
+    ) {
+        let cfg = &self.config;
+        let block = &self.blocks[layer];
+        let (hidden, hd) = (cfg.hidden_size, cfg.head_dim);
+        let (n_heads, n_kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let (q_out, kv_out, inter) = (n_heads * hd, n_kv * hd, cfg.intermediate_size);
+        let eps = cfg.rms_norm_eps as f32;
+        let total = pass.seq_of.len();
+        let half = hd / 2;
+        let x = &mut pass.x;
         let mut h = vec![0f32; total * hidden];
         let mut q = vec![0f32; total * q_out];
         let mut k = vec![0f32; total * kv_out];
@@ -148,104 +224,123 @@ impl Model {
         let mut up = vec![0f32; total * inter];
         let scale = 1.0 / (hd as f32).sqrt();
 
-        for (layer, block) in self.blocks.iter().enumerate() {
-            rms_norm(&x, &block.input_norm, eps, &mut h);
-            block.q_proj.forward(&h, total, &mut q);
-            block.k_proj.forward(&h, total, &mut k);
-            block.v_proj.forward(&h, total, &mut v);
-            if let (Some(qn), Some(kn)) = (&block.q_norm, &block.k_norm) {
-                rms_norm_in_place(&mut q, qn, eps);
-                rms_norm_in_place(&mut k, kn, eps);
-            }
-            for t in 0..total {
-                let (c, s) = (
-                    &cos[t * half..(t + 1) * half],
-                    &sin[t * half..(t + 1) * half],
-                );
-                Rope::apply(&mut q[t * q_out..(t + 1) * q_out], hd, c, s);
-                Rope::apply(&mut k[t * kv_out..(t + 1) * kv_out], hd, c, s);
-            }
-            for (s, seq) in inputs.iter().enumerate() {
-                let rows = starts[s] * kv_out..(starts[s] + seq.len()) * kv_out;
-                caches[s].keys[layer].extend_from_slice(&k[rows.clone()]);
-                caches[s].values[layer].extend_from_slice(&v[rows]);
-            }
-            // Attention, one task per (token, query head).
-            let caches_ro: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
-            let group = n_heads / n_kv;
-            attn.par_chunks_mut(hd).enumerate().for_each(|(idx, out)| {
-                let (t, head) = (idx / n_heads, idx % n_heads);
-                let cache = caches_ro[seq_of[t]];
-                let (keys, values) = (&cache.keys[layer], &cache.values[layer]);
-                let kv_head = head / group;
-                let query = &q[t * q_out + head * hd..t * q_out + (head + 1) * hd];
-                let visible = position[t] + 1;
-                let mut scores: Vec<f32> = (0..visible)
-                    .map(|j| {
-                        let key = &keys[j * kv_out + kv_head * hd..j * kv_out + (kv_head + 1) * hd];
-                        dot_f32(query, key) * scale
-                    })
-                    .collect();
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for sc in scores.iter_mut() {
-                    *sc = (*sc - max).exp();
-                    sum += *sc;
-                }
-                out.fill(0.0);
-                for (j, &p) in scores.iter().enumerate() {
-                    let w = p / sum;
-                    let value = &values[j * kv_out + kv_head * hd..j * kv_out + (kv_head + 1) * hd];
-                    for (o, &val) in out.iter_mut().zip(value) {
-                        *o += w * val;
-                    }
-                }
-            });
-            block.o_proj.forward(&attn, total, &mut proj);
-            for (xv, pv) in x.iter_mut().zip(&proj) {
-                *xv += pv;
-            }
-            rms_norm(&x, &block.post_attention_norm, eps, &mut h);
-            block.gate_proj.forward(&h, total, &mut gate);
-            block.up_proj.forward(&h, total, &mut up);
-            gate.par_iter_mut()
-                .zip(up.par_iter())
-                .for_each(|(g, &u)| *g = silu(*g) * u);
-            block.down_proj.forward(&gate, total, &mut proj);
-            for (xv, pv) in x.iter_mut().zip(&proj) {
-                *xv += pv;
-            }
+        rms_norm(x, &block.input_norm, eps, &mut h);
+        capture(CapturePoint::Attention, total, &h);
+        block.q_proj.forward(&h, total, &mut q);
+        block.k_proj.forward(&h, total, &mut k);
+        block.v_proj.forward(&h, total, &mut v);
+        if let (Some(qn), Some(kn)) = (&block.q_norm, &block.k_norm) {
+            rms_norm_in_place(&mut q, qn, eps);
+            rms_norm_in_place(&mut k, kn, eps);
         }
-        for (s, seq) in inputs.iter().enumerate() {
-            caches[s].advance(seq.len());
+        for t in 0..total {
+            let (c, s) = (
+                &pass.cos[t * half..(t + 1) * half],
+                &pass.sin[t * half..(t + 1) * half],
+            );
+            Rope::apply(&mut q[t * q_out..(t + 1) * q_out], hd, c, s);
+            Rope::apply(&mut k[t * kv_out..(t + 1) * kv_out], hd, c, s);
         }
+        for (s, &len) in pass.lengths.iter().enumerate() {
+            let rows = pass.starts[s] * kv_out..(pass.starts[s] + len) * kv_out;
+            caches[s].keys[layer].extend_from_slice(&k[rows.clone()]);
+            caches[s].values[layer].extend_from_slice(&v[rows]);
+        }
+        // Attention, one task per (token, query head).
+        let caches_ro: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
+        let group = n_heads / n_kv;
+        let (seq_of, position) = (&pass.seq_of, &pass.position);
+        attn.par_chunks_mut(hd).enumerate().for_each(|(idx, out)| {
+            let (t, head) = (idx / n_heads, idx % n_heads);
+            let cache = caches_ro[seq_of[t]];
+            let (keys, values) = (&cache.keys[layer], &cache.values[layer]);
+            let kv_head = head / group;
+            let query = &q[t * q_out + head * hd..t * q_out + (head + 1) * hd];
+            let visible = position[t] + 1;
+            let mut scores: Vec<f32> = (0..visible)
+                .map(|j| {
+                    let key = &keys[j * kv_out + kv_head * hd..j * kv_out + (kv_head + 1) * hd];
+                    dot_f32(query, key) * scale
+                })
+                .collect();
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for sc in scores.iter_mut() {
+                *sc = (*sc - max).exp();
+                sum += *sc;
+            }
+            out.fill(0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                let w = p / sum;
+                let value = &values[j * kv_out + kv_head * hd..j * kv_out + (kv_head + 1) * hd];
+                for (o, &val) in out.iter_mut().zip(value) {
+                    *o += w * val;
+                }
+            }
+        });
+        capture(CapturePoint::AttentionOutput, total, &attn);
+        block.o_proj.forward(&attn, total, &mut proj);
+        for (xv, pv) in x.iter_mut().zip(&proj) {
+            *xv += pv;
+        }
+        rms_norm(x, &block.post_attention_norm, eps, &mut h);
+        capture(CapturePoint::Mlp, total, &h);
+        block.gate_proj.forward(&h, total, &mut gate);
+        block.up_proj.forward(&h, total, &mut up);
+        gate.par_iter_mut()
+            .zip(up.par_iter())
+            .for_each(|(g, &u)| *g = silu(*g) * u);
+        capture(CapturePoint::MlpInner, total, &gate);
+        block.down_proj.forward(&gate, total, &mut proj);
+        for (xv, pv) in x.iter_mut().zip(&proj) {
+            *xv += pv;
+        }
+    }
 
+    /// Marks the pass's tokens as cached and computes the requested logits.
+    pub fn finish_pass(
+        &self,
+        pass: &Pass,
+        caches: &mut [&mut KvCache],
+        which: Logits,
+    ) -> Vec<Vec<f32>> {
+        let cfg = &self.config;
+        let hidden = cfg.hidden_size;
+        let eps = cfg.rms_norm_eps as f32;
+        for (s, &len) in pass.lengths.iter().enumerate() {
+            caches[s].advance(len);
+        }
+        let total = pass.seq_of.len();
         // Final norm and LM head on the rows that need logits.
         let rows: Vec<usize> = match which {
             Logits::All => (0..total).collect(),
-            Logits::Last => inputs
+            Logits::Last => pass
+                .lengths
                 .iter()
                 .enumerate()
-                .map(|(s, seq)| starts[s] + seq.len() - 1)
+                .map(|(s, &len)| pass.starts[s] + len - 1)
                 .collect(),
         };
         let mut selected = vec![0f32; rows.len() * hidden];
         for (i, &r) in rows.iter().enumerate() {
             selected[i * hidden..(i + 1) * hidden]
-                .copy_from_slice(&x[r * hidden..(r + 1) * hidden]);
+                .copy_from_slice(&pass.x[r * hidden..(r + 1) * hidden]);
         }
         rms_norm_in_place(&mut selected, &self.final_norm, eps);
         let vocab = cfg.vocab_size;
         let mut logits = vec![0f32; rows.len() * vocab];
         self.lm_head.forward(&selected, rows.len(), &mut logits);
-        Ok(match which {
+        match which {
             Logits::Last => logits.chunks_exact(vocab).map(|c| c.to_vec()).collect(),
-            Logits::All => inputs
+            Logits::All => pass
+                .lengths
                 .iter()
                 .enumerate()
-                .map(|(s, seq)| logits[starts[s] * vocab..(starts[s] + seq.len()) * vocab].to_vec())
+                .map(|(s, &len)| {
+                    logits[pass.starts[s] * vocab..(pass.starts[s] + len) * vocab].to_vec()
+                })
                 .collect(),
-        })
+        }
     }
 
     /// Logits of every position of `tokens` (`tokens.len() * vocab` values), from a fresh cache.

@@ -44,6 +44,14 @@ impl KvCache {
         }
     }
 
+    /// Frees the keys and values of one layer (layer-by-layer passes need only the current one).
+    pub fn clear_layer(&mut self, layer: usize) {
+        if let (Some(k), Some(v)) = (self.keys.get_mut(layer), self.values.get_mut(layer)) {
+            *k = Vec::new();
+            *v = Vec::new();
+        }
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.keys

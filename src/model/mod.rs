@@ -5,7 +5,7 @@
 //! residual] -> RMSNorm -> LM head (tied to the embedding or not).
 
 mod forward;
-pub use forward::Logits;
+pub use forward::{CapturePoint, Logits, Pass};
 mod generate;
 mod kv_cache;
 pub mod rope;
@@ -124,6 +124,17 @@ pub struct Block {
     /// MLP down projection.
     pub down_proj: Linear,
 }
+
+/// Module names of a block's projections, in [`Block::linears`] order.
+pub const PROJECTIONS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
 
 impl Block {
     /// The seven projections of the block.
@@ -392,6 +403,56 @@ impl Model {
     /// The LM head.
     pub fn lm_head(&self) -> &Linear {
         &self.lm_head
+    }
+
+    /// Every projection with its module name (`model.layers.N.self_attn.q_proj`, ..., and
+    /// `lm_head` last).
+    pub fn linears(&self) -> Vec<(String, &Linear)> {
+        let mut out = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            for (suffix, linear) in PROJECTIONS.iter().zip(b.linears()) {
+                out.push((format!("model.layers.{i}.{suffix}"), linear));
+            }
+        }
+        out.push(("lm_head".to_string(), &self.lm_head));
+        out
+    }
+
+    /// The decoder blocks, mutable (calibration methods rescale norms and weights).
+    pub fn blocks_mut(&mut self) -> &mut [Block] {
+        &mut self.blocks
+    }
+
+    /// The tensors of this model in checkpoint naming, on top of `base` (the checkpoint it was
+    /// loaded from, for tensors the model does not change): projections as stored (quantized
+    /// ones as [`QuantizedTensor::to_tensors`] names them) and the block norms.
+    pub fn export_tensors(&self, base: &BTreeMap<String, Tensor>) -> BTreeMap<String, Tensor> {
+        let mut out = base.clone();
+        for (name, linear) in self.linears() {
+            if name == "lm_head" && self.head_is_tied() {
+                continue;
+            }
+            out.remove(&format!("{name}.weight"));
+            match &linear.weight {
+                Weight::Dense(t) => {
+                    out.insert(format!("{name}.weight"), t.clone());
+                }
+                Weight::Quantized(q) => out.extend(q.to_tensors(&name)),
+            }
+        }
+        for (i, b) in self.blocks.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            for (n, v) in [
+                ("input_layernorm", &b.input_norm),
+                ("post_attention_layernorm", &b.post_attention_norm),
+            ] {
+                out.insert(
+                    format!("{p}.{n}.weight"),
+                    Tensor::from_f32(vec![v.len()], v.clone()),
+                );
+            }
+        }
+        out
     }
 
     /// Every projection with its module name (`model.layers.N.self_attn.q_proj`, ..., and

@@ -113,3 +113,27 @@ pub fn quantize_model(model: &mut Model, rules: &QuantRules, options: &RtnOption
     }
     Ok(())
 }
+
+/// The checkpoint of a model quantized in memory (by [`quantize_model`] or a calibration
+/// method), on top of the `source` it was loaded from: quantized projections, rescaled norms,
+/// and a `quantization_config` naming every quantized layer and the `method`.
+pub fn checkpoint_from_model(
+    model: &Model,
+    source: &Checkpoint,
+    rules: &QuantRules,
+    method: &str,
+) -> Checkpoint {
+    let layers: BTreeMap<String, QuantScheme> = model
+        .linears()
+        .into_iter()
+        .filter_map(|(name, l)| l.weight.scheme().map(|s| (name, *s)))
+        .collect();
+    let mut config = source.config().clone();
+    config.quantization_config = Some(quantization_config(&layers, rules, method));
+    Checkpoint::from_parts(
+        source.path().to_path_buf(),
+        config,
+        model.export_tensors(source.tensors()),
+        source.tokenizer_json().map(str::to_string),
+    )
+}
