@@ -3,8 +3,10 @@
 
 pub mod activation;
 pub mod apply;
+pub mod calibration;
 pub mod config;
 pub mod fp8;
+pub mod gptq;
 pub mod nf4;
 pub mod rtn;
 pub mod rules;
@@ -12,6 +14,7 @@ pub mod scheme;
 pub mod weights;
 
 pub use apply::{quantize_checkpoint, quantize_model};
+pub use gptq::{gptq_quantize, GptqOptions, GptqResult};
 pub use rtn::{quantize_matrix, quantize_tensor, RtnOptions};
 pub use rules::{LayerChoice, QuantRules};
 pub use scheme::{ActivationFormat, Granularity, QuantScheme, WeightFormat};
