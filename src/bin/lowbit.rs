@@ -8,7 +8,11 @@ use std::time::Instant;
 use lowbit::checkpoint::{default_model, Checkpoint, Dtype};
 use lowbit::eval::TaskOptions;
 use lowbit::model::{GenerateParams, Model, TextStream};
-use lowbit::quant::{quantize_checkpoint, quantize_model, QuantRules, QuantScheme, RtnOptions};
+use lowbit::quant::apply::checkpoint_from_model;
+use lowbit::quant::calibration::{quantize_sequential, CalibrationSet, CalibrationSource, Method};
+use lowbit::quant::{
+    quantize_checkpoint, quantize_model, GptqOptions, QuantRules, QuantScheme, RtnOptions,
+};
 
 const USAGE: &str = "\
 lowbit: load, run and score low-bit LLMs
@@ -21,8 +25,9 @@ Usage:
   lowbit eval     [--model PATH] --tasks LIST [--data-dir DIR] [--limit N] [--seed S]
                   [--num-fewshot N] [--max-length N] [--scheme SCHEME] [--out FILE]
                   [--no-samples]
-  lowbit quantize [--model PATH] --scheme SCHEME --out DIR [--method rtn] [--mse]
+  lowbit quantize [--model PATH] --scheme SCHEME --out DIR [--method rtn|gptq] [--mse]
                   [--override PATTERN=SCHEME|PATTERN=skip]...
+                  [--calib FILE[:WEIGHT],... --samples N --seq-len L --seed S --act-order]
   lowbit bench    [--model PATH] [--schemes LIST] [--prompt-tokens N] [--decode-tokens N] [--json]
   lowbit fetch    (download and convert the default model; prints its directory)
 
@@ -40,7 +45,14 @@ struct Args {
     options: Vec<(String, Option<String>)>,
 }
 
-const FLAGS: &[&str] = &["--chat", "--help", "--json", "--mse", "--no-samples"];
+const FLAGS: &[&str] = &[
+    "--chat",
+    "--help",
+    "--json",
+    "--mse",
+    "--no-samples",
+    "--act-order",
+];
 
 impl Args {
     fn parse(raw: &[String]) -> Result<Self, String> {
@@ -429,15 +441,20 @@ fn quantize(args: &Args) -> Result<(), String> {
         "--method",
         "--mse",
         "--override",
+        "--calib",
+        "--samples",
+        "--seq-len",
+        "--seed",
+        "--act-order",
     ])?;
     let scheme = args
         .value("--scheme")
         .ok_or("quantize needs --scheme SCHEME")?;
     let out = args.value("--out").ok_or("quantize needs --out DIR")?;
     let method = args.value("--method").unwrap_or("rtn");
-    if method != "rtn" {
+    if !matches!(method, "rtn" | "gptq") {
         return Err(format!(
-            "--method {method}: not available in this build (available: rtn)"
+            "--method {method}: not available in this build (available: rtn, gptq)"
         ));
     }
     let mut rules = QuantRules::new(QuantScheme::parse(scheme).map_err(|e| e.to_string())?);
@@ -459,8 +476,54 @@ fn quantize(args: &Args) -> Result<(), String> {
         }
         true
     };
-    let quantized = quantize_checkpoint(&checkpoint, &rules, &options, &mut report)
+    let quantized = if method == "rtn" {
+        quantize_checkpoint(&checkpoint, &rules, &options, &mut report)
+            .map_err(|e| e.to_string())?
+    } else {
+        let calib = args
+            .value("--calib")
+            .ok_or("--method gptq needs --calib FILE[:WEIGHT],...")?;
+        let sources = calib
+            .split(',')
+            .map(|part| {
+                let (path, weight) = match part.rsplit_once(':') {
+                    Some((p, w)) if w.parse::<f64>().is_ok() => (p, w.parse().unwrap_or(1.0)),
+                    _ => (part, 1.0),
+                };
+                CalibrationSource {
+                    path: PathBuf::from(path),
+                    weight,
+                }
+            })
+            .collect::<Vec<_>>();
+        let mut model = Model::from_checkpoint(&checkpoint, None).map_err(|e| e.to_string())?;
+        let calibration = CalibrationSet::from_sources(
+            model.require_tokenizer().map_err(|e| e.to_string())?,
+            &sources,
+            args.parsed("--samples", 128)?,
+            args.parsed("--seq-len", 512)?,
+            args.parsed("--seed", 0)?,
+        )
         .map_err(|e| e.to_string())?;
+        eprintln!(
+            "lowbit: calibrating on {} samples, {} tokens",
+            calibration.samples.len(),
+            calibration.tokens()
+        );
+        let gptq = GptqOptions {
+            act_order: args.flag("--act-order"),
+            ..GptqOptions::default()
+        };
+        quantize_sequential(
+            &mut model,
+            &calibration,
+            &rules,
+            &Method::Gptq(gptq),
+            &mut report,
+        )
+        .map_err(|e| e.to_string())?;
+        checkpoint_from_model(&model, &checkpoint, &rules, method)
+    };
     if terminal {
         eprintln!();
     }
