@@ -56,6 +56,20 @@ pub fn token_logprob(logits: &[f32], target: u32) -> (f64, bool) {
     (lp, best == target as usize)
 }
 
+/// Sum of `token_logprob` over `targets`, one logits row (`vocab` values) per target.
+fn score_rows(rows: &[f32], vocab: usize, targets: &[u32]) -> Scored {
+    let mut scored = Scored {
+        logprob: 0.0,
+        is_greedy: true,
+    };
+    for (row, &target) in rows.chunks_exact(vocab).zip(targets) {
+        let (lp, greedy) = token_logprob(row, target);
+        scored.logprob += lp;
+        scored.is_greedy &= greedy;
+    }
+    scored
+}
+
 impl<'m> Scorer<'m> {
     /// A scorer with the harness' default `max_length`: the model's
     /// `max_position_embeddings`.
@@ -199,16 +213,7 @@ impl<'m> Scorer<'m> {
         let logits = self.model.forward_batch(&slices, &mut refs, Logits::All)?;
         let vocab = self.model.config().vocab_size;
         for (rows, &i) in logits.iter().zip(&owners) {
-            let mut scored = Scored {
-                logprob: 0.0,
-                is_greedy: true,
-            };
-            for (row, &target) in rows.chunks_exact(vocab).zip(&requests[i].continuation) {
-                let (lp, greedy) = token_logprob(row, target);
-                scored.logprob += lp;
-                scored.is_greedy &= greedy;
-            }
-            results[i] = scored;
+            results[i] = score_rows(rows, vocab, &requests[i].continuation);
         }
         Ok(())
     }
@@ -273,16 +278,7 @@ impl<'m> Scorer<'m> {
                 .forward_batch(&slices, &mut cache_refs, Logits::All)?;
             for (j, rows) in logits.iter().enumerate() {
                 let i = members[start + j];
-                let mut scored = Scored {
-                    logprob: 0.0,
-                    is_greedy: true,
-                };
-                for (row, &target) in rows.chunks_exact(vocab).zip(&requests[i].continuation) {
-                    let (lp, greedy) = token_logprob(row, target);
-                    scored.logprob += lp;
-                    scored.is_greedy &= greedy;
-                }
-                results[i] = scored;
+                results[i] = score_rows(rows, vocab, &requests[i].continuation);
             }
             start = end;
         }
