@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub mod apply;
+pub mod awq;
 pub mod calibration;
 pub mod config;
 pub mod fp8;
@@ -11,6 +12,7 @@ pub mod nf4;
 pub mod rtn;
 pub mod rules;
 pub mod scheme;
+pub mod smoothquant;
 pub mod weights;
 
 pub use apply::{quantize_checkpoint, quantize_model};
