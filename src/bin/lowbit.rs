@@ -9,6 +9,7 @@ use lowbit::checkpoint::{default_model, Checkpoint, Dtype};
 use lowbit::eval::TaskOptions;
 use lowbit::model::{GenerateParams, Model, TextStream};
 use lowbit::quant::apply::checkpoint_from_model;
+use lowbit::quant::awq::AwqOptions;
 use lowbit::quant::calibration::{quantize_sequential, CalibrationSet, CalibrationSource, Method};
 use lowbit::quant::{
     quantize_checkpoint, quantize_model, GptqOptions, QuantRules, QuantScheme, RtnOptions,
@@ -25,7 +26,7 @@ Usage:
   lowbit eval     [--model PATH] --tasks LIST [--data-dir DIR] [--limit N] [--seed S]
                   [--num-fewshot N] [--max-length N] [--scheme SCHEME] [--out FILE]
                   [--no-samples]
-  lowbit quantize [--model PATH] --scheme SCHEME --out DIR [--method rtn|gptq] [--mse]
+  lowbit quantize [--model PATH] --scheme SCHEME --out DIR [--method rtn|gptq|awq] [--mse]
                   [--override PATTERN=SCHEME|PATTERN=skip]...
                   [--calib FILE[:WEIGHT],... --samples N --seq-len L --seed S --act-order]
   lowbit bench    [--model PATH] [--schemes LIST] [--prompt-tokens N] [--decode-tokens N] [--json]
@@ -452,9 +453,9 @@ fn quantize(args: &Args) -> Result<(), String> {
         .ok_or("quantize needs --scheme SCHEME")?;
     let out = args.value("--out").ok_or("quantize needs --out DIR")?;
     let method = args.value("--method").unwrap_or("rtn");
-    if !matches!(method, "rtn" | "gptq") {
+    if !matches!(method, "rtn" | "gptq" | "awq") {
         return Err(format!(
-            "--method {method}: not available in this build (available: rtn, gptq)"
+            "--method {method}: not available in this build (available: rtn, gptq, awq)"
         ));
     }
     let mut rules = QuantRules::new(QuantScheme::parse(scheme).map_err(|e| e.to_string())?);
@@ -482,7 +483,7 @@ fn quantize(args: &Args) -> Result<(), String> {
     } else {
         let calib = args
             .value("--calib")
-            .ok_or("--method gptq needs --calib FILE[:WEIGHT],...")?;
+            .ok_or_else(|| format!("--method {method} needs --calib FILE[:WEIGHT],..."))?;
         let sources = calib
             .split(',')
             .map(|part| {
@@ -510,18 +511,16 @@ fn quantize(args: &Args) -> Result<(), String> {
             calibration.samples.len(),
             calibration.tokens()
         );
-        let gptq = GptqOptions {
-            act_order: args.flag("--act-order"),
-            ..GptqOptions::default()
+        let calibrated = if method == "awq" {
+            Method::Awq(AwqOptions::default())
+        } else {
+            Method::Gptq(GptqOptions {
+                act_order: args.flag("--act-order"),
+                ..GptqOptions::default()
+            })
         };
-        quantize_sequential(
-            &mut model,
-            &calibration,
-            &rules,
-            &Method::Gptq(gptq),
-            &mut report,
-        )
-        .map_err(|e| e.to_string())?;
+        quantize_sequential(&mut model, &calibration, &rules, &calibrated, &mut report)
+            .map_err(|e| e.to_string())?;
         checkpoint_from_model(&model, &checkpoint, &rules, method)
     };
     if terminal {

@@ -13,13 +13,15 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
+use super::awq::{awq_search, AwqOptions};
 use super::gptq::{gptq_quantize, GptqOptions};
 use super::rtn::{quantize_tensor, RtnOptions};
 use super::rules::QuantRules;
+use crate::checkpoint::Tensor;
 use crate::checkpoint::Tokenizer;
 use crate::error::{Error, Result};
 use crate::eval::pyrandom::PyRandom;
-use crate::model::{CapturePoint, KvCache, Model, Weight};
+use crate::model::{CapturePoint, KvCache, Linear, Model, Weight};
 
 /// Token sequences to calibrate on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,6 +156,11 @@ pub enum Method {
     Rtn(RtnOptions),
     /// GPTQ with the Hessian of each projection's inputs.
     Gptq(GptqOptions),
+    /// AWQ: per-input-channel scales searched on the captured activations and folded into the
+    /// preceding RMSNorm (q/k/v, gate/up) or up_proj (down_proj), then round to nearest. o_proj
+    /// is not scaled (its input comes from v_proj through attention; with grouped-query
+    /// attention the scales cannot be folded).
+    Awq(AwqOptions),
 }
 
 /// `sum_t x_t x_t^T` of a `[rows, width]` matrix, added into `hessian` (`[width, width]`, f64).
@@ -242,6 +249,9 @@ pub fn quantize_sequential(
                 });
             }
         }
+        if let Method::Awq(options) = method {
+            awq_scale_block(model, layer, &passes, rules, options)?;
+        }
         // 2. Quantize the block's projections.
         let prefix = format!("model.layers.{layer}");
         for (point_index, point) in POINTS.iter().enumerate() {
@@ -262,6 +272,7 @@ pub fn quantize_sequential(
                 };
                 let quantized = match method {
                     Method::Rtn(options) => quantize_tensor(dense, &scheme, options)?,
+                    Method::Awq(_) => quantize_tensor(dense, &scheme, &RtnOptions::default())?,
                     Method::Gptq(options) => {
                         let hessian = hessians[point_index]
                             .as_ref()
@@ -297,6 +308,124 @@ pub fn quantize_sequential(
         if let Weight::Dense(dense) = &head.weight {
             head.weight =
                 Weight::Quantized(quantize_tensor(dense, &scheme, &RtnOptions::default())?);
+        }
+    }
+    Ok(())
+}
+
+/// The dense weight of a projection as f32 values, or an error for a quantized one.
+fn dense_values(linear: &Linear, name: &str) -> Result<Vec<f32>> {
+    match &linear.weight {
+        Weight::Dense(t) => Ok(t.to_f32_vec()),
+        Weight::Quantized(_) => Err(Error::invalid(format!("{name} is already quantized"))),
+    }
+}
+
+/// Multiplies column `j` of a `[out, width]` weight by `scales[j]`.
+fn scale_columns(linear: &mut Linear, scales: &[f32], name: &str) -> Result<()> {
+    let [out, width] = linear.weight.shape();
+    let mut values = dense_values(linear, name)?;
+    for row in values.chunks_exact_mut(width) {
+        for (v, s) in row.iter_mut().zip(scales) {
+            *v *= s;
+        }
+    }
+    linear.weight = Weight::Dense(Tensor::from_f32(vec![out, width], values));
+    Ok(())
+}
+
+/// AWQ for one block: captures the inputs of q/k/v, gate/up and down over the calibration
+/// passes (float block), searches scales per group, and folds them (the block computes the same
+/// function afterwards, up to rounding).
+fn awq_scale_block(
+    model: &mut Model,
+    layer: usize,
+    passes: &[(crate::model::Pass, Vec<KvCache>)],
+    rules: &QuantRules,
+    options: &AwqOptions,
+) -> Result<()> {
+    let mut captured: Vec<(Vec<f32>, usize)> = vec![(Vec::new(), 0); POINTS.len()];
+    for (pass, caches) in passes {
+        let mut probe = pass.clone();
+        let mut probe_caches = caches.clone();
+        let mut refs: Vec<&mut KvCache> = probe_caches.iter_mut().collect();
+        model.run_block(layer, &mut probe, &mut refs, &mut |point, rows, values| {
+            let index = POINTS
+                .iter()
+                .position(|p| *p == point)
+                .expect("known point");
+            captured[index].0.extend_from_slice(values);
+            captured[index].1 += rows;
+        });
+    }
+    let prefix = format!("model.layers.{layer}");
+    for (index, point) in POINTS.iter().enumerate() {
+        if *point == CapturePoint::AttentionOutput {
+            continue;
+        }
+        let names: Vec<String> = consumers(*point)
+            .iter()
+            .map(|s| format!("{prefix}.{s}"))
+            .collect();
+        let schemes: Vec<_> = names.iter().map(|n| rules.choose(n, true)).collect();
+        let Some(Some(scheme)) = schemes.first().copied() else {
+            continue;
+        };
+        if schemes.iter().any(|s| *s != Some(scheme)) {
+            continue;
+        }
+        let block = &model.blocks()[layer];
+        let linears: Vec<&Linear> = match point {
+            CapturePoint::Attention => vec![&block.q_proj, &block.k_proj, &block.v_proj],
+            CapturePoint::Mlp => vec![&block.gate_proj, &block.up_proj],
+            _ => vec![&block.down_proj],
+        };
+        let weights: Vec<(Vec<f32>, usize)> = linears
+            .iter()
+            .zip(&names)
+            .map(|(l, n)| Ok((dense_values(l, n)?, l.out_features())))
+            .collect::<Result<_>>()?;
+        let views: Vec<(&[f32], usize)> = weights.iter().map(|(w, o)| (&w[..], *o)).collect();
+        let (x, tokens) = &captured[index];
+        let result = awq_search(x, *tokens, &views, &scheme, options)
+            .map_err(|e| Error::invalid(format!("{prefix} AWQ: {e}")))?;
+        let scales = result.scales;
+        let block = &mut model.blocks_mut()[layer];
+        match point {
+            CapturePoint::Attention => {
+                for (n, s) in block.input_norm.iter_mut().zip(&scales) {
+                    *n /= s;
+                }
+                scale_columns(&mut block.q_proj, &scales, &names[0])?;
+                scale_columns(&mut block.k_proj, &scales, &names[1])?;
+                scale_columns(&mut block.v_proj, &scales, &names[2])?;
+            }
+            CapturePoint::Mlp => {
+                for (n, s) in block.post_attention_norm.iter_mut().zip(&scales) {
+                    *n /= s;
+                }
+                scale_columns(&mut block.gate_proj, &scales, &names[0])?;
+                scale_columns(&mut block.up_proj, &scales, &names[1])?;
+            }
+            _ => {
+                // down_proj's input is silu(gate) * up: scaling up_proj's output rows by 1/s
+                // scales the input of down_proj by 1/s.
+                let up_name = format!("{prefix}.mlp.up_proj");
+                let [out, width] = block.up_proj.weight.shape();
+                let mut up = dense_values(&block.up_proj, &up_name)?;
+                for (row, s) in up.chunks_exact_mut(width).zip(&scales) {
+                    for v in row {
+                        *v /= s;
+                    }
+                }
+                if let Some(bias) = &mut block.up_proj.bias {
+                    for (b, s) in bias.iter_mut().zip(&scales) {
+                        *b /= s;
+                    }
+                }
+                block.up_proj.weight = Weight::Dense(Tensor::from_f32(vec![out, width], up));
+                scale_columns(&mut block.down_proj, &scales, &names[0])?;
+            }
         }
     }
     Ok(())
