@@ -1,12 +1,15 @@
 //! The quantized CPU kernels of every instruction set this machine runs, against references
 //! computed here from the stored codes (f64 for the float path, exact i64 for the integer path),
-//! over every code kind, ragged row lengths, every group shape and every tile height; then the
-//! fused linear layer end to end against the dequantized product.
+//! over every code kind, ragged row lengths, every group shape, every number of weight rows per
+//! call and every tile height; then the fused linear layer end to end against the dequantized
+//! product, with shapes that split rows into streams and k-slices.
 //!
 //! Inputs are random from a fresh seed per run, printed in every failure message;
 //! `LOWBIT_TEST_SEED=<n>` replays a run.
 
-use lowbit::backend::cpu::quant::{available, linear_with, permute, KernelSet, QuantIsa, RowArgs};
+use lowbit::backend::cpu::quant::{
+    available, linear_with, permute, KernelSet, NibbleLayout, QuantIsa, RowArgs, ROW_TILE,
+};
 use lowbit::quant::nf4::{FP4_CODE_BOOK, NF4_CODE_BOOK};
 use lowbit::quant::weights::INT4_TABLE;
 use lowbit::quant::{quantize_matrix, ActivationFormat, CodeKind, QuantScheme, RtnOptions};
@@ -27,6 +30,10 @@ const GROUP_SIZES: [usize; 3] = [32, 64, 128];
 
 /// Activation rows per kernel call (the dispatcher's tile is at most 8).
 const MAX_ROWS: usize = 8;
+
+/// Weight rows per kernel call: kernels read `ROW_TILE` at a time, so two groups and a partial
+/// one.
+const WEIGHT_ROWS: usize = 2 * ROW_TILE + 1;
 
 /// A small deterministic generator (SplitMix64).
 struct Rng(u64);
@@ -145,18 +152,18 @@ fn value(kind: &CodeKind, codes: &[u8], i: usize) -> f64 {
     }
 }
 
-/// The activation layout block of `set` for `kind`.
-fn layout(set: &KernelSet, kind: &CodeKind, integer: bool) -> (usize, bool) {
+/// The activation layout of `set` for `kind`.
+fn layout(set: &KernelSet, kind: &CodeKind, integer: bool) -> (NibbleLayout, bool) {
     match kind {
         CodeKind::Nibble { high_first, .. } => (
             if integer {
-                set.int_nibble_block
+                set.int_layout
             } else {
-                set.float_nibble_block
+                set.float_layout
             },
             *high_first,
         ),
-        _ => (0, false),
+        _ => (NibbleLayout::Natural, false),
     }
 }
 
@@ -184,33 +191,43 @@ fn float_kernels_match_f64_reference() {
         for (k, group_size) in shapes() {
             let padded = k.div_ceil(32) * 32;
             let groups = k.div_ceil(group_size);
-            let codes = random_codes(&kind, k, &mut rng);
-            let scales: Vec<f32> = (0..groups).map(|_| rng.symmetric() * 2.0).collect();
+            let codes: Vec<Vec<u8>> = (0..WEIGHT_ROWS)
+                .map(|_| random_codes(&kind, k, &mut rng))
+                .collect();
+            let scales: Vec<Vec<f32>> = (0..WEIGHT_ROWS)
+                .map(|_| (0..groups).map(|_| rng.symmetric() * 2.0).collect())
+                .collect();
             let natural: Vec<Vec<f32>> = (0..MAX_ROWS)
                 .map(|_| (0..k).map(|_| rng.symmetric()).collect())
                 .collect();
-            // Reference and magnitude per activation row.
-            let reference: Vec<(f64, f64)> = natural
-                .iter()
-                .map(|x| {
-                    let (mut sum, mut magnitude) = (0f64, 0f64);
-                    for (i, &xi) in x.iter().enumerate() {
-                        let term = f64::from(scales[i / group_size])
-                            * value(&kind, &codes, i)
-                            * f64::from(xi);
-                        sum += term;
-                        magnitude += term.abs();
-                    }
-                    (sum, magnitude)
+            // Reference and magnitude per weight row and activation row.
+            let reference: Vec<Vec<(f64, f64)>> = (0..WEIGHT_ROWS)
+                .map(|r| {
+                    natural
+                        .iter()
+                        .map(|x| {
+                            let (mut sum, mut magnitude) = (0f64, 0f64);
+                            for (i, &xi) in x.iter().enumerate() {
+                                let term = f64::from(scales[r][i / group_size])
+                                    * value(&kind, &codes[r], i)
+                                    * f64::from(xi);
+                                sum += term;
+                                magnitude += term.abs();
+                            }
+                            (sum, magnitude)
+                        })
+                        .collect()
                 })
                 .collect();
-            let args = RowArgs {
-                kind: &kind,
-                codes: &codes,
-                k,
-                group_size,
-                scales: &scales,
-            };
+            let args: Vec<RowArgs<'_>> = (0..WEIGHT_ROWS)
+                .map(|r| RowArgs {
+                    kind: &kind,
+                    codes: &codes[r],
+                    k,
+                    group_size,
+                    scales: &scales[r],
+                })
+                .collect();
             for set in &sets {
                 let (block, high_first) = layout(set, &kind, false);
                 let laid_out: Vec<Vec<f32>> = natural
@@ -221,22 +238,26 @@ fn float_kernels_match_f64_reference() {
                         dst
                     })
                     .collect();
-                for rows in 1..=MAX_ROWS {
-                    let xs: Vec<&[f32]> = laid_out[..rows].iter().map(|x| &x[..]).collect();
-                    let mut out = vec![f32::NAN; rows];
-                    // SAFETY: `set` comes from `available()`, so this CPU runs its instructions;
-                    // `xs` rows hold `ceil(k/32)*32` values in the set's layout, `out` one per row.
-                    unsafe { (set.dot_float)(&args, &xs, &mut out) };
-                    for (t, (&got, &(expected, magnitude))) in
-                        out.iter().zip(&reference).enumerate()
-                    {
-                        let error = (f64::from(got) - expected).abs();
-                        assert!(
-                            error <= FLOAT_TOLERANCE * magnitude,
-                            "{:?} {name} k={k} group={group_size} rows={rows} row {t}: {got} vs \
-                             {expected} (magnitude {magnitude}); seed {seed}",
-                            set.isa
-                        );
+                for weight_rows in 1..=WEIGHT_ROWS {
+                    for rows in 1..=MAX_ROWS {
+                        let xs: Vec<&[f32]> = laid_out[..rows].iter().map(|x| &x[..]).collect();
+                        let mut out = vec![f32::NAN; weight_rows * rows];
+                        // SAFETY: `set` comes from `available()`, so this CPU runs its
+                        // instructions; `xs` rows hold `ceil(k/32)*32` values in the set's
+                        // layout, `out` one per weight row and activation row.
+                        unsafe { (set.dot_float)(&args[..weight_rows], &xs, &mut out) };
+                        for (i, &got) in out.iter().enumerate() {
+                            let (r, t) = (i / rows, i % rows);
+                            let (expected, magnitude) = reference[r][t];
+                            let error = (f64::from(got) - expected).abs();
+                            assert!(
+                                error <= FLOAT_TOLERANCE * magnitude,
+                                "{:?} {name} k={k} group={group_size} weight rows={weight_rows} \
+                                 rows={rows} ({r}, {t}): {got} vs {expected} (magnitude \
+                                 {magnitude}); seed {seed}",
+                                set.isa
+                            );
+                        }
                     }
                 }
             }
@@ -254,8 +275,12 @@ fn int8_kernels_match_exact_integer_sums() {
         for (k, group_size) in shapes() {
             let padded = k.div_ceil(32) * 32;
             let groups = k.div_ceil(group_size);
-            let codes = random_codes(&kind, k, &mut rng);
-            let scales: Vec<f32> = (0..groups).map(|_| rng.symmetric() * 2.0).collect();
+            let codes: Vec<Vec<u8>> = (0..WEIGHT_ROWS)
+                .map(|_| random_codes(&kind, k, &mut rng))
+                .collect();
+            let scales: Vec<Vec<f32>> = (0..WEIGHT_ROWS)
+                .map(|_| (0..groups).map(|_| rng.symmetric() * 2.0).collect())
+                .collect();
             // The full i8 range, -128 included, though the dispatcher only makes -127..=127.
             let natural: Vec<Vec<i8>> = (0..MAX_ROWS)
                 .map(|_| (0..k).map(|_| rng.byte() as i8).collect())
@@ -268,36 +293,43 @@ fn int8_kernels_match_exact_integer_sums() {
                         .collect()
                 })
                 .collect();
-            let reference: Vec<(f64, f64)> = natural
-                .iter()
-                .map(|x| {
-                    let (mut sum, mut magnitude) = (0f64, 0f64);
-                    for (g, part) in x.chunks(group_size).enumerate() {
-                        let integer: i64 = part
-                            .iter()
-                            .enumerate()
-                            .map(|(j, &xi)| {
-                                value(&kind, &codes, g * group_size + j) as i64 * i64::from(xi)
-                            })
-                            .sum();
-                        let term = f64::from(scales[g]) * integer as f64;
-                        sum += term;
-                        magnitude += term.abs();
-                    }
-                    (sum, magnitude)
+            let reference: Vec<Vec<(f64, f64)>> = (0..WEIGHT_ROWS)
+                .map(|r| {
+                    natural
+                        .iter()
+                        .map(|x| {
+                            let (mut sum, mut magnitude) = (0f64, 0f64);
+                            for (g, part) in x.chunks(group_size).enumerate() {
+                                let integer: i64 = part
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(j, &xi)| {
+                                        value(&kind, &codes[r], g * group_size + j) as i64
+                                            * i64::from(xi)
+                                    })
+                                    .sum();
+                                let term = f64::from(scales[r][g]) * integer as f64;
+                                sum += term;
+                                magnitude += term.abs();
+                            }
+                            (sum, magnitude)
+                        })
+                        .collect()
                 })
                 .collect();
             // The integer sums are exact; what remains is f32 rounding of the int-to-float
             // conversion (only past 2^24), of each product with the scale and of the running sum:
             // at most one epsilon of the magnitude per group, and one more.
             let tolerance = (groups + 1) as f64 * f64::from(f32::EPSILON);
-            let args = RowArgs {
-                kind: &kind,
-                codes: &codes,
-                k,
-                group_size,
-                scales: &scales,
-            };
+            let args: Vec<RowArgs<'_>> = (0..WEIGHT_ROWS)
+                .map(|r| RowArgs {
+                    kind: &kind,
+                    codes: &codes[r],
+                    k,
+                    group_size,
+                    scales: &scales[r],
+                })
+                .collect();
             for set in &sets {
                 let (block, high_first) = layout(set, &kind, true);
                 let laid_out: Vec<Vec<i8>> = natural
@@ -308,23 +340,27 @@ fn int8_kernels_match_exact_integer_sums() {
                         dst
                     })
                     .collect();
-                for rows in 1..=MAX_ROWS {
-                    let xs: Vec<&[i8]> = laid_out[..rows].iter().map(|x| &x[..]).collect();
-                    let sums: Vec<&[i32]> = xsums[..rows].iter().map(|s| &s[..]).collect();
-                    let mut out = vec![f32::NAN; rows];
-                    // SAFETY: `set` comes from `available()`; `xs` rows hold `ceil(k/32)*32`
-                    // values in the set's layout, `sums` one sum per group, `out` one per row.
-                    unsafe { (set.dot_int8)(&args, &xs, &sums, &mut out) };
-                    for (t, (&got, &(expected, magnitude))) in
-                        out.iter().zip(&reference).enumerate()
-                    {
-                        let error = (f64::from(got) - expected).abs();
-                        assert!(
-                            error <= tolerance * magnitude,
-                            "{:?} {name} k={k} group={group_size} rows={rows} row {t}: {got} vs \
-                             {expected} (magnitude {magnitude}); seed {seed}",
-                            set.isa
-                        );
+                for weight_rows in 1..=WEIGHT_ROWS {
+                    for rows in 1..=MAX_ROWS {
+                        let xs: Vec<&[i8]> = laid_out[..rows].iter().map(|x| &x[..]).collect();
+                        let sums: Vec<&[i32]> = xsums[..rows].iter().map(|s| &s[..]).collect();
+                        let mut out = vec![f32::NAN; weight_rows * rows];
+                        // SAFETY: `set` comes from `available()`; `xs` rows hold `ceil(k/32)*32`
+                        // values in the set's layout, `sums` one sum per group, `out` one per
+                        // weight row and activation row.
+                        unsafe { (set.dot_int8)(&args[..weight_rows], &xs, &sums, &mut out) };
+                        for (i, &got) in out.iter().enumerate() {
+                            let (r, t) = (i / rows, i % rows);
+                            let (expected, magnitude) = reference[r][t];
+                            let error = (f64::from(got) - expected).abs();
+                            assert!(
+                                error <= tolerance * magnitude,
+                                "{:?} {name} k={k} group={group_size} weight rows={weight_rows} \
+                                 rows={rows} ({r}, {t}): {got} vs {expected} (magnitude \
+                                 {magnitude}); seed {seed}",
+                                set.isa
+                            );
+                        }
                     }
                 }
             }
@@ -359,7 +395,8 @@ fn linear_matches_dequantized_product() {
     let n = 37;
     for scheme_name in SCHEMES {
         let scheme = QuantScheme::parse(scheme_name).expect("known scheme");
-        for k in [100, 320] {
+        // Short rows; and rows of several k-slices (see `SLICE_BYTES`) ending in a short chunk.
+        for k in [100, 320, 1056] {
             let weights: Vec<f32> = (0..n * k).map(|_| rng.symmetric()).collect();
             let tensor = quantize_matrix(&weights, [n, k], &scheme, &RtnOptions::default())
                 .expect("quantizable weights");

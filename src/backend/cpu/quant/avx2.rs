@@ -33,7 +33,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::{scalar, KernelSet, QuantIsa, RowArgs, TOKEN_TILE};
+use super::{scalar, KernelSet, NibbleLayout, QuantIsa, RowArgs, TOKEN_TILE};
 use crate::quant::weights::INT4_TABLE;
 use crate::quant::CodeKind;
 
@@ -47,8 +47,9 @@ pub fn supported() -> bool {
 /// The AVX2 kernel set.
 pub const KERNELS: KernelSet = KernelSet {
     isa: QuantIsa::Avx2,
-    float_nibble_block: 8,
-    int_nibble_block: 16,
+    row_tile: 1,
+    float_layout: NibbleLayout::Bytes(8),
+    int_layout: NibbleLayout::Bytes(16),
     dot_float,
     dot_int8,
 };
@@ -135,7 +136,8 @@ pub(super) fn tail_block(codes: &[u8], start: usize) -> [u8; 32] {
 pub(super) fn check_tile<T>(xs: &[&[T]], outputs: usize, values: usize) {
     assert!(
         outputs >= xs.len() && xs.iter().all(|x| x.len() >= values),
-        "quantized kernel: {} activation rows of {:?} values for {outputs} outputs, {values} needed",
+        "quantized kernel: {} activation rows of {:?} values for {outputs} outputs, {values} \
+         needed",
         xs.len(),
         xs.iter().map(|x| x.len()).min()
     );
@@ -155,12 +157,24 @@ const fn block_bytes(kind: u8) -> usize {
     }
 }
 
-/// Float-activation kernel (see [`super::FloatKernel`]).
+/// Float-activation kernel (see [`super::FloatKernel`]): one weight row after the other.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_float(row: &RowArgs<'_>, xs: &[&[f32]], out: &mut [f32]) {
+unsafe fn dot_float(rows: &[RowArgs<'_>], xs: &[&[f32]], out: &mut [f32]) {
+    for (row, out) in rows.iter().zip(out.chunks_mut(xs.len())) {
+        // SAFETY: forwarded contract.
+        unsafe { dot_float_row(row, xs, out) };
+    }
+}
+
+/// The float path for one weight row.
+///
+/// # Safety
+/// As [`dot_float`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_float_row(row: &RowArgs<'_>, xs: &[&[f32]], out: &mut [f32]) {
     let (kind, table) = match row.kind {
         CodeKind::Nibble { table, .. } if *table == INT4_TABLE => (INT4, table),
         CodeKind::Nibble { table, .. } => (TABLE, table),
@@ -169,7 +183,7 @@ unsafe fn dot_float(row: &RowArgs<'_>, xs: &[&[f32]], out: &mut [f32]) {
     };
     let Some(geometry) = Geometry::new(row, block_bytes(kind)) else {
         // SAFETY: the portable kernel has no requirements beyond the slice sizes.
-        return unsafe { scalar::dot_float(row, xs, out) };
+        return unsafe { scalar::dot_float(std::slice::from_ref(row), xs, out) };
     };
     check_tile(xs, out.len(), geometry.values());
     for (xs, out) in xs.chunks(TOKEN_TILE).zip(out.chunks_mut(TOKEN_TILE)) {
@@ -411,25 +425,42 @@ fn hsum_ps(v: __m256) -> f32 {
 const INT_INT4: u8 = 0;
 const INT_INT8: u8 = 1;
 
-/// int8-activation kernel (see [`super::IntKernel`]); the AVX-512 set uses it too where VNNI is
-/// missing.
+/// int8-activation kernel (see [`super::IntKernel`]): one weight row after the other; the
+/// AVX-512 set uses it too where VNNI is missing.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dot_int8(row: &RowArgs<'_>, xs: &[&[i8]], xsums: &[&[i32]], out: &mut [f32]) {
+pub(super) unsafe fn dot_int8(
+    rows: &[RowArgs<'_>],
+    xs: &[&[i8]],
+    xsums: &[&[i32]],
+    out: &mut [f32],
+) {
+    for (row, out) in rows.iter().zip(out.chunks_mut(xs.len())) {
+        // SAFETY: forwarded contract.
+        unsafe { dot_int8_row(row, xs, xsums, out) };
+    }
+}
+
+/// The integer path for one weight row.
+///
+/// # Safety
+/// As [`dot_int8`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_int8_row(row: &RowArgs<'_>, xs: &[&[i8]], xsums: &[&[i32]], out: &mut [f32]) {
     let kind = match row.kind {
         CodeKind::Nibble { table, .. } if *table == INT4_TABLE => INT_INT4,
         CodeKind::Int8 => INT_INT8,
         // No scheme pairs other tables or FP8 with int8 activations; the portable kernel (no
         // requirements beyond the slice sizes) keeps them correct anyway.
         // SAFETY: see above.
-        _ => return unsafe { scalar::dot_int8(row, xs, xsums, out) },
+        _ => return unsafe { scalar::dot_int8(std::slice::from_ref(row), xs, xsums, out) },
     };
     let step = if kind == INT_INT4 { BLOCK / 2 } else { BLOCK };
     let Some(geometry) = Geometry::new(row, step) else {
         // SAFETY: the portable kernel has no requirements beyond the slice sizes.
-        return unsafe { scalar::dot_int8(row, xs, xsums, out) };
+        return unsafe { scalar::dot_int8(std::slice::from_ref(row), xs, xsums, out) };
     };
     check_tile(xs, out.len().min(xsums.len()), geometry.values());
     let tiles = xs

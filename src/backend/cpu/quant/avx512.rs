@@ -1,15 +1,29 @@
 //! AVX-512 kernels (F/BW/VL with FMA and F16C; VNNI for the integer path when present).
 //!
-//! Rows are walked in blocks of 32 values as in [`super::avx2`], whose block geometry, prefetch
-//! and row-sum helpers this file shares.
+//! Float path: rows are walked in chunks of 128 values, up to four weight rows at a time. The
+//! rows of one call come from distant parts of the matrix (see the dispatcher): reading their
+//! code streams together keeps enough cache misses in flight for one thread to stream weights
+//! at close to the memory's read bandwidth, which one stream at a time does not. Each
+//! activation vector is loaded once for all rows; codes are prefetched a fixed distance ahead in
+//! every stream.
 //!
-//! Float path (activation layout `B = 16` for nibble codes): a block of nibble codes is 16 bytes,
-//! widened to sixteen 32-bit lanes; the low nibbles pair with the block's first 16 activations,
-//! the high nibbles with the next 16, and one `vpermps` looks any 16-entry table up (it reads the
-//! low 4 bits of each index). The table is multiplied by the group's scale once per group, so
-//! products accumulate across groups. int8 codes sign-extend and convert; FP8 E4M3 codes go
-//! through f16 as in the AVX2 kernels, the factor 256 folded into the group scale; byte codes
-//! are summed per group, then scaled.
+//! - Nibble codes (layout [`NibbleLayout::Words`]): a chunk is one 64-byte line of codes, loaded
+//!   as sixteen 32-bit words. Shifting them right by `4s` puts nibble `s` of every word in the
+//!   low 4 bits of its lane, which is all `vpermps` reads to look up one of 16 table entries:
+//!   per 128 values one load, seven shifts and eight permutes, where unpacking bytes first
+//!   (`vpmovzxbd`) costs a shuffle more per 32 values on the shuffle port these kernels are
+//!   bound by. The table is multiplied by the group's scale once per group, so products
+//!   accumulate across groups.
+//! - int8 codes sign-extend and convert; FP8 E4M3 codes go through f16 as in the AVX2 kernels,
+//!   the factor 256 folded into the scale. Byte codes read activations in natural order, sum
+//!   each group unscaled and add it, scaled, to the totals at the group's end.
+//! - Groups smaller than a chunk (32 or 64 values): nibble codes sum each chunk unscaled and add
+//!   it to the totals times a vector of each lane's scale (a word's 8 values share a group);
+//!   byte codes, which no such scheme makes, scale every decoded vector.
+//!
+//! A row's last chunk may hold fewer than 128 values or lie partly past the end of `codes`; it
+//! is copied into a zeroed buffer, and a short nibble chunk loads its activations with a mask.
+//! Padding activations are zero and every padding code decodes to a finite value.
 //!
 //! Integer path (activation layout `B = 16`): with VNNI, codes are multiplied as unsigned bytes
 //! (`u = q + 8` for int4, `u = q ^ 0x80 = q + 128` for int8) against the signed activations by
@@ -24,10 +38,10 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{
-    add_scaled_sums, check_tile, prefetch, store_totals, tail_block, Geometry, BLOCK,
-    FP8_F16_FACTOR, FP8_F16_MASK,
+    add_scaled_sums, check_tile, store_totals, tail_block, Geometry, BLOCK, FP8_F16_FACTOR,
+    FP8_F16_MASK,
 };
-use super::{scalar, KernelSet, QuantIsa, RowArgs, TOKEN_TILE};
+use super::{scalar, KernelSet, NibbleLayout, QuantIsa, RowArgs, ROW_TILE, TOKEN_TILE};
 use crate::quant::weights::INT4_TABLE;
 use crate::quant::CodeKind;
 
@@ -43,26 +57,83 @@ pub fn supported() -> bool {
 /// The AVX-512 kernel set.
 pub const KERNELS: KernelSet = KernelSet {
     isa: QuantIsa::Avx512,
-    float_nibble_block: 16,
-    int_nibble_block: 16,
+    row_tile: ROW_TILE,
+    float_layout: NibbleLayout::Words,
+    int_layout: NibbleLayout::Bytes(16),
     dot_float,
     dot_int8,
 };
 
 // The integer path falls back to the AVX2 kernel, which must read the same layout.
-const _: () = assert!(KERNELS.int_nibble_block == super::avx2::KERNELS.int_nibble_block);
+const _: () = assert!(matches!(
+    (KERNELS.int_layout, super::avx2::KERNELS.int_layout),
+    (NibbleLayout::Bytes(16), NibbleLayout::Bytes(16))
+));
+
+/// Values per chunk of the float path (see [`NibbleLayout::Words`]).
+const CHUNK: usize = 128;
 
 /// Code kinds of the float path, as const-generic parameters.
 const NIBBLE: u8 = 0;
 const INT8: u8 = 1;
 const FP8: u8 = 2;
 
-/// Code bytes per block of `kind`.
-const fn block_bytes(kind: u8) -> usize {
+/// Code bytes per chunk of `kind`.
+const fn chunk_bytes(kind: u8) -> usize {
     if kind == NIBBLE {
-        BLOCK / 2
+        CHUNK / 2
     } else {
-        BLOCK
+        CHUNK
+    }
+}
+
+/// How the float path applies scales, as const-generic parameters: nibble codes through the
+/// table times the group's scale (groups of whole chunks) ...
+const SCALED_TABLE: u8 = 0;
+/// ... byte codes as unscaled sums per group, scaled into the totals at the group's end (groups
+/// of whole chunks) ...
+const GROUP_SUMS: u8 = 1;
+/// ... nibble codes as unscaled sums per chunk, scaled lane by lane into the totals (groups
+/// smaller than a chunk: each word lies in one group) ...
+const LANE_SUMS: u8 = 2;
+/// ... or every decoded vector times its group's scale (byte codes, groups smaller than a
+/// chunk).
+const VECTOR_SCALES: u8 = 3;
+
+/// How a row splits into chunks.
+#[derive(Clone, Copy, Debug)]
+struct Chunks {
+    /// Chunks in the padded row (the last may hold fewer than 128 values).
+    count: usize,
+    /// Leading chunks of 128 values whose code bytes lie inside every row's `codes`; the rest
+    /// (only the last, for codes of the documented size) go through a zeroed buffer.
+    in_place: usize,
+    /// Values in the last chunk (a multiple of 32).
+    last_values: usize,
+    /// Chunks per scale group where groups start on chunk boundaries, else 0.
+    group_chunks: usize,
+}
+
+impl Chunks {
+    fn new(rows: &[RowArgs<'_>], kind: u8) -> Self {
+        let row = &rows[0];
+        let count = row.k.div_ceil(CHUNK);
+        let last_values = row.k.div_ceil(32) * 32 - count.saturating_sub(1) * CHUNK;
+        let whole = count - usize::from(last_values < CHUNK);
+        let shortest = rows.iter().map(|r| r.codes.len()).min().unwrap_or(0);
+        let group_chunks = if row.group_size >= row.k {
+            count
+        } else if row.group_size.is_multiple_of(CHUNK) {
+            row.group_size / CHUNK
+        } else {
+            0
+        };
+        Chunks {
+            count,
+            in_place: whole.min(shortest / chunk_bytes(kind)),
+            last_values,
+            group_chunks,
+        }
     }
 }
 
@@ -71,137 +142,491 @@ const fn block_bytes(kind: u8) -> usize {
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL, FMA and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-unsafe fn dot_float(row: &RowArgs<'_>, xs: &[&[f32]], out: &mut [f32]) {
-    let (kind, table) = match row.kind {
+unsafe fn dot_float(rows: &[RowArgs<'_>], xs: &[&[f32]], out: &mut [f32]) {
+    let Some(first) = rows.first() else {
+        return;
+    };
+    let (kind, table) = match first.kind {
         CodeKind::Nibble { table, .. } => (NIBBLE, table),
         CodeKind::Int8 => (INT8, &INT4_TABLE),
         CodeKind::Fp8 => (FP8, &INT4_TABLE),
     };
-    let Some(geometry) = Geometry::new(row, block_bytes(kind)) else {
-        // SAFETY: the portable kernel has no requirements beyond the slice sizes.
-        return unsafe { scalar::dot_float(row, xs, out) };
+    assert!(
+        rows.iter().all(|r| {
+            (std::ptr::eq(r.kind, first.kind) || r.kind == first.kind)
+                && r.k == first.k
+                && r.group_size == first.group_size
+        }),
+        "quantized kernel: {} weight rows of different shapes",
+        rows.len()
+    );
+    assert!(
+        first.group_size >= first.k || first.group_size.is_multiple_of(32),
+        "quantized kernel: group size {} is neither a multiple of 32 nor the row ({})",
+        first.group_size,
+        first.k
+    );
+    let tokens = xs.len();
+    assert!(
+        tokens <= TOKEN_TILE,
+        "quantized kernel: {tokens} activation rows"
+    );
+    check_tile(xs, out.len() / rows.len(), first.k.div_ceil(32) * 32);
+    let shape = Chunks::new(rows, kind);
+    let mode = match (kind, shape.group_chunks) {
+        (NIBBLE, 0) => LANE_SUMS,
+        (_, 0) => VECTOR_SCALES,
+        (NIBBLE, _) => SCALED_TABLE,
+        _ => GROUP_SUMS,
     };
-    check_tile(xs, out.len(), geometry.values());
-    for (xs, out) in xs.chunks(TOKEN_TILE).zip(out.chunks_mut(TOKEN_TILE)) {
-        // SAFETY: the CPU features are this function's contract; `check_tile` verified that every
-        // activation row holds `geometry.values()` values.
+    // Weight rows per call of the inner kernels (at most ROW_TILE), so accumulators stay within
+    // 32 registers.
+    let most = match mode {
+        SCALED_TABLE if tokens <= 4 => ROW_TILE,
+        SCALED_TABLE => 2,
+        GROUP_SUMS | LANE_SUMS if tokens <= 2 => ROW_TILE,
+        GROUP_SUMS | LANE_SUMS if tokens <= 4 => 2,
+        _ => 1,
+    };
+    let mut done = 0;
+    while done < rows.len() {
+        let n = match most.min(rows.len() - done) {
+            3 => 2,
+            n => n,
+        };
+        let (rows, out) = (&rows[done..done + n], &mut out[done * tokens..]);
+        // SAFETY: the CPU features are this function's contract; the sizes were checked above.
         unsafe {
-            match kind {
-                NIBBLE => float_tile::<NIBBLE>(row, &geometry, table, xs, out),
-                INT8 => float_tile::<INT8>(row, &geometry, table, xs, out),
-                _ => float_tile::<FP8>(row, &geometry, table, xs, out),
+            match (kind, mode) {
+                (NIBBLE, SCALED_TABLE) => {
+                    float_tile::<NIBBLE, SCALED_TABLE>(rows, &shape, table, xs, out)
+                }
+                (NIBBLE, _) => float_tile::<NIBBLE, LANE_SUMS>(rows, &shape, table, xs, out),
+                (INT8, GROUP_SUMS) => float_tile::<INT8, GROUP_SUMS>(rows, &shape, table, xs, out),
+                (INT8, _) => float_tile::<INT8, VECTOR_SCALES>(rows, &shape, table, xs, out),
+                (_, GROUP_SUMS) => float_tile::<FP8, GROUP_SUMS>(rows, &shape, table, xs, out),
+                _ => float_tile::<FP8, VECTOR_SCALES>(rows, &shape, table, xs, out),
             }
         }
+        done += n;
     }
 }
 
-/// Dispatches a tile of 1..=8 activation rows to its monomorphized kernel; the second constant
-/// is the number of accumulators per row (independent FMA chains).
+/// Dispatches 1, 2 or 4 weight rows and 1..=8 activation rows to a monomorphized kernel; the
+/// last constant is the number of accumulators per weight and activation row, enough
+/// independent FMA chains to hide their latency.
 ///
 /// # Safety
 /// As [`float_rows`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-unsafe fn float_tile<const KIND: u8>(
-    row: &RowArgs<'_>,
-    geometry: &Geometry,
+unsafe fn float_tile<const KIND: u8, const MODE: u8>(
+    rows: &[RowArgs<'_>],
+    shape: &Chunks,
     table: &[f32; 16],
     xs: &[&[f32]],
     out: &mut [f32],
 ) {
+    macro_rules! tiles {
+        ($(($r:literal, $t:literal, $a:literal))*) => {
+            match (rows.len(), xs.len()) {
+                $(($r, $t) => float_rows::<KIND, MODE, $r, $t, $a>(rows, shape, table, xs, out),)*
+                _ => unreachable!("quantized kernel: no tile of {} x {}", rows.len(), xs.len()),
+            }
+        };
+    }
     // SAFETY: forwarded contract.
     unsafe {
-        match xs.len() {
-            1 => float_rows::<KIND, 1, 4>(row, geometry, table, xs, out),
-            2 => float_rows::<KIND, 2, 4>(row, geometry, table, xs, out),
-            3 => float_rows::<KIND, 3, 2>(row, geometry, table, xs, out),
-            4 => float_rows::<KIND, 4, 2>(row, geometry, table, xs, out),
-            5 => float_rows::<KIND, 5, 2>(row, geometry, table, xs, out),
-            6 => float_rows::<KIND, 6, 2>(row, geometry, table, xs, out),
-            7 => float_rows::<KIND, 7, 2>(row, geometry, table, xs, out),
-            8 => float_rows::<KIND, 8, 2>(row, geometry, table, xs, out),
-            _ => {}
+        if MODE == VECTOR_SCALES {
+            tiles! {
+                (1, 1, 8) (1, 2, 4) (1, 3, 2) (1, 4, 2) (1, 5, 1) (1, 6, 1) (1, 7, 1) (1, 8, 1)
+            }
+        } else if MODE == GROUP_SUMS || MODE == LANE_SUMS {
+            tiles! {
+                (1, 1, 8) (1, 2, 4) (1, 3, 2) (1, 4, 2) (1, 5, 1) (1, 6, 1) (1, 7, 1) (1, 8, 1)
+                (2, 1, 4) (2, 2, 2) (2, 3, 2) (2, 4, 2) (4, 1, 2) (4, 2, 2)
+            }
+        } else {
+            tiles! {
+                (1, 1, 8) (1, 2, 4) (1, 3, 2) (1, 4, 2) (1, 5, 1) (1, 6, 1) (1, 7, 1) (1, 8, 1)
+                (2, 1, 4) (2, 2, 2) (2, 3, 1) (2, 4, 1) (2, 5, 1) (2, 6, 1) (2, 7, 1) (2, 8, 1)
+                (4, 1, 2) (4, 2, 1) (4, 3, 1) (4, 4, 1)
+            }
         }
     }
 }
 
-/// The float path for `R` activation rows with `A` accumulators each.
+/// The float path for `R` weight rows and `T` activation rows with `A` accumulators each.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL, FMA and F16C; `xs` has `R` rows of at least `geometry.values()` values, `out`
-/// at least `R` entries.
-// Out of line: one call per weight row and tile, and one symbol per variant in profiles.
+/// AVX-512 F/BW/VL, FMA and F16C; `rows` holds `R` rows described by `shape`, `xs` `T` rows of at
+/// least `ceil(k/32)*32` values, `out` at least `R * T` entries.
+// Out of line: one call per tile, and one symbol per variant in profiles.
 #[inline(never)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-unsafe fn float_rows<const KIND: u8, const R: usize, const A: usize>(
-    row: &RowArgs<'_>,
-    geometry: &Geometry,
+unsafe fn float_rows<
+    const KIND: u8,
+    const MODE: u8,
+    const R: usize,
+    const T: usize,
+    const A: usize,
+>(
+    rows: &[RowArgs<'_>],
+    shape: &Chunks,
     table: &[f32; 16],
     xs: &[&[f32]],
     out: &mut [f32],
 ) {
-    let step = block_bytes(KIND);
-    let codes = row.codes;
-    let x: [*const f32; R] = std::array::from_fn(|r| xs[r].as_ptr());
+    let bytes = chunk_bytes(KIND);
+    let codes: [&[u8]; R] = std::array::from_fn(|r| rows[r].codes);
+    let x: [*const f32; T] = std::array::from_fn(|t| xs[t].as_ptr());
+    let group_size = rows[0].group_size;
+    let factor = if KIND == FP8 { FP8_F16_FACTOR } else { 1.0 };
+    let group_chunks = match MODE {
+        VECTOR_SCALES => shape.count,
+        LANE_SUMS => 1,
+        _ => shape.group_chunks,
+    };
+    let groups = shape.count.div_ceil(group_chunks.max(1));
+    // Indexed without checks in the loop below.
+    let scales: [&[f32]; R] = std::array::from_fn(|r| {
+        let s = rows[r].scales;
+        assert!(
+            MODE == VECTOR_SCALES || MODE == LANE_SUMS || s.len() >= groups,
+            "quantized kernel: {} scales for {groups} groups",
+            s.len()
+        );
+        s
+    });
     // SAFETY: `table` holds 16 floats.
     let table = unsafe { _mm512_loadu_ps(table.as_ptr()) };
-    // Nibble codes decode through a table that already holds the group's scale, so products
-    // accumulate across groups; byte codes sum each group, then scale it.
-    let nibbles = KIND == NIBBLE;
-    let factor = if KIND == FP8 { FP8_F16_FACTOR } else { 1.0 };
-    let mut acc = [[_mm512_setzero_ps(); A]; R];
-    let mut totals = [_mm512_setzero_ps(); R];
-    for (blocks, &scale) in geometry.groups().zip(row.scales) {
-        let lut = if nibbles {
-            _mm512_mul_ps(table, _mm512_set1_ps(scale))
-        } else {
-            table
+    let mut tables = [table; R];
+    let mut acc = [[[_mm512_setzero_ps(); A]; T]; R];
+    let mut totals = [[_mm512_setzero_ps(); T]; R];
+    let mut c = 0;
+    for g in 0..groups {
+        let end = (c + group_chunks).min(shape.count);
+        if MODE == SCALED_TABLE {
+            for (t, s) in tables.iter_mut().zip(&scales) {
+                // SAFETY: `g < groups <= s.len()` (checked above).
+                *t = _mm512_mul_ps(table, _mm512_set1_ps(unsafe { *s.get_unchecked(g) }));
+            }
+        }
+        // A chunk's lane scales (LANE_SUMS: one chunk per group).
+        let group_scaling = Scaling::<R>::new::<KIND, MODE>(&scales, c, group_size, factor);
+        while c < end.min(shape.in_place) {
+            let scaling = if MODE == VECTOR_SCALES {
+                Scaling::<R>::new::<KIND, MODE>(&scales, c, group_size, factor)
+            } else {
+                group_scaling
+            };
+            let at: [*const u8; R] = std::array::from_fn(|r| {
+                // SAFETY: chunk `c < in_place` lies inside every row's codes.
+                let p = unsafe { codes[r].as_ptr().add(c * bytes) };
+                for line in (0..bytes).step_by(64) {
+                    prefetch_at(p.wrapping_add(line));
+                }
+                p
+            });
+            // SAFETY: `at` points to whole chunks; activation offsets stay below the padded row
+            // length every `xs` row holds (caller).
+            unsafe {
+                chunk::<KIND, MODE, R, T, A, true>(
+                    &at,
+                    &x,
+                    c * CHUNK,
+                    CHUNK,
+                    &tables,
+                    &scaling,
+                    &mut acc,
+                )
+            };
+            c += 1;
+        }
+        while c < end {
+            let scaling = if MODE == VECTOR_SCALES {
+                Scaling::<R>::new::<KIND, MODE>(&scales, c, group_size, factor)
+            } else {
+                group_scaling
+            };
+            let values = if c + 1 == shape.count {
+                shape.last_values
+            } else {
+                CHUNK
+            };
+            let buffers: [[u8; CHUNK]; R] = std::array::from_fn(|r| {
+                let mut buffer = [0u8; CHUNK];
+                let rest = codes[r].get(c * bytes..).unwrap_or_default();
+                let n = rest.len().min(bytes);
+                buffer[..n].copy_from_slice(&rest[..n]);
+                buffer
+            });
+            let at: [*const u8; R] = std::array::from_fn(|r| buffers[r].as_ptr());
+            // SAFETY: the buffers hold a whole chunk; as above for the activations, which a
+            // short chunk reads only up to its `values`.
+            unsafe {
+                chunk::<KIND, MODE, R, T, A, false>(
+                    &at,
+                    &x,
+                    c * CHUNK,
+                    values,
+                    &tables,
+                    &scaling,
+                    &mut acc,
+                )
+            };
+            c += 1;
+        }
+        if MODE == GROUP_SUMS || MODE == LANE_SUMS {
+            for (r, (totals, acc)) in totals.iter_mut().zip(&mut acc).enumerate() {
+                let scale = if MODE == LANE_SUMS {
+                    group_scaling.lanes[r]
+                } else {
+                    // SAFETY: `g < groups <= s.len()` (checked above).
+                    _mm512_set1_ps(unsafe { *scales[r].get_unchecked(g) } * factor)
+                };
+                for (total, partial) in totals.iter_mut().zip(acc.iter_mut()) {
+                    *total = _mm512_fmadd_ps(sum_ps(partial), scale, *total);
+                    *partial = [_mm512_setzero_ps(); A];
+                }
+            }
+        }
+    }
+    let mut sums = [_mm512_setzero_ps(); 16];
+    for (r, (totals, acc)) in totals.iter().zip(&acc).enumerate() {
+        for (t, (total, partial)) in totals.iter().zip(acc).enumerate() {
+            sums[r * T + t] = if MODE == GROUP_SUMS || MODE == LANE_SUMS {
+                *total
+            } else {
+                sum_ps(partial)
+            };
+        }
+    }
+    if R * T > 4 {
+        out[..R * T].copy_from_slice(&reduce_16(&sums)[..R * T]);
+    } else {
+        for (o, &v) in out.iter_mut().zip(&sums[..R * T]) {
+            *o = _mm512_reduce_add_ps(v);
+        }
+    }
+}
+
+/// The lane sums of 16 vectors, in their order: a transposing tree of shuffles and adds, about
+/// a third of the instructions of 16 separate reductions.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+fn reduce_16(v: &[__m512; 16]) -> [f32; 16] {
+    // Halves: each result holds two vectors' 8-lane partial sums.
+    let halves: [__m512; 8] = std::array::from_fn(|i| {
+        let (a, b) = (v[2 * i], v[2 * i + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+        )
+    });
+    // Quarters: 128-bit lane `q` of `quarters[j]` holds vector `4j + q` in 4 lanes.
+    let quarters: [__m512; 4] = std::array::from_fn(|j| {
+        let (a, b) = (halves[2 * j], halves[2 * j + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+        )
+    });
+    let pairs: [__m512; 2] = std::array::from_fn(|l| {
+        let (a, b) = (quarters[2 * l], quarters[2 * l + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0b01_00_01_00>(a, b),
+            _mm512_shuffle_ps::<0b11_10_11_10>(a, b),
+        )
+    });
+    let (a, b) = (pairs[0], pairs[1]);
+    let total = _mm512_add_ps(
+        _mm512_shuffle_ps::<0b10_00_10_00>(a, b),
+        _mm512_shuffle_ps::<0b11_01_11_01>(a, b),
+    );
+    // Lane `4q + j` holds the sum of vector `4j + q`.
+    let mut lanes = [0f32; 16];
+    // SAFETY: `lanes` holds 16 floats.
+    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), total) };
+    std::array::from_fn(|i| lanes[(i % 4) * 4 + i / 4])
+}
+
+/// How far ahead of the chunk being decoded each row's codes are prefetched (past the row's
+/// end into the next row of its stream, which the dispatcher keeps contiguous). With four
+/// streams in flight a short distance serves best; measured 2048 to 8192, 2048 was fastest.
+const STREAM_PREFETCH_DISTANCE: usize = 2048;
+
+/// Prefetches the code line [`STREAM_PREFETCH_DISTANCE`] bytes past `p`.
+#[inline(always)]
+fn prefetch_at(p: *const u8) {
+    // SAFETY: a prefetch hint has no effect on the program's memory and never faults.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(STREAM_PREFETCH_DISTANCE).cast()) }
+}
+
+/// The scales of one chunk where groups are smaller: in [`LANE_SUMS`] mode one vector per row
+/// with the scale of each lane's word, in [`VECTOR_SCALES`] mode one scale per row and vector.
+#[derive(Clone, Copy)]
+struct Scaling<const R: usize> {
+    lanes: [__m512; R],
+    vectors: [[f32; 8]; R],
+}
+
+impl<const R: usize> Scaling<R> {
+    /// The scales of chunk `c` (nothing in other modes).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+    fn new<const KIND: u8, const MODE: u8>(
+        scales: &[&[f32]; R],
+        c: usize,
+        group_size: usize,
+        factor: f32,
+    ) -> Self {
+        let mut scaling = Scaling {
+            lanes: [_mm512_setzero_ps(); R],
+            vectors: [[0.0; 8]; R],
         };
-        if !nibbles {
-            acc = [[_mm512_setzero_ps(); A]; R];
+        if MODE != VECTOR_SCALES && MODE != LANE_SUMS {
+            return scaling;
         }
-        let full_end = blocks.end.min(geometry.full_blocks);
-        let mut b = blocks.start;
-        // SAFETY (all loads below): a block `b < full_blocks` has its `step` bytes inside `codes`;
-        // the tail block is read from a 32-byte buffer; activation offsets stay below
-        // `blocks * BLOCK`, which every row holds (caller).
-        while b + 2 <= full_end {
-            prefetch(codes, b * step);
-            unsafe {
-                let values = decode::<KIND>(codes.as_ptr().add(b * step), lut);
-                accumulate(&mut acc, &values, &x, b * BLOCK, 0);
-                let values = decode::<KIND>(codes.as_ptr().add((b + 1) * step), lut);
-                accumulate(&mut acc, &values, &x, (b + 1) * BLOCK, 1);
+        let start = c * CHUNK;
+        if MODE == LANE_SUMS {
+            // Word `j` covers values `start + 8j..+8`, all in group `(start + 8j) / group_size`.
+            let (first, lanes) = if CHUNK.is_multiple_of(group_size) {
+                // The same lanes in every chunk: `8j / group_size` (a shift, 32 or 64 values).
+                let shift = group_size.trailing_zeros() as i32 - 3;
+                let words = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+                let lanes = _mm512_srlv_epi32(words, _mm512_set1_epi32(shift));
+                (c * (CHUNK / group_size), lanes)
+            } else {
+                // Exact in f32 for rows below 2^24 values: the quotient is at least
+                // 8 / group_size from the next integer, far more than its rounding error.
+                let first = start / group_size;
+                let words = _mm512_setr_ps(
+                    0.0, 8.0, 16.0, 24.0, 32.0, 40.0, 48.0, 56.0, 64.0, 72.0, 80.0, 88.0, 96.0,
+                    104.0, 112.0, 120.0,
+                );
+                let within = (start - first * group_size) as f32;
+                let within = _mm512_add_ps(words, _mm512_set1_ps(within));
+                let quotient = _mm512_div_ps(within, _mm512_set1_ps(group_size as f32));
+                (first, _mm512_cvttps_epi32(quotient))
+            };
+            for (v, s) in scaling.lanes.iter_mut().zip(scales) {
+                let available = s.len().saturating_sub(first).min(16);
+                let mask = ((1u32 << available) - 1) as u16;
+                // SAFETY: the mask covers only scales inside the slice; masked lanes are not
+                // read.
+                let loaded = unsafe { _mm512_maskz_loadu_ps(mask, s.as_ptr().wrapping_add(first)) };
+                *v = _mm512_permutexvar_ps(lanes, loaded);
+                if KIND == FP8 {
+                    *v = _mm512_mul_ps(*v, _mm512_set1_ps(factor));
+                }
             }
-            b += 2;
-        }
-        if b < full_end {
-            unsafe {
-                let values = decode::<KIND>(codes.as_ptr().add(b * step), lut);
-                accumulate(&mut acc, &values, &x, b * BLOCK, 0);
-            }
-            b += 1;
-        }
-        if b < blocks.end {
-            let tail = tail_block(codes, b * step);
-            unsafe {
-                let values = decode::<KIND>(tail.as_ptr(), lut);
-                accumulate(&mut acc, &values, &x, b * BLOCK, 0);
+        } else {
+            for (v, s) in scaling.vectors.iter_mut().zip(scales) {
+                for (j, d) in v.iter_mut().enumerate() {
+                    let group = ((start + 16 * j) / group_size).min(s.len().saturating_sub(1));
+                    *d = s.get(group).copied().unwrap_or(0.0) * factor;
+                }
             }
         }
-        if !nibbles {
-            let scale = _mm512_set1_ps(scale * factor);
-            for (total, partial) in totals.iter_mut().zip(&acc) {
-                *total = _mm512_fmadd_ps(sum_ps(partial), scale, *total);
-            }
-        }
+        scaling
     }
-    if nibbles {
-        for (total, partial) in totals.iter_mut().zip(&acc) {
-            *total = sum_ps(partial);
+}
+
+/// Adds one chunk of `R` weight rows times `T` activation rows into the accumulators: `FULL`
+/// for 128 values, else `values` (a multiple of 32).
+///
+/// # Safety
+/// AVX-512 F/BW/VL, FMA and F16C; every `codes[r]` points to a chunk of code bytes, every `x[t]`
+/// is readable for `offset + 128` values (`FULL`) or `offset + values`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+unsafe fn chunk<
+    const KIND: u8,
+    const MODE: u8,
+    const R: usize,
+    const T: usize,
+    const A: usize,
+    const FULL: bool,
+>(
+    codes: &[*const u8; R],
+    x: &[*const f32; T],
+    offset: usize,
+    values: usize,
+    tables: &[__m512; R],
+    scaling: &Scaling<R>,
+    acc: &mut [[[__m512; A]; T]; R],
+) {
+    // SAFETY (whole function): the caller's bounds.
+    unsafe {
+        if KIND == NIBBLE {
+            let raw: [__m512i; R] = std::array::from_fn(|r| _mm512_loadu_si512(codes[r].cast()));
+            let words = values / 8;
+            let mask = ((1u32 << words) - 1) as u16;
+            macro_rules! step {
+                ($s:literal) => {{
+                    let v: [__m512; R] = std::array::from_fn(|r| {
+                        let index = _mm512_srli_epi32::<{ 4 * $s }>(raw[r]);
+                        _mm512_permutexvar_ps(index, tables[r])
+                    });
+                    for (t, &xt) in x.iter().enumerate() {
+                        let activations = if FULL {
+                            _mm512_loadu_ps(xt.add(offset + 16 * $s))
+                        } else {
+                            _mm512_maskz_loadu_ps(mask, xt.add(offset + words * $s))
+                        };
+                        for (a, &v) in acc.iter_mut().zip(&v) {
+                            let slot = &mut a[t][$s % A];
+                            *slot = _mm512_fmadd_ps(v, activations, *slot);
+                        }
+                    }
+                }};
+            }
+            step!(0);
+            step!(1);
+            step!(2);
+            step!(3);
+            step!(4);
+            step!(5);
+            step!(6);
+            step!(7);
+        } else {
+            macro_rules! step {
+                ($s:literal) => {{
+                    if FULL || 16 * $s < values {
+                        let v: [__m512; R] = std::array::from_fn(|r| {
+                            let bytes = _mm_loadu_si128(codes[r].add(16 * $s).cast());
+                            let v = if KIND == INT8 {
+                                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes))
+                            } else {
+                                let bits = _mm256_slli_epi16::<7>(_mm256_cvtepi8_epi16(bytes));
+                                let mask = _mm256_set1_epi16(FP8_F16_MASK);
+                                _mm512_cvtph_ps(_mm256_and_si256(bits, mask))
+                            };
+                            if MODE == VECTOR_SCALES {
+                                _mm512_mul_ps(v, _mm512_set1_ps(scaling.vectors[r][$s]))
+                            } else {
+                                v
+                            }
+                        });
+                        for (t, &xt) in x.iter().enumerate() {
+                            let activations = _mm512_loadu_ps(xt.add(offset + 16 * $s));
+                            for (a, &v) in acc.iter_mut().zip(&v) {
+                                let slot = &mut a[t][$s % A];
+                                *slot = _mm512_fmadd_ps(v, activations, *slot);
+                            }
+                        }
+                    }
+                }};
+            }
+            step!(0);
+            step!(1);
+            step!(2);
+            step!(3);
+            step!(4);
+            step!(5);
+            step!(6);
+            step!(7);
         }
-    }
-    for (o, &total) in out.iter_mut().zip(&totals) {
-        *o = _mm512_reduce_add_ps(total);
     }
 }
 
@@ -214,61 +639,6 @@ fn sum_ps<const A: usize>(partial: &[__m512; A]) -> __m512 {
         .fold(partial[0], |s, &v| _mm512_add_ps(s, v))
 }
 
-/// Adds one decoded block times each activation row into the accumulators; `half` (0 or 1)
-/// picks the accumulators of the even or odd block of a pair when there are more than two.
-///
-/// # Safety
-/// AVX-512F; every `x[r]` is readable for `offset + 32` values.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-unsafe fn accumulate<const R: usize, const A: usize>(
-    acc: &mut [[__m512; A]; R],
-    values: &[__m512; 2],
-    x: &[*const f32; R],
-    offset: usize,
-    half: usize,
-) {
-    for (j, &v) in values.iter().enumerate() {
-        let slot = (half * values.len() + j) % A;
-        for (a, &xr) in acc.iter_mut().zip(x) {
-            // SAFETY: the caller's bound on `offset`.
-            let activations = unsafe { _mm512_loadu_ps(xr.add(offset + 16 * j)) };
-            a[slot] = _mm512_fmadd_ps(v, activations, a[slot]);
-        }
-    }
-}
-
-/// The 32 values of one block in activation-layout order (see the module documentation); nibble
-/// values come scaled, through the group's `lut`.
-///
-/// # Safety
-/// AVX-512 F/BW and F16C; `codes` points to `block_bytes(KIND)` readable bytes.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-unsafe fn decode<const KIND: u8>(codes: *const u8, lut: __m512) -> [__m512; 2] {
-    if KIND == NIBBLE {
-        // SAFETY: the block's 16 bytes.
-        let wide = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(codes.cast()) });
-        [
-            _mm512_permutexvar_ps(wide, lut),
-            _mm512_permutexvar_ps(_mm512_srli_epi32::<4>(wide), lut),
-        ]
-    } else {
-        let mut values = [_mm512_setzero_ps(); 2];
-        for (j, v) in values.iter_mut().enumerate() {
-            // SAFETY: 16 of the block's 32 bytes.
-            let bytes = unsafe { _mm_loadu_si128(codes.add(16 * j).cast()) };
-            *v = if KIND == INT8 {
-                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes))
-            } else {
-                let bits = _mm256_slli_epi16::<7>(_mm256_cvtepi8_epi16(bytes));
-                _mm512_cvtph_ps(_mm256_and_si256(bits, _mm256_set1_epi16(FP8_F16_MASK)))
-            };
-        }
-        values
-    }
-}
-
 /// Code kinds of the integer path.
 const INT_INT4: u8 = 0;
 const INT_INT8: u8 = 1;
@@ -279,95 +649,128 @@ const INT_INT8: u8 = 1;
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL, FMA and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-unsafe fn dot_int8(row: &RowArgs<'_>, xs: &[&[i8]], xsums: &[&[i32]], out: &mut [f32]) {
+unsafe fn dot_int8(rows: &[RowArgs<'_>], xs: &[&[i8]], xsums: &[&[i32]], out: &mut [f32]) {
     // Both checks read a cached flag.
     if is_x86_feature_detected!("avx512vnni") {
         // SAFETY: VNNI was just detected, the other features are this function's contract.
-        unsafe { dot_int8_vnni(row, xs, xsums, out) }
+        unsafe { dot_int8_vnni(rows, xs, xsums, out) }
     } else if super::avx2::supported() {
         // SAFETY: AVX2/FMA/F16C were just detected; the layouts agree (checked at compile time).
-        unsafe { super::avx2::dot_int8(row, xs, xsums, out) }
+        unsafe { super::avx2::dot_int8(rows, xs, xsums, out) }
     } else {
         // SAFETY: the portable kernel has no requirements beyond the slice sizes.
-        unsafe { scalar::dot_int8(row, xs, xsums, out) }
+        unsafe { scalar::dot_int8(rows, xs, xsums, out) }
     }
 }
 
-/// The VNNI integer kernel.
+/// The VNNI integer kernel: up to [`ROW_TILE`] weight rows at a time, like the float path.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL/VNNI, FMA and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
-unsafe fn dot_int8_vnni(row: &RowArgs<'_>, xs: &[&[i8]], xsums: &[&[i32]], out: &mut [f32]) {
-    let kind = match row.kind {
+unsafe fn dot_int8_vnni(rows: &[RowArgs<'_>], xs: &[&[i8]], xsums: &[&[i32]], out: &mut [f32]) {
+    let Some(first) = rows.first() else {
+        return;
+    };
+    let kind = match first.kind {
         CodeKind::Nibble { table, .. } if *table == INT4_TABLE => INT_INT4,
         CodeKind::Int8 => INT_INT8,
         // No scheme pairs other tables or FP8 with int8 activations; the portable kernel (no
         // requirements beyond the slice sizes) keeps them correct anyway.
         // SAFETY: see above.
-        _ => return unsafe { scalar::dot_int8(row, xs, xsums, out) },
+        _ => return unsafe { scalar::dot_int8(rows, xs, xsums, out) },
     };
+    assert!(
+        rows.iter().all(|r| {
+            (std::ptr::eq(r.kind, first.kind) || r.kind == first.kind)
+                && r.k == first.k
+                && r.group_size == first.group_size
+        }),
+        "quantized kernel: {} weight rows of different shapes",
+        rows.len()
+    );
     let step = if kind == INT_INT4 { BLOCK / 2 } else { BLOCK };
-    let Some(geometry) = Geometry::new(row, step) else {
+    let shortest = rows.iter().min_by_key(|r| r.codes.len()).unwrap_or(first);
+    let Some(geometry) = Geometry::new(shortest, step) else {
         // SAFETY: the portable kernel has no requirements beyond the slice sizes.
-        return unsafe { scalar::dot_int8(row, xs, xsums, out) };
+        return unsafe { scalar::dot_int8(rows, xs, xsums, out) };
     };
-    check_tile(xs, out.len().min(xsums.len()), geometry.values());
-    let tiles = xs
-        .chunks(TOKEN_TILE)
-        .zip(xsums.chunks(TOKEN_TILE))
-        .zip(out.chunks_mut(TOKEN_TILE));
-    for ((xs, xsums), out) in tiles {
+    let tokens = xs.len();
+    assert!(
+        tokens <= TOKEN_TILE,
+        "quantized kernel: {tokens} activation rows"
+    );
+    check_tile(
+        xs,
+        xsums.len().min(out.len() / rows.len()),
+        geometry.values(),
+    );
+    // Weight rows per inner call, so accumulators stay within 32 registers.
+    let most = match tokens {
+        1 | 2 => ROW_TILE,
+        3 | 4 => 2,
+        _ => 1,
+    };
+    let mut done = 0;
+    while done < rows.len() {
+        let n = match most.min(rows.len() - done) {
+            3 => 2,
+            n => n,
+        };
+        let (rows, out) = (&rows[done..done + n], &mut out[done * tokens..]);
         // SAFETY: the CPU features are this function's contract; `check_tile` verified the sizes.
         unsafe {
             if kind == INT_INT4 {
-                int_tile::<INT_INT4>(row, &geometry, xs, xsums, out)
+                int_tile::<INT_INT4>(rows, &geometry, xs, xsums, out)
             } else {
-                int_tile::<INT_INT8>(row, &geometry, xs, xsums, out)
+                int_tile::<INT_INT8>(rows, &geometry, xs, xsums, out)
             }
         }
+        done += n;
     }
 }
 
-/// Dispatches a tile of 1..=8 activation rows to its monomorphized integer kernel.
+/// Dispatches 1, 2 or 4 weight rows and 1..=8 activation rows to a monomorphized kernel.
 ///
 /// # Safety
 /// As [`int_rows`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
 unsafe fn int_tile<const KIND: u8>(
-    row: &RowArgs<'_>,
+    rows: &[RowArgs<'_>],
     geometry: &Geometry,
     xs: &[&[i8]],
     xsums: &[&[i32]],
     out: &mut [f32],
 ) {
+    macro_rules! tiles {
+        ($(($w:literal, $t:literal))*) => {
+            match (rows.len(), xs.len()) {
+                $(($w, $t) => int_rows::<KIND, $w, $t>(rows, geometry, xs, xsums, out),)*
+                _ => unreachable!("quantized kernel: no tile of {} x {}", rows.len(), xs.len()),
+            }
+        };
+    }
     // SAFETY: forwarded contract.
     unsafe {
-        match xs.len() {
-            1 => int_rows::<KIND, 1>(row, geometry, xs, xsums, out),
-            2 => int_rows::<KIND, 2>(row, geometry, xs, xsums, out),
-            3 => int_rows::<KIND, 3>(row, geometry, xs, xsums, out),
-            4 => int_rows::<KIND, 4>(row, geometry, xs, xsums, out),
-            5 => int_rows::<KIND, 5>(row, geometry, xs, xsums, out),
-            6 => int_rows::<KIND, 6>(row, geometry, xs, xsums, out),
-            7 => int_rows::<KIND, 7>(row, geometry, xs, xsums, out),
-            8 => int_rows::<KIND, 8>(row, geometry, xs, xsums, out),
-            _ => {}
+        tiles! {
+            (1, 1) (1, 2) (1, 3) (1, 4) (1, 5) (1, 6) (1, 7) (1, 8)
+            (2, 1) (2, 2) (2, 3) (2, 4) (4, 1) (4, 2)
         }
     }
 }
 
-/// The VNNI integer path for `R` activation rows: pairs of blocks use whole 512-bit registers,
-/// a lone block (odd count in a group, or the row's tail) their lower half.
+/// The VNNI integer path for `W` weight rows and `T` activation rows: pairs of blocks use whole
+/// 512-bit registers, a lone block (odd count in a group, or the row's tail) their lower half.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL/VNNI; `xs` has `R` rows of at least `geometry.values()` values, `xsums` `R`
-/// rows of one sum per group, `out` at least `R` entries.
-// Out of line: one call per weight row and tile, and one symbol per variant in profiles.
+/// AVX-512 F/BW/VL/VNNI; `rows` holds `W` rows whose codes cover `geometry`, `xs` `T` rows of at
+/// least `geometry.values()` values, `xsums` `T` rows of one sum per group, `out` at least
+/// `W * T` entries.
+// Out of line: one call per tile, and one symbol per variant in profiles.
 #[inline(never)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
-unsafe fn int_rows<const KIND: u8, const R: usize>(
-    row: &RowArgs<'_>,
+unsafe fn int_rows<const KIND: u8, const W: usize, const T: usize>(
+    rows: &[RowArgs<'_>],
     geometry: &Geometry,
     xs: &[&[i8]],
     xsums: &[&[i32]],
@@ -376,58 +779,72 @@ unsafe fn int_rows<const KIND: u8, const R: usize>(
     let step = if KIND == INT_INT4 { BLOCK / 2 } else { BLOCK };
     // Codes are multiplied as `q + offset`.
     let offset: i32 = if KIND == INT_INT4 { 8 } else { 128 };
-    let codes = row.codes;
-    let x: [*const i8; R] = std::array::from_fn(|r| xs[r].as_ptr());
-    let sums: [&[i32]; R] = std::array::from_fn(|r| xsums[r]);
-    let mut totals = [_mm_setzero_ps(); 2];
-    for (g, (blocks, &scale)) in geometry.groups().zip(row.scales).enumerate() {
+    let codes: [&[u8]; W] = std::array::from_fn(|w| rows[w].codes);
+    let x: [*const i8; T] = std::array::from_fn(|t| xs[t].as_ptr());
+    let sums: [&[i32]; T] = std::array::from_fn(|t| xsums[t]);
+    let mut totals = [[_mm_setzero_ps(); 2]; W];
+    for (g, blocks) in geometry.groups().enumerate() {
         let full_end = blocks.end.min(geometry.full_blocks);
         // Lane 0 starts at `-offset * xsum`, so the lanes add up to the exact sum.
-        let mut acc = [_mm512_setzero_si512(); R];
-        for (a, sums) in acc.iter_mut().zip(&sums) {
-            let correction = offset.wrapping_mul(sums[g]).wrapping_neg();
-            *a = _mm512_zextsi128_si512(_mm_cvtsi32_si128(correction));
-        }
+        let corrections: [__m512i; T] = std::array::from_fn(|t| {
+            let correction = offset.wrapping_mul(sums[t][g]).wrapping_neg();
+            _mm512_zextsi128_si512(_mm_cvtsi32_si128(correction))
+        });
+        let mut acc = [corrections; W];
         let mut b = blocks.start;
-        // SAFETY (all loads below): as in `float_rows`; a pair reads `2 * step` code bytes and 64
-        // activations of two whole blocks, a lone block `step` bytes and 32 activations.
+        // SAFETY (all loads below): a block `b < full_blocks` has its `step` bytes inside every
+        // row's codes, the tail block is read from a 32-byte buffer; a pair reads `2 * step` code
+        // bytes and 64 activations of two whole blocks, a lone block `step` bytes and 32
+        // activations, all below `geometry.values()`.
         while b + 2 <= full_end {
-            prefetch(codes, b * step);
-            let unsigned = unsafe { pair_codes::<KIND>(codes.as_ptr().add(b * step)) };
-            for (a, &xr) in acc.iter_mut().zip(&x) {
-                let activations = unsafe { _mm512_loadu_si512(xr.add(b * BLOCK).cast()) };
-                *a = _mm512_dpbusd_epi32(*a, unsigned, activations);
+            let unsigned: [__m512i; W] = std::array::from_fn(|w| {
+                prefetch_at(codes[w].as_ptr().wrapping_add(b * step));
+                unsafe { pair_codes::<KIND>(codes[w].as_ptr().add(b * step)) }
+            });
+            for (t, &xt) in x.iter().enumerate() {
+                let activations = unsafe { _mm512_loadu_si512(xt.add(b * BLOCK).cast()) };
+                for (a, &u) in acc.iter_mut().zip(&unsigned) {
+                    a[t] = _mm512_dpbusd_epi32(a[t], u, activations);
+                }
             }
             b += 2;
         }
         while b < blocks.end {
-            let tail;
-            let block = if b < full_end {
-                unsafe { codes.as_ptr().add(b * step) }
-            } else {
-                tail = tail_block(codes, b * step);
-                tail.as_ptr()
-            };
-            let unsigned = _mm512_zextsi256_si512(unsafe { block_codes::<KIND>(block) });
-            for (a, &xr) in acc.iter_mut().zip(&x) {
-                let activations = unsafe { _mm256_loadu_si256(xr.add(b * BLOCK).cast()) };
+            let unsigned: [__m512i; W] = std::array::from_fn(|w| {
+                let tail;
+                let block = if b < full_end {
+                    unsafe { codes[w].as_ptr().add(b * step) }
+                } else {
+                    tail = tail_block(codes[w], b * step);
+                    tail.as_ptr()
+                };
+                _mm512_zextsi256_si512(unsafe { block_codes::<KIND>(block) })
+            });
+            for (t, &xt) in x.iter().enumerate() {
+                let activations = unsafe { _mm256_loadu_si256(xt.add(b * BLOCK).cast()) };
                 let activations = _mm512_zextsi256_si512(activations);
-                *a = _mm512_dpbusd_epi32(*a, unsigned, activations);
+                for (a, &u) in acc.iter_mut().zip(&unsigned) {
+                    a[t] = _mm512_dpbusd_epi32(a[t], u, activations);
+                }
             }
             b += 1;
         }
-        let mut folded = [_mm_setzero_si128(); 8];
-        for (f, &a) in folded.iter_mut().zip(&acc) {
-            let half =
-                _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64::<1>(a));
-            *f = _mm_add_epi32(
-                _mm256_castsi256_si128(half),
-                _mm256_extracti128_si256::<1>(half),
-            );
+        for ((totals, acc), row) in totals.iter_mut().zip(&acc).zip(rows) {
+            let mut folded = [_mm_setzero_si128(); 8];
+            for (f, &a) in folded.iter_mut().zip(acc) {
+                let half =
+                    _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64::<1>(a));
+                *f = _mm_add_epi32(
+                    _mm256_castsi256_si128(half),
+                    _mm256_extracti128_si256::<1>(half),
+                );
+            }
+            add_scaled_sums(&folded, T, row.scales[g], totals);
         }
-        add_scaled_sums(&folded, R, scale, &mut totals);
     }
-    store_totals(&totals, &mut out[..R]);
+    for (w, totals) in totals.iter().enumerate() {
+        store_totals(totals, &mut out[w * T..(w + 1) * T]);
+    }
 }
 
 /// The offset-coded unsigned codes of one block, in activation-layout order.

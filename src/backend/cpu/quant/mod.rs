@@ -1,20 +1,28 @@
 //! Fused dequantize-and-multiply on the CPU: `y = x W^T + b` with W a [`QuantizedTensor`],
 //! never materializing W in floating point.
 //!
-//! Work is split over output rows with rayon; each task walks its rows once per tile of up to
-//! [`TOKEN_TILE`] activation rows, so a weight row is decoded once per tile (GEMV for decode,
-//! tiled GEMM for prefill). Per row, a kernel computes `sum_g scale[g] * sum_{i in g} v(code_i) *
-//! x_i`; zero-point offsets (`w = scale * v - offset`) are subtracted afterwards with per-group
+//! Work is split over blocks of output rows (about `TASK_VALUES` weights each) with rayon. A
+//! block's rows form as many contiguous streams as a kernel set reads rows together (up to
+//! [`ROW_TILE`]), and kernels are handed the rows in stream order, so the rows they read
+//! together lie far apart: one thread streams weights from DRAM at close to the read bandwidth
+//! only with several distant streams in flight (the hardware prefetchers track each). Each
+//! kernel call takes a quarter of the block against up to [`TOKEN_TILE`] activation rows; with
+//! more than one activation row (prefill, batched decode) the rows are also cut into k-slices
+//! of about [`SLICE_BYTES`] of activations, so a slice stays in L1 while every weight row of the
+//! block passes over it, and partial sums add up. Per weight row, a kernel computes `sum_g scale[g] * sum_{i in g} v(code_i) * x_i`;
+//! zero-point offsets (`w = scale * v - offset`) are subtracted afterwards with per-group
 //! activation sums, and the bias added.
 //!
 //! Kernels exist per instruction set ([`scalar`] is the reference; `avx2`, `avx512` on x86-64),
 //! chosen once by CPU feature detection; `LOWBIT_ISA=scalar|avx2|avx512` caps the choice.
 //!
-//! Activation layout: kernels that unpack 4-bit codes with SIMD produce the low nibbles of `B`
-//! bytes, then their high nibbles. The activations are permuted once per call to match: within
-//! every chunk of `2B` values covering `B` code bytes, first the values whose codes sit in the low
-//! nibbles (in byte order), then those in the high nibbles. `B = 0` means natural order. Rows of
+//! Activation layout: byte codes read activations in natural order; for nibble codes each kernel
+//! set names a [`NibbleLayout`], and the activations are permuted once per call to match. Rows of
 //! activations are zero-padded to a multiple of 32 values.
+//!
+//! Kernel contract: for k-slices a kernel is called with sub-slices of the codes, scales and
+//! activations that start on a group boundary and on a multiple of [`SLICE_ALIGN`] values, which
+//! every layout maps onto itself.
 
 pub mod scalar;
 
@@ -26,13 +34,31 @@ pub mod avx512;
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::quant::activation::{fake_quantize_fp8, quantize_int8_rows};
-use crate::quant::{ActivationFormat, CodeKind, Granularity, QuantizedTensor};
+use crate::quant::{ActivationFormat, CodeKind, Granularity, QuantizedTensor, Scales};
 
 /// Activation rows processed together against one decoded weight row.
 pub const TOKEN_TILE: usize = 8;
+
+/// Weight rows a kernel reads together (streams it interleaves).
+pub const ROW_TILE: usize = 4;
+
+/// Activation bytes per k-slice of a tile (a slice of every tile row fits in L1 with room for
+/// the weight codes passing through).
+pub const SLICE_BYTES: usize = 32 * 1024;
+
+/// Values a k-slice starts on a multiple of: a chunk of every layout.
+pub const SLICE_ALIGN: usize = 128;
+
+/// Kernel calls a block's rows are split into per slice (see `Job::run_block`).
+const BLOCK_PARTS: usize = 4;
+
+/// Weight values a rayon task aims at (a few tenths of a millisecond of decode on one core):
+/// enough rows per stream to amortize the streams' start.
+const TASK_VALUES: usize = 1 << 20;
 
 /// Instruction sets with quantized kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,6 +69,20 @@ pub enum QuantIsa {
     Avx2,
     /// x86-64 AVX-512 F/BW/VL (+ VNNI for the int8 path when present).
     Avx512,
+}
+
+/// The order in which a kernel reads the activations of nibble codes, per chunk of values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NibbleLayout {
+    /// Natural order.
+    Natural,
+    /// Chunks of `2B` values covering `B` code bytes: first the values whose codes sit in the
+    /// low nibbles (in byte order), then those in the high nibbles.
+    Bytes(usize),
+    /// Chunks of 128 values covering 64 code bytes, read as sixteen little-endian 32-bit words:
+    /// the value in bits `4s..4s+4` of word `j` sits at position `16s + j`. A last chunk of
+    /// `L < 128` values (a multiple of 32) has `L/8` words: position `(L/8)s + j`.
+    Words,
 }
 
 /// One weight row as a kernel sees it.
@@ -60,24 +100,30 @@ pub struct RowArgs<'a> {
     pub scales: &'a [f32],
 }
 
-/// Float path: `out[t] = sum_g scales[g] * sum_{i in g} v(code_i) * xs[t][i]`, `xs[t]` in the
-/// kernel's activation layout, `ceil(k/32)*32` values, zero past `k`. `xs.len() <= TOKEN_TILE`.
-pub type FloatKernel = unsafe fn(&RowArgs<'_>, &[&[f32]], &mut [f32]);
+/// Float path: for weight row `r` of `rows` and activation row `t` of `xs`, `out[r * xs.len() +
+/// t] = sum_g scales[g] * sum_{i in g} v(code_i) * xs[t][i]`. `rows` holds rows of one kind, `k`
+/// and group size, read [`KernelSet::row_tile`] consecutive ones at a time (so consecutive rows
+/// should lie far apart in memory); `xs` 1..=[`TOKEN_TILE`] rows in the kernel's activation
+/// layout, `ceil(k/32)*32` values each, zero past `k`.
+pub type FloatKernel = unsafe fn(&[RowArgs<'_>], &[&[f32]], &mut [f32]);
 
-/// Integer path (int4/int8 codes, int8 activations): `out[t] = sum_g scales[g] * sum_{i in g}
-/// q(code_i) * xs[t][i]` with `q` the signed integer value; `xsums[t][g]` is the sum of `xs[t]`
-/// over group `g` (for kernels that multiply offset-coded unsigned codes).
-pub type IntKernel = unsafe fn(&RowArgs<'_>, &[&[i8]], &[&[i32]], &mut [f32]);
+/// Integer path (int4/int8 codes, int8 activations): as [`FloatKernel`] with `q(code_i)` the
+/// signed integer value; `xsums[t][g]` is the sum of `xs[t]` over group `g` (for kernels that
+/// multiply offset-coded unsigned codes).
+pub type IntKernel = unsafe fn(&[RowArgs<'_>], &[&[i8]], &[&[i32]], &mut [f32]);
 
 /// The kernels of one instruction set.
 #[derive(Clone, Copy, Debug)]
 pub struct KernelSet {
     /// Which instruction set.
     pub isa: QuantIsa,
-    /// `B` of the float path's activation layout for nibble codes (0: natural order).
-    pub float_nibble_block: usize,
-    /// `B` of the integer path's activation layout for nibble codes (0: natural order).
-    pub int_nibble_block: usize,
+    /// Weight rows the kernels read together (1..=[`ROW_TILE`]): the dispatcher interleaves
+    /// that many streams.
+    pub row_tile: usize,
+    /// Activation layout of the float path for nibble codes.
+    pub float_layout: NibbleLayout,
+    /// Activation layout of the integer path for nibble codes.
+    pub int_layout: NibbleLayout,
     /// Float-activation kernel.
     pub dot_float: FloatKernel,
     /// int8-activation kernel.
@@ -122,14 +168,34 @@ thread_local! {
 /// Per-thread buffers reused across calls, so the hot path does not allocate once warm.
 #[derive(Default)]
 struct Scratch {
+    /// Scales of the task's rows, `[rows, groups]`.
     scales: Vec<f32>,
+    /// Zero-point offsets of the task's rows, `[rows, groups]`.
     offsets: Vec<f32>,
+    /// Dot products of the task's rows with the tile, summed over slices, `[rows, tile]`.
+    sums: Vec<f32>,
+    /// One kernel call's results, rows in stream order, `[rows, tile]`.
+    results: Vec<f32>,
 }
 
 /// `out[t, n] = sum_k x[t, k] * w[n, k] + bias[n]` with the best kernels; `x` is `[m, k]`,
 /// `out` `[m, n]`.
 pub fn linear(x: &[f32], m: usize, w: &QuantizedTensor, bias: Option<&[f32]>, out: &mut [f32]) {
     linear_with(&kernels(), x, m, w, bias, out)
+}
+
+/// Activations as the kernels read them.
+enum Activations {
+    /// Float rows `[m, padded]`.
+    Float(Vec<f32>),
+    /// int8 rows `[m, padded]`, their exact sums per kernel group (see
+    /// [`Plan::kernel_group`]) `[m, sum_groups]`, and per-row scales.
+    Int {
+        codes: Vec<i8>,
+        sums: Vec<i32>,
+        sum_groups: usize,
+        scales: Vec<f32>,
+    },
 }
 
 /// [`linear`] with an explicit kernel set (tests and benchmarks compare them).
@@ -144,12 +210,20 @@ pub fn linear_with(
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(x.len(), m * k, "quantized linear: input size");
     assert_eq!(out.len(), m * n, "quantized linear: output size");
+    if m == 0 || n == 0 {
+        return;
+    }
     let scheme = w.scheme();
     let kind = w.code_kind();
     let group_size = w.group_size();
     let groups = w.groups();
+    // The SIMD kernels need groups on 32-value blocks; no scheme makes others, but stay exact.
+    let set = if group_size >= k || group_size.is_multiple_of(32) {
+        set
+    } else {
+        &scalar::KERNELS
+    };
     let padded = k.div_ceil(32) * 32;
-    let nibble = matches!(kind, CodeKind::Nibble { .. });
     let high_first = matches!(
         kind,
         CodeKind::Nibble {
@@ -158,58 +232,70 @@ pub fn linear_with(
         }
     );
     let integer = scheme.activation == ActivationFormat::Int8;
-    let block = match (nibble, integer) {
-        (false, _) => 0,
-        (true, false) => set.float_nibble_block,
-        (true, true) => set.int_nibble_block,
+    let layout = match (&kind, integer) {
+        (CodeKind::Nibble { .. }, false) => set.float_layout,
+        (CodeKind::Nibble { .. }, true) => set.int_layout,
+        _ => NibbleLayout::Natural,
     };
 
     // Activations: per-token dynamic quantization first, then the kernel layout.
-    let mut activations: Vec<f32>;
+    let mut fake_quantized: Vec<f32>;
     let x = if scheme.activation == ActivationFormat::Fp8 {
-        activations = x.to_vec();
+        fake_quantized = x.to_vec();
         let group = if scheme.granularity == Granularity::Block128 {
             crate::quant::scheme::FP8_BLOCK
         } else {
             k
         };
-        fake_quantize_fp8(&mut activations, k, group);
-        &activations[..]
+        fake_quantize_fp8(&mut fake_quantized, k, group);
+        &fake_quantized[..]
     } else {
         x
     };
+    let plan = Plan::new(n, k, m, group_size);
     // Per-token, per-group sums of the activations as the kernels see them (for offsets).
-    let mut sums = vec![0f32; m * groups];
-    let mut token_scales = vec![1f32; m];
-    let mut float_x = Vec::new();
-    let mut int_x: Vec<i8> = Vec::new();
-    let mut int_sums: Vec<i32> = vec![0; m * groups];
-    if integer {
+    let mut sums = vec![0f32; if w.has_offsets() { m * groups } else { 0 }];
+    let activations = if integer {
         let mut codes = vec![0i8; m * k];
-        quantize_int8_rows(x, k, &mut codes, &mut token_scales);
-        int_x = vec![0i8; m * padded];
+        let mut scales = vec![1f32; m];
+        quantize_int8_rows(x, k, &mut codes, &mut scales);
+        let mut laid_out = vec![0i8; m * padded];
+        // The kernels' groups: a k-slice of a one-group row is a group of its own.
+        let sum_group = plan.kernel_group(k, group_size);
+        let sum_groups = k.div_ceil(sum_group);
+        let mut int_sums = vec![0i32; m * sum_groups];
         for t in 0..m {
             let row = &codes[t * k..(t + 1) * k];
             permute(
                 row,
-                &mut int_x[t * padded..(t + 1) * padded],
-                block,
+                &mut laid_out[t * padded..][..padded],
+                layout,
                 high_first,
             );
-            for (g, part) in row.chunks(group_size).enumerate() {
-                let s: i32 = part.iter().map(|&v| v as i32).sum();
-                int_sums[t * groups + g] = s;
-                sums[t * groups + g] = s as f32 * token_scales[t];
+            for (g, part) in row.chunks(sum_group).enumerate() {
+                int_sums[t * sum_groups + g] = part.iter().map(|&v| v as i32).sum();
+            }
+            if w.has_offsets() {
+                for (g, part) in row.chunks(group_size).enumerate() {
+                    let s: i32 = part.iter().map(|&v| v as i32).sum();
+                    sums[t * groups + g] = s as f32 * scales[t];
+                }
             }
         }
+        Activations::Int {
+            codes: laid_out,
+            sums: int_sums,
+            sum_groups,
+            scales,
+        }
     } else {
-        float_x = vec![0f32; m * padded];
+        let mut laid_out = vec![0f32; m * padded];
         for t in 0..m {
             let row = &x[t * k..(t + 1) * k];
             permute(
                 row,
-                &mut float_x[t * padded..(t + 1) * padded],
-                block,
+                &mut laid_out[t * padded..][..padded],
+                layout,
                 high_first,
             );
             if w.has_offsets() {
@@ -218,80 +304,37 @@ pub fn linear_with(
                 }
             }
         }
-    }
+        Activations::Float(laid_out)
+    };
 
+    let nibble = matches!(kind, CodeKind::Nibble { .. });
+    let job = Job {
+        set,
+        w,
+        kind: &kind,
+        k,
+        m,
+        padded,
+        group_size,
+        groups,
+        nibble,
+        activations: &activations,
+        offset_sums: &sums,
+        bias,
+        plan: &plan,
+    };
     // Results weight-row-major ([n, m]) so each task owns a contiguous block.
-    let rows_per_task = (16_384 / (k * m.min(TOKEN_TILE)).max(1)).clamp(1, n.max(1));
     let compute = |target: &mut [f32]| {
         target
-            .par_chunks_mut(rows_per_task * m)
+            .par_chunks_mut(plan.rows_per_task * m)
             .enumerate()
             .for_each(|(task, block_out)| {
                 SCRATCH.with(|scratch| {
-                    let mut scratch = scratch.borrow_mut();
-                    let Scratch { scales, offsets } = &mut *scratch;
-                    scales.resize(groups, 0.0);
-                    offsets.clear();
-                    offsets.resize(groups, 0.0);
-                    let first = task * rows_per_task;
-                    for r in 0..block_out.len() / m {
-                        let row = first + r;
-                        w.fill_row_scales(row, scales, offsets);
-                        let args = RowArgs {
-                            kind: &kind,
-                            codes: w.row_codes(row),
-                            k,
-                            group_size,
-                            scales,
-                        };
-                        let dst = &mut block_out[r * m..(r + 1) * m];
-                        for t0 in (0..m).step_by(TOKEN_TILE) {
-                            let tile = TOKEN_TILE.min(m - t0);
-                            let mut acc = [0f32; TOKEN_TILE];
-                            if integer {
-                                let xs: [&[i8]; TOKEN_TILE] = std::array::from_fn(|i| {
-                                    let t = (t0 + i).min(m - 1);
-                                    &int_x[t * padded..(t + 1) * padded]
-                                });
-                                let xsums: [&[i32]; TOKEN_TILE] = std::array::from_fn(|i| {
-                                    let t = (t0 + i).min(m - 1);
-                                    &int_sums[t * groups..(t + 1) * groups]
-                                });
-                                // SAFETY: a KernelSet only exists for instruction sets this CPU
-                                // supports (see `available`); the slices have the documented sizes.
-                                unsafe {
-                                    (set.dot_int8)(
-                                        &args,
-                                        &xs[..tile],
-                                        &xsums[..tile],
-                                        &mut acc[..tile],
-                                    )
-                                };
-                                for (i, a) in acc[..tile].iter_mut().enumerate() {
-                                    *a *= token_scales[t0 + i];
-                                }
-                            } else {
-                                let xs: [&[f32]; TOKEN_TILE] = std::array::from_fn(|i| {
-                                    let t = (t0 + i).min(m - 1);
-                                    &float_x[t * padded..(t + 1) * padded]
-                                });
-                                // SAFETY: as above.
-                                unsafe { (set.dot_float)(&args, &xs[..tile], &mut acc[..tile]) };
-                            }
-                            for (i, &a) in acc[..tile].iter().enumerate() {
-                                let t = t0 + i;
-                                let mut v = a;
-                                if w.has_offsets() {
-                                    let s = &sums[t * groups..(t + 1) * groups];
-                                    v -= offsets.iter().zip(s).map(|(o, s)| o * s).sum::<f32>();
-                                }
-                                if let Some(b) = bias {
-                                    v += b[row];
-                                }
-                                dst[t] = v;
-                            }
-                        }
-                    }
+                    job.run_block(
+                        task * plan.rows_per_task,
+                        block_out,
+                        &mut scratch.borrow_mut(),
+                    )
                 })
             });
     };
@@ -308,20 +351,319 @@ pub fn linear_with(
     }
 }
 
-/// Writes `src` (k values) into `dst` (padded to a multiple of 32) in the activation layout with
-/// nibble block `block` (see the module documentation).
-pub fn permute<T: Copy + Default>(src: &[T], dst: &mut [T], block: usize, high_first: bool) {
-    dst.fill(T::default());
-    if block == 0 {
-        dst[..src.len()].copy_from_slice(src);
-        return;
+/// How a call is cut into tasks and k-slices.
+struct Plan {
+    /// Weight rows per rayon task.
+    rows_per_task: usize,
+    /// Values per k-slice (`>= k`: no slicing).
+    slice: usize,
+}
+
+impl Plan {
+    fn new(n: usize, k: usize, m: usize, group_size: usize) -> Self {
+        let tile = m.min(TOKEN_TILE);
+        // Enough tasks for every thread to get several; each a multiple of the row tile.
+        let threads = rayon::current_num_threads().max(1);
+        let by_work = TASK_VALUES / k.max(1);
+        let by_balance = n.div_ceil(4 * threads);
+        let rows_per_task = by_work
+            .min(by_balance)
+            .max(4 * ROW_TILE)
+            .next_multiple_of(ROW_TILE)
+            .min(n);
+        let slice = if m == 1 {
+            k
+        } else {
+            // A multiple of the layout chunk and of the group (so scales slice with it).
+            let unit = if group_size >= k {
+                SLICE_ALIGN
+            } else {
+                lcm(SLICE_ALIGN, group_size)
+            };
+            let wanted = SLICE_BYTES / (4 * tile);
+            (wanted / unit).max(1) * unit
+        };
+        Plan {
+            rows_per_task,
+            slice,
+        }
     }
-    let chunk = 2 * block;
-    for (i, &v) in src.iter().enumerate() {
-        let base = i / chunk * chunk;
-        let within = i % chunk;
-        let byte = within / 2;
-        let low = within.is_multiple_of(2) != high_first;
-        dst[base + byte + if low { 0 } else { block }] = v;
+
+    /// The group size the kernels see: a k-slice of a one-group row is one group.
+    fn kernel_group(&self, k: usize, group_size: usize) -> usize {
+        if group_size >= k {
+            self.slice.min(k).max(1)
+        } else {
+            group_size
+        }
+    }
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    a / x * b
+}
+
+/// Everything a task needs, shared by all tasks of a call.
+struct Job<'a> {
+    set: &'a KernelSet,
+    w: &'a QuantizedTensor,
+    kind: &'a CodeKind,
+    k: usize,
+    m: usize,
+    padded: usize,
+    group_size: usize,
+    groups: usize,
+    nibble: bool,
+    activations: &'a Activations,
+    /// Per-token group sums of the activations (offsets), `[m, groups]` or empty.
+    offset_sums: &'a [f32],
+    bias: Option<&'a [f32]>,
+    plan: &'a Plan,
+}
+
+impl Job<'_> {
+    /// Computes rows `first..` into `block_out` (`[rows, m]`).
+    fn run_block(&self, first: usize, block_out: &mut [f32], scratch: &mut Scratch) {
+        let (m, groups) = (self.m, self.groups);
+        let count = block_out.len() / m;
+        let Scratch {
+            scales,
+            offsets,
+            sums,
+            results,
+        } = scratch;
+        fill_block_scales(self.w, first, count, scales, offsets);
+        let all_codes = self.w.codes().raw_bytes();
+        let row_bytes = self.w.row_bytes();
+        let first_group = |start: usize| {
+            if self.group_size >= self.k {
+                0
+            } else {
+                start / self.group_size
+            }
+        };
+        // Row `i + q * span` of the block is the `i`-th of stream `q`; kernels read the rows
+        // of one `i` together.
+        let streams = self.set.row_tile.clamp(1, ROW_TILE);
+        let span = count.div_ceil(streams);
+        let mut order = Vec::with_capacity(count);
+        for i in 0..span {
+            for q in 0..streams {
+                if i + q * span < count {
+                    order.push(i + q * span);
+                }
+            }
+        }
+        // The kernel calls of a block (parts of its rows, slices, tiles) each prefetch a share
+        // of the next block's scales, which would otherwise stall the block's start.
+        let next_scales = scale_bytes(self.w, first + count..first + 2 * count);
+        let calls = m.div_ceil(TOKEN_TILE) * self.k.div_ceil(self.plan.slice) * BLOCK_PARTS;
+        let share = next_scales.len().div_ceil(calls).next_multiple_of(64);
+        let mut prefetched = 0;
+        let part_rows = order.len().div_ceil(BLOCK_PARTS).max(1);
+        let mut rows = Vec::with_capacity(part_rows);
+        for t0 in (0..m).step_by(TOKEN_TILE) {
+            let tile = TOKEN_TILE.min(m - t0);
+            sums.clear();
+            sums.resize(count * tile, 0.0);
+            results.resize(part_rows * tile, 0.0);
+            for start in (0..self.k).step_by(self.plan.slice) {
+                let end = (start + self.plan.slice).min(self.k);
+                let (from, to) = if self.nibble {
+                    (start / 2, end.div_ceil(2))
+                } else {
+                    (start, end)
+                };
+                let (from, to) = (from.min(row_bytes), to.min(row_bytes));
+                let group = first_group(start);
+                for part in order.chunks(part_rows) {
+                    let end_prefetch = (prefetched + share).min(next_scales.len());
+                    for line in (prefetched..end_prefetch).step_by(64) {
+                        prefetch_line(&next_scales[line..]);
+                    }
+                    prefetched = end_prefetch;
+                    rows.clear();
+                    for &r in part {
+                        let codes = &all_codes[(first + r) * row_bytes..][..row_bytes];
+                        rows.push(RowArgs {
+                            kind: self.kind,
+                            codes: &codes[from..to],
+                            k: end - start,
+                            group_size: self.group_size,
+                            scales: &scales[r * groups + group..(r + 1) * groups],
+                        });
+                    }
+                    let results = &mut results[..part.len() * tile];
+                    self.call(&rows, t0, tile, start, results);
+                    for (&r, part) in part.iter().zip(results.chunks_exact(tile)) {
+                        for (s, &v) in sums[r * tile..(r + 1) * tile].iter_mut().zip(part) {
+                            *s += v;
+                        }
+                    }
+                }
+            }
+            for r in 0..count {
+                let row = first + r;
+                for t in 0..tile {
+                    let token = t0 + t;
+                    let mut v = sums[r * tile + t];
+                    if let Activations::Int { scales, .. } = self.activations {
+                        v *= scales[token];
+                    }
+                    if self.w.has_offsets() {
+                        let s = &self.offset_sums[token * groups..(token + 1) * groups];
+                        let o = &offsets[r * groups..(r + 1) * groups];
+                        v -= o.iter().zip(s).map(|(o, s)| o * s).sum::<f32>();
+                    }
+                    if let Some(b) = self.bias {
+                        v += b[row];
+                    }
+                    block_out[r * m + token] = v;
+                }
+            }
+        }
+    }
+
+    /// One kernel call: `rows` against activation rows `t0..t0 + tile` from value `start` on.
+    fn call(&self, rows: &[RowArgs<'_>], t0: usize, tile: usize, start: usize, out: &mut [f32]) {
+        let padded = self.padded;
+        match self.activations {
+            Activations::Float(x) => {
+                let xs: [&[f32]; TOKEN_TILE] = std::array::from_fn(|i| {
+                    let t = t0 + i.min(tile - 1);
+                    &x[t * padded + start..(t + 1) * padded]
+                });
+                // SAFETY: a KernelSet only exists for instruction sets this CPU supports (see
+                // `available`); the rows and slices have the documented sizes.
+                unsafe { (self.set.dot_float)(rows, &xs[..tile], out) };
+            }
+            Activations::Int {
+                codes,
+                sums,
+                sum_groups,
+                ..
+            } => {
+                let groups = *sum_groups;
+                let first_group = start / self.plan.kernel_group(self.k, self.group_size);
+                let xs: [&[i8]; TOKEN_TILE] = std::array::from_fn(|i| {
+                    let t = t0 + i.min(tile - 1);
+                    &codes[t * padded + start..(t + 1) * padded]
+                });
+                let xsums: [&[i32]; TOKEN_TILE] = std::array::from_fn(|i| {
+                    let t = t0 + i.min(tile - 1);
+                    &sums[t * groups + first_group..(t + 1) * groups]
+                });
+                // SAFETY: as above.
+                unsafe { (self.set.dot_int8)(rows, &xs[..tile], &xsums[..tile], out) };
+            }
+        }
+    }
+}
+
+/// Scales (and zero-point offsets) of rows `first..first + count` into `scales` and `offsets`
+/// (`[count, groups]`): f16 and f32 scales of one row each in one conversion, others row by row.
+fn fill_block_scales(
+    w: &QuantizedTensor,
+    first: usize,
+    count: usize,
+    scales: &mut Vec<f32>,
+    offsets: &mut Vec<f32>,
+) {
+    let groups = w.groups();
+    let values = count * groups;
+    scales.resize(values, 0.0);
+    offsets.resize(if w.has_offsets() { values } else { 0 }, 0.0);
+    let range = first * groups..(first + count) * groups;
+    if let (Scales::Dense(t), 1, false) = (w.scales(), w.scheme().row_block(), w.has_offsets()) {
+        if let Some(all) = t.as_f16() {
+            all[range].convert_to_f32_slice(scales);
+            return;
+        }
+        if let Some(all) = t.as_f32() {
+            scales.copy_from_slice(&all[range]);
+            return;
+        }
+    }
+    let mut unused = [];
+    for r in 0..count {
+        let part = r * groups..(r + 1) * groups;
+        let offsets = if w.has_offsets() {
+            &mut offsets[part.clone()]
+        } else {
+            &mut unused[..]
+        };
+        w.fill_row_scales(first + r, &mut scales[part], offsets);
+    }
+}
+
+/// The stored bytes of the scales of `rows` where they are one dense row each (else, or past
+/// the tensor, fewer or none).
+fn scale_bytes(w: &QuantizedTensor, rows: std::ops::Range<usize>) -> &[u8] {
+    match w.scales() {
+        Scales::Dense(t) if w.scheme().row_block() == 1 => {
+            let row = w.groups() * t.dtype().size();
+            let all = t.raw_bytes();
+            let end = (rows.end * row).min(all.len());
+            &all[(rows.start * row).min(end)..end]
+        }
+        _ => &[],
+    }
+}
+
+/// Prefetches the cache line at the start of `bytes` into L2 (a hint: no effect on memory).
+#[inline]
+fn prefetch_line(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing and never faults.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(bytes.as_ptr().cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
+/// Writes `src` (k values) into `dst` (padded to a multiple of 32) in `layout` (see
+/// [`NibbleLayout`]); `high_first`: the first value of each code byte is in its high nibble.
+pub fn permute<T: Copy + Default>(
+    src: &[T],
+    dst: &mut [T],
+    layout: NibbleLayout,
+    high_first: bool,
+) {
+    dst.fill(T::default());
+    let get = |i: usize| src.get(i).copied().unwrap_or_default();
+    // Value index of the low (first) and high (second) nibble of code byte `b`.
+    let low = usize::from(high_first);
+    match layout {
+        NibbleLayout::Natural => dst[..src.len()].copy_from_slice(src),
+        NibbleLayout::Bytes(block) => {
+            for (c, chunk) in dst.chunks_mut(2 * block).enumerate() {
+                let base = c * 2 * block;
+                let (lows, highs) = chunk.split_at_mut(block.min(chunk.len()));
+                for (b, d) in lows.iter_mut().enumerate() {
+                    *d = get(base + 2 * b + low);
+                }
+                for (b, d) in highs.iter_mut().enumerate() {
+                    *d = get(base + 2 * b + 1 - low);
+                }
+            }
+        }
+        NibbleLayout::Words => {
+            for (c, chunk) in dst.chunks_mut(128).enumerate() {
+                let base = c * 128;
+                let words = chunk.len() / 8;
+                for s in 0..8 {
+                    // Bits `4s..4s+4` of a word: byte `s / 2`, its low nibble for even `s`.
+                    let within = s ^ low;
+                    for (j, d) in chunk[words * s..words * (s + 1)].iter_mut().enumerate() {
+                        *d = get(base + 8 * j + within);
+                    }
+                }
+            }
+        }
     }
 }

@@ -1,14 +1,15 @@
 //! Portable reference kernels: activations in natural order, one code decoded at a time.
 
-use super::{KernelSet, QuantIsa, RowArgs};
+use super::{KernelSet, NibbleLayout, QuantIsa, RowArgs};
 use crate::quant::fp8::e4m3_table;
 use crate::quant::CodeKind;
 
 /// The portable kernel set.
 pub const KERNELS: KernelSet = KernelSet {
     isa: QuantIsa::Scalar,
-    float_nibble_block: 0,
-    int_nibble_block: 0,
+    row_tile: 1,
+    float_layout: NibbleLayout::Natural,
+    int_layout: NibbleLayout::Natural,
     dot_float,
     dot_int8,
 };
@@ -41,19 +42,21 @@ fn integer(kind: &CodeKind, codes: &[u8], i: usize) -> i32 {
 /// # Safety
 /// None beyond the slice sizes [`super::FloatKernel`] documents; `unsafe` only to share the
 /// function-pointer type with the SIMD kernels.
-pub unsafe fn dot_float(row: &RowArgs<'_>, xs: &[&[f32]], out: &mut [f32]) {
-    for (x, o) in xs.iter().zip(out.iter_mut()) {
-        let mut total = 0f32;
-        for (g, &scale) in row.scales.iter().enumerate() {
-            let start = g * row.group_size;
-            let end = (start + row.group_size).min(row.k);
-            let mut acc = 0f32;
-            for i in start..end {
-                acc += value(row.kind, row.codes, i) * x[i];
+pub unsafe fn dot_float(rows: &[RowArgs<'_>], xs: &[&[f32]], out: &mut [f32]) {
+    for (row, out) in rows.iter().zip(out.chunks_mut(xs.len())) {
+        for (x, o) in xs.iter().zip(out.iter_mut()) {
+            let mut total = 0f32;
+            for (g, &scale) in row.scales.iter().enumerate() {
+                let start = g * row.group_size;
+                let end = (start + row.group_size).min(row.k);
+                let mut acc = 0f32;
+                for i in start..end {
+                    acc += value(row.kind, row.codes, i) * x[i];
+                }
+                total += acc * scale;
             }
-            total += acc * scale;
+            *o = total;
         }
-        *o = total;
     }
 }
 
@@ -61,18 +64,20 @@ pub unsafe fn dot_float(row: &RowArgs<'_>, xs: &[&[f32]], out: &mut [f32]) {
 ///
 /// # Safety
 /// As [`dot_float`].
-pub unsafe fn dot_int8(row: &RowArgs<'_>, xs: &[&[i8]], _xsums: &[&[i32]], out: &mut [f32]) {
-    for (x, o) in xs.iter().zip(out.iter_mut()) {
-        let mut total = 0f32;
-        for (g, &scale) in row.scales.iter().enumerate() {
-            let start = g * row.group_size;
-            let end = (start + row.group_size).min(row.k);
-            let mut acc = 0i32;
-            for i in start..end {
-                acc += integer(row.kind, row.codes, i) * x[i] as i32;
+pub unsafe fn dot_int8(rows: &[RowArgs<'_>], xs: &[&[i8]], _xsums: &[&[i32]], out: &mut [f32]) {
+    for (row, out) in rows.iter().zip(out.chunks_mut(xs.len())) {
+        for (x, o) in xs.iter().zip(out.iter_mut()) {
+            let mut total = 0f32;
+            for (g, &scale) in row.scales.iter().enumerate() {
+                let start = g * row.group_size;
+                let end = (start + row.group_size).min(row.k);
+                let mut acc = 0i32;
+                for i in start..end {
+                    acc += integer(row.kind, row.codes, i) * x[i] as i32;
+                }
+                total += acc as f32 * scale;
             }
-            total += acc as f32 * scale;
+            *o = total;
         }
-        *o = total;
     }
 }
