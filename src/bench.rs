@@ -167,6 +167,7 @@ fn dtype_label(dtype: Dtype) -> &'static str {
         Dtype::I8 => "i8",
         Dtype::U8 => "u8",
         Dtype::I32 => "i32",
+        Dtype::I64 => "i64",
         Dtype::F8E4M3 => "f8_e4m3",
     }
 }

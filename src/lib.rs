@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod eval;
 pub mod ffi;
+pub mod io;
 pub mod model;
 pub mod quant;
 

@@ -29,11 +29,14 @@ Usage:
   lowbit quantize [--model PATH] --scheme SCHEME --out DIR [--method rtn|gptq|awq] [--mse]
                   [--override PATTERN=SCHEME|PATTERN=skip]...
                   [--calib FILE[:WEIGHT],... --samples N --seq-len L --seed S --act-order]
+  lowbit export   --model DIR --out DIR [--format compressed-tensors] [--dtype f32|bf16|f16]
   lowbit bench    [--model PATH] [--schemes LIST] [--prompt-tokens N] [--decode-tokens N] [--json]
   lowbit fetch    (download and convert the default model; prints its directory)
 
 PATH is a Hugging Face directory (config.json + safetensors), a .safetensors file or a .gguf
-file. Without --model, the default model (SmolLM2-135M-Instruct) is used, fetched on first use.
+file. Quantized checkpoints load in lowbit's own layout or in the compressed-tensors, GPTQ
+(AutoGPTQ/GPTQModel) and AWQ (GEMM) layouts; `export` writes compressed-tensors, which vLLM and
+transformers load. Without --model, the default model (SmolLM2-135M-Instruct) is used, fetched on first use.
 
 SCHEME: w4a16-g128, w4a16-g128-asym, w4a16-g32, w8a16, w8a8, w4a8-g128, nf4, nf4-dq, fp4,
 fp4-dq, fp8, fp8-block, w8a8-fp8, w8a8-fp8-block. Every linear layer of the decoder blocks is
@@ -317,6 +320,29 @@ fn convert(args: &Args) -> Result<(), String> {
         .save_hf(std::path::Path::new(out), dtype)
         .map_err(|e| e.to_string())?;
     eprintln!("lowbit: done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Writes a quantized checkpoint in the compressed-tensors layout (any layout lowbit reads in).
+fn export(args: &Args) -> Result<(), String> {
+    args.check_known(&["--model", "--out", "--format", "--dtype"])?;
+    let input = model_path(args)?;
+    let out = args.value("--out").ok_or("export needs --out DIR")?;
+    let format = args.value("--format").unwrap_or("compressed-tensors");
+    if format != "compressed-tensors" {
+        return Err(format!(
+            "export format '{format}': lowbit exports compressed-tensors"
+        ));
+    }
+    let dtype = parse_dtype(args.value("--dtype"))?;
+    let source = Checkpoint::open(&input).map_err(|e| e.to_string())?;
+    let lowbit_layout = lowbit::io::import(&source).map_err(|e| e.to_string())?;
+    let exported =
+        lowbit::io::compressed_tensors::export(&lowbit_layout, dtype).map_err(|e| e.to_string())?;
+    exported
+        .save(std::path::Path::new(out))
+        .map_err(|e| e.to_string())?;
+    eprintln!("lowbit: wrote {out} (compressed-tensors)");
     Ok(())
 }
 
@@ -686,6 +712,7 @@ fn main() -> ExitCode {
         "quantize" => quantize(&args),
         "eval" => eval(&args),
         "bench" => bench(&args),
+        "export" => export(&args),
         "fetch" => default_model::ensure()
             .map(|dir| println!("{}", dir.display()))
             .map_err(|e| e.to_string()),

@@ -38,6 +38,7 @@ pub fn read_file(path: &Path, out: &mut BTreeMap<String, Tensor>) -> Result<()> 
             StDtype::I8 => Dtype::I8,
             StDtype::U8 => Dtype::U8,
             StDtype::I32 => Dtype::I32,
+            StDtype::I64 => Dtype::I64,
             StDtype::F8_E4M3 => Dtype::F8E4M3,
             other => {
                 return Err(Error::UnsupportedDtype {
@@ -126,6 +127,7 @@ pub fn write_file(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()>
                 Dtype::I8 => StDtype::I8,
                 Dtype::U8 => StDtype::U8,
                 Dtype::I32 => StDtype::I32,
+                Dtype::I64 => StDtype::I64,
                 Dtype::F8E4M3 => StDtype::F8_E4M3,
             };
             let view =

@@ -22,6 +22,8 @@ pub enum Dtype {
     U8,
     /// Signed 32-bit integer (packed 4-bit codes, eight per word).
     I32,
+    /// Signed 64-bit integer (shapes and indices in imported checkpoints).
+    I64,
     /// FP8 E4M3 ("fn" variant: no infinities, max 448).
     F8E4M3,
 }
@@ -30,6 +32,7 @@ impl Dtype {
     /// Size of one element in bytes.
     pub fn size(self) -> usize {
         match self {
+            Dtype::I64 => 8,
             Dtype::F32 | Dtype::I32 => 4,
             Dtype::F16 | Dtype::BF16 => 2,
             Dtype::I8 | Dtype::U8 | Dtype::F8E4M3 => 1,
@@ -45,6 +48,7 @@ impl Dtype {
             Dtype::I8 => "I8",
             Dtype::U8 => "U8",
             Dtype::I32 => "I32",
+            Dtype::I64 => "I64",
             Dtype::F8E4M3 => "F8_E4M3",
         }
     }
@@ -177,6 +181,10 @@ impl Tensor {
                 .chunks_exact(4)
                 .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
                 .collect(),
+            Dtype::I64 => bytes
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+                .collect(),
             Dtype::F8E4M3 => bytes
                 .iter()
                 .map(|&b| crate::quant::fp8::e4m3_to_f32(b))
@@ -203,6 +211,10 @@ impl Tensor {
             }
             Dtype::I32 => {
                 let v: Vec<i32> = values.iter().map(|&x| x.round() as i32).collect();
+                Tensor::from_bytes(shape, dtype, bytemuck::cast_slice(&v))
+            }
+            Dtype::I64 => {
+                let v: Vec<i64> = values.iter().map(|&x| x.round() as i64).collect();
                 Tensor::from_bytes(shape, dtype, bytemuck::cast_slice(&v))
             }
             Dtype::F8E4M3 => {

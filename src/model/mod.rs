@@ -245,6 +245,10 @@ impl Model {
     /// Builds the model from `checkpoint`; matrix weights are converted to `dtype` when given
     /// (norms, biases and activations are always f32).
     pub fn from_checkpoint(checkpoint: &Checkpoint, dtype: Option<Dtype>) -> Result<Self> {
+        // Checkpoints quantized by other tools (compressed-tensors, GPTQ, AWQ) are translated
+        // to lowbit's layout first.
+        let imported = crate::io::import(checkpoint)?;
+        let checkpoint: &Checkpoint = &imported;
         let config = checkpoint.config().clone();
         let loader = Loader {
             checkpoint,
