@@ -12,6 +12,7 @@ pub mod ffi;
 pub mod io;
 pub mod model;
 pub mod quant;
+pub mod study;
 
 pub use checkpoint::{Checkpoint, Tokenizer};
 pub use error::{Error, Result};

@@ -29,6 +29,7 @@ Usage:
   lowbit quantize [--model PATH] --scheme SCHEME --out DIR [--method rtn|gptq|awq] [--mse]
                   [--override PATTERN=SCHEME|PATTERN=skip]...
                   [--calib FILE[:WEIGHT],... --samples N --seq-len L --seed S --act-order]
+  lowbit study    [STUDY.toml] [--out DIR]
   lowbit export   --model DIR --out DIR [--format compressed-tensors] [--dtype f32|bf16|f16]
   lowbit bench    [--model PATH] [--schemes LIST] [--prompt-tokens N] [--decode-tokens N] [--json]
   lowbit fetch    (download and convert the default model; prints its directory)
@@ -320,6 +321,60 @@ fn convert(args: &Args) -> Result<(), String> {
         .save_hf(std::path::Path::new(out), dtype)
         .map_err(|e| e.to_string())?;
     eprintln!("lowbit: done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Runs a quantization study (the default one without a file) and writes its report.
+fn study(raw: &[String]) -> Result<(), String> {
+    let (file, rest) = match raw.first() {
+        Some(f) if !f.starts_with("--") => (Some(f.as_str()), &raw[1..]),
+        _ => (None, raw),
+    };
+    let args = Args::parse(rest)?;
+    args.check_known(&["--out"])?;
+    let mut config = match file {
+        Some(f) => lowbit::study::StudyConfig::from_file(std::path::Path::new(f))
+            .map_err(|e| e.to_string())?,
+        None => lowbit::study::StudyConfig::default(),
+    };
+    if let Some(out) = args.value("--out") {
+        config.output = PathBuf::from(out);
+    }
+    let started = Instant::now();
+    let terminal = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    let mut progress = |i: usize, n: usize, cell: &lowbit::study::Cell, what: &str| {
+        let elapsed = started.elapsed().as_secs_f64();
+        let eta = if i > 0 && i < n {
+            format!(", about {:.0} s left", elapsed / i as f64 * (n - i) as f64)
+        } else {
+            String::new()
+        };
+        let filled = i * 24 / n.max(1);
+        let line = format!(
+            "lowbit: [{}{}] {i}/{n} {} {}: {what} ({elapsed:.0} s{eta})",
+            "#".repeat(filled),
+            ".".repeat(24 - filled),
+            cell.model,
+            cell.label()
+        );
+        if terminal {
+            eprint!("\r{line:<110}");
+        } else if line != last {
+            eprintln!("{line}");
+        }
+        last = line;
+    };
+    let results = lowbit::study::run(&config, &mut progress).map_err(|e| e.to_string())?;
+    if terminal {
+        eprintln!();
+    }
+    let written =
+        lowbit::study::report::write_all(&results, &config.output).map_err(|e| e.to_string())?;
+    print!("{}", lowbit::study::report::markdown(&results));
+    for path in written {
+        eprintln!("lowbit: wrote {}", path.display());
+    }
     Ok(())
 }
 
@@ -713,6 +768,7 @@ fn main() -> ExitCode {
         "eval" => eval(&args),
         "bench" => bench(&args),
         "export" => export(&args),
+        "study" => study(&raw[1..]),
         "fetch" => default_model::ensure()
             .map(|dir| println!("{}", dir.display()))
             .map_err(|e| e.to_string()),

@@ -1,0 +1,259 @@
+//! The study file (`study.toml`): which models, methods, schemes, calibration budgets, tasks and
+//! efficiency measurements make up the matrix. Every field has a default; an empty file (or no
+//! file) is the default study on the embedded default model.
+//!
+//! ```toml
+//! models = ["default"]                 # "default" or checkpoint paths
+//! methods = ["rtn", "gptq", "awq"]     # the f32/bf16 baseline is always run
+//! schemes = ["w4a16-g64", "w8a16", "w8a8", "nf4", "fp8"]
+//! output = "study"                     # directory of cells, CSV, report and plots
+//!
+//! [calibration]                        # for gptq and awq
+//! files = ["data/gsm8k/train.jsonl"]   # text, JSONL or chat; "PATH:WEIGHT" mixes sets
+//! budgets = [128, 512]                 # samples; one cell per budget
+//! seq_len = 256
+//! seed = 0
+//!
+//! [tasks]
+//! names = ["text:data/wiki.txt", "arc_easy", "lambada_openai"]
+//! data_dir = "data"                    # "builtin": the small sets bundled with lowbit
+//! limit = 100
+//! context = 512                        # token-perplexity window (text: tasks)
+//!
+//! [efficiency]
+//! prompt_tokens = 64
+//! decode_tokens = 32
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::quant::QuantScheme;
+
+/// A whole study.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StudyConfig {
+    /// `"default"` (the embedded default model) or checkpoint paths.
+    pub models: Vec<String>,
+    /// Quantization methods: `rtn`, `gptq`, `awq`.
+    pub methods: Vec<String>,
+    /// Scheme names (see [`QuantScheme::parse`]).
+    pub schemes: Vec<String>,
+    /// Output directory.
+    pub output: PathBuf,
+    /// Calibration data of the calibrated methods.
+    pub calibration: CalibrationConfig,
+    /// What to score.
+    pub tasks: TasksConfig,
+    /// What to time.
+    pub efficiency: EfficiencyConfig,
+}
+
+/// Calibration data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CalibrationConfig {
+    /// `PATH` or `PATH:WEIGHT` entries; `"builtin"` uses the bundled text.
+    pub files: Vec<String>,
+    /// Sample counts; one cell per budget and calibrated method.
+    pub budgets: Vec<usize>,
+    /// Tokens per sample.
+    pub seq_len: usize,
+    /// Seed of the draw.
+    pub seed: u64,
+}
+
+/// Tasks and their options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TasksConfig {
+    /// Task names as `lowbit eval` takes them.
+    pub names: Vec<String>,
+    /// Data folder, or `"builtin"`.
+    pub data_dir: String,
+    /// Documents per task (`None`: all).
+    pub limit: Option<usize>,
+    /// Token-perplexity window of `text:` tasks.
+    pub context: usize,
+}
+
+/// Efficiency measurement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EfficiencyConfig {
+    /// Prompt tokens of the prefill / time-to-first-token measurement.
+    pub prompt_tokens: usize,
+    /// Greedy decode steps timed.
+    pub decode_tokens: usize,
+}
+
+impl Default for StudyConfig {
+    fn default() -> Self {
+        StudyConfig {
+            models: vec!["default".into()],
+            methods: vec!["rtn".into()],
+            schemes: ["w4a16-g64", "w4a16-g64-asym", "w8a16", "w8a8", "nf4", "fp8"]
+                .map(String::from)
+                .to_vec(),
+            output: PathBuf::from("study"),
+            calibration: CalibrationConfig::default(),
+            tasks: TasksConfig::default(),
+            efficiency: EfficiencyConfig::default(),
+        }
+    }
+}
+
+impl Default for CalibrationConfig {
+    fn default() -> Self {
+        CalibrationConfig {
+            files: vec!["builtin".into()],
+            budgets: vec![32],
+            seq_len: 256,
+            seed: 0,
+        }
+    }
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig {
+            names: ["text:builtin", "arc_easy", "lambada_openai"]
+                .map(String::from)
+                .to_vec(),
+            data_dir: "builtin".into(),
+            limit: Some(40),
+            context: 512,
+        }
+    }
+}
+
+impl Default for EfficiencyConfig {
+    fn default() -> Self {
+        EfficiencyConfig {
+            prompt_tokens: 64,
+            decode_tokens: 32,
+        }
+    }
+}
+
+/// Calibrated methods (those that take calibration budgets).
+pub const CALIBRATED: [&str; 2] = ["gptq", "awq"];
+/// Every method name a study accepts.
+pub const METHODS: [&str; 3] = ["rtn", "gptq", "awq"];
+
+impl StudyConfig {
+    /// Parses a study file; relative paths in it are taken relative to the file's folder.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut config = Self::from_toml(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses study TOML (`path` names the source in errors) and validates it.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
+        let config: StudyConfig =
+            toml::from_str(text).map_err(|e| Error::config(path, e.to_string()))?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &str| -> String {
+            if p == "builtin" || p == "default" || Path::new(p).is_absolute() {
+                p.to_string()
+            } else {
+                base.join(p).display().to_string()
+            }
+        };
+        self.models = self.models.iter().map(|m| resolve(m)).collect();
+        self.calibration.files = self.calibration.files.iter().map(|f| resolve(f)).collect();
+        if self.tasks.data_dir != "builtin" {
+            self.tasks.data_dir = resolve(&self.tasks.data_dir);
+        }
+        self.tasks.names = self
+            .tasks
+            .names
+            .iter()
+            .map(|n| match n.strip_prefix("text:") {
+                Some(p) => format!("text:{}", resolve(p)),
+                None => n.clone(),
+            })
+            .collect();
+        if self.output.is_relative() {
+            self.output = base.join(&self.output);
+        }
+    }
+
+    /// Checks every name and count up front, so a long study does not fail at its last cell.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |why: String| Err(Error::config(path, why));
+        if self.models.is_empty() {
+            return bad("models: at least one model".into());
+        }
+        for m in &self.methods {
+            if !METHODS.contains(&m.as_str()) {
+                return bad(format!("methods: unknown method '{m}' (rtn, gptq, awq)"));
+            }
+        }
+        for s in &self.schemes {
+            QuantScheme::parse(s).map_err(|e| Error::config(path, format!("schemes: {e}")))?;
+        }
+        if self.tasks.names.is_empty() {
+            return bad("tasks.names: at least one task".into());
+        }
+        let calibrated = self
+            .methods
+            .iter()
+            .any(|m| CALIBRATED.contains(&m.as_str()));
+        if calibrated
+            && (self.calibration.files.is_empty()
+                || self.calibration.budgets.is_empty()
+                || self.calibration.budgets.contains(&0)
+                || self.calibration.seq_len == 0)
+        {
+            return bad(
+                "calibration: gptq/awq need files, non-zero budgets and a non-zero seq_len".into(),
+            );
+        }
+        if self.efficiency.prompt_tokens == 0 || self.efficiency.decode_tokens == 0 {
+            return bad("efficiency: prompt_tokens and decode_tokens must be at least 1".into());
+        }
+        if self.tasks.context < 2 {
+            return bad("tasks.context must be at least 2".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default_study() {
+        let c = StudyConfig::from_toml("", Path::new("s.toml")).unwrap();
+        assert_eq!(c, StudyConfig::default());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        for (text, needle) in [
+            ("methods = [\"gptx\"]", "gptx"),
+            ("schemes = [\"w3a16\"]", "w3a16"),
+            ("colour = 1", "colour"),
+            (
+                "methods = [\"gptq\"]\n[calibration]\nbudgets = [0]",
+                "budgets",
+            ),
+            ("[tasks]\nnames = []", "tasks.names"),
+        ] {
+            let err = StudyConfig::from_toml(text, Path::new("s.toml")).unwrap_err();
+            assert!(err.to_string().contains(needle), "{text}: {err}");
+        }
+    }
+}
