@@ -1,11 +1,13 @@
 //! Library identity and the model handle: version, last error, load/free, strings, model facts.
 
 use std::ffi::{c_char, CString};
+use std::path::{Path, PathBuf};
 
 use super::marshal::{c_str, model_ref, require, to_c_string, write_if_some, write_out};
 use super::status::{guard, guard_value, last_error_ptr, lowbit_status, Failure};
 use crate::checkpoint::default_model;
 use crate::model::Model;
+use crate::quant::QuantRules;
 
 /// The library's version, `"MAJOR.MINOR.PATCH"`, as a static string (never freed). Compare it
 /// with `LOWBIT_VERSION` to check that the header matches the library loaded at run time.
@@ -40,10 +42,28 @@ pub extern "C" fn lowbit_last_error() -> *const c_char {
 /// Thread safety: a model is immutable once loaded. Any number of threads may call
 /// `lowbit_tokenize`, `lowbit_detokenize`, `lowbit_generate`, `lowbit_logits` and the
 /// `lowbit_model_*` queries on the same model at the same time (each call keeps its own
-/// KV cache). Only `lowbit_model_free` must not overlap with any other use of that model.
+/// KV cache). Only `lowbit_model_free` and `lowbit_model_quantize`, which change the model,
+/// must not overlap with any other use of that model.
 #[allow(non_camel_case_types)]
 pub struct lowbit_model {
     pub(crate) model: Model,
+    /// The path the model was loaded from: `lowbit_model_save` takes the tensors the model does
+    /// not hold (and the configuration) from there, and `lowbit_bench` its size on disk.
+    pub(crate) source: PathBuf,
+    /// How `lowbit_model_quantize` changed the model since it was loaded: the rules and the
+    /// method's name, which `lowbit_model_save` records in the `quantization_config`.
+    pub(crate) quantized_with: Option<(QuantRules, &'static str)>,
+}
+
+impl lowbit_model {
+    /// A new handle for `model`, loaded from `source`, as a pointer for the caller.
+    pub(crate) fn into_raw(model: Model, source: &Path) -> *mut lowbit_model {
+        Box::into_raw(Box::new(lowbit_model {
+            model,
+            source: source.to_path_buf(),
+            quantized_with: None,
+        }))
+    }
 }
 
 /// Loads a model from `path`: a Hugging Face style directory (config.json, model.safetensors or
@@ -76,7 +96,7 @@ pub unsafe extern "C" fn lowbit_model_load(
             return Err(Failure::invalid("path is empty"));
         }
         let model = Model::load(path)?;
-        let handle = Box::into_raw(Box::new(lowbit_model { model }));
+        let handle = lowbit_model::into_raw(model, Path::new(path));
         // SAFETY: checked non-NULL above; writable per this function's contract.
         unsafe { write_out(out, handle, "out") }
     })
