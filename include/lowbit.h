@@ -15,9 +15,10 @@
  *   on the calling thread.
  * - Objects and strings lowbit returns belong to the caller until passed to the matching
  *   free function: lowbit_model_free for models, lowbit_string_free for strings. Freeing
- *   NULL is a no-op; freeing twice is undefined behaviour that lowbit cannot detect (a
- *   freed pointer is indistinguishable from a live one), so set pointers to NULL after
- *   freeing them.
+ *   NULL is a no-op. lowbit remembers what it handed out, so a double free, or a freed
+ *   model passed to a function, is reported (an error status, or for the free functions a
+ *   lowbit_last_error() message) instead of corrupting memory, unless a newer object got
+ *   the freed address. Set pointers to NULL after freeing them.
  *   Buffers passed in (ids, logits, text) stay the caller's; lowbit never keeps pointers
  *   to them after a call returns.
  * - Results of unknown size go into caller buffers with a capacity; the needed count is
@@ -603,9 +604,9 @@ const char *lowbit_version(void);
  *
  * The string belongs to lowbit (do not free it) and stays valid until the next lowbit call on
  * the same thread; copy it to keep it. Calls on other threads do not affect it. Functions that
- * return no status (`lowbit_version`, `lowbit_*_free`, `lowbit_generate_default_params`,
+ * return no status (`lowbit_version`, `lowbit_*_free`, `lowbit_*_default_params`,
  * `lowbit_last_error`) leave it unchanged, so a message survives freeing resources after a
- * failure.
+ * failure; only a free function given a pointer that is not live sets it.
  */
 const char *lowbit_last_error(void);
 
@@ -629,11 +630,19 @@ const char *lowbit_last_error(void);
 enum lowbit_status lowbit_model_load(const char *path, struct lowbit_model **out);
 
 /**
- * Frees a model made by `lowbit_model_load`. NULL is accepted and ignored. The model must not
- * be in use by another thread, and must not be used or freed again afterwards.
+ * Frees a model made by `lowbit_model_load` or `lowbit_model_load_with_params`. NULL is
+ * accepted and ignored. The model must not be in use by another thread, and must not be used
+ * afterwards.
+ *
+ * Double frees are guarded: lowbit remembers the models it handed out, so freeing a pointer
+ * that is not a live model (freed already, or never made by lowbit) frees nothing and sets
+ * `lowbit_last_error()`; other functions given such a pointer return
+ * `LOWBIT_ERR_INVALID_ARGUMENT`. The guard cannot help when a newer model happens to get the
+ * address of a freed one: a stale pointer then reaches the newer model. Set pointers to NULL
+ * after freeing them.
  *
  * # Safety
- * `model` is NULL or a pointer from `lowbit_model_load` not yet freed.
+ * `model` is NULL or a pointer from a load function not in use by another thread.
  */
 void lowbit_model_free(struct lowbit_model *model);
 
@@ -660,11 +669,14 @@ enum lowbit_status lowbit_default_model_path(char **out);
 
 /**
  * Frees a string returned by lowbit (`lowbit_default_model_path`, `lowbit_generate`,
- * `lowbit_eval`). NULL is accepted and ignored. Never pass strings from elsewhere, nor `lowbit_version()` or
- * `lowbit_last_error()`, which lowbit keeps. Thread-safe.
+ * `lowbit_eval`). NULL is accepted and ignored. Thread-safe.
+ *
+ * Guarded like `lowbit_model_free`: a pointer that is not a live string from lowbit (freed
+ * already, `lowbit_version()`, `lowbit_last_error()`, or a string from elsewhere) frees
+ * nothing and sets `lowbit_last_error()`, except when a newer string got the same address.
  *
  * # Safety
- * `text` is NULL or a string returned by lowbit as owned by the caller, not yet freed.
+ * `text` is NULL or any pointer; only a live string returned by lowbit is freed.
  */
 void lowbit_string_free(char *text);
 

@@ -157,7 +157,9 @@ pub unsafe extern "C" fn lowbit_model_load_with_params(
             None
         } else {
             // SAFETY: non-NULL and NUL-terminated per this function's contract.
-            Some(parse_dtype(unsafe { c_str(params.dtype, "params->dtype") }?)?)
+            Some(parse_dtype(unsafe {
+                c_str(params.dtype, "params->dtype")
+            }?)?)
         };
         match device {
             Device::Cpu => {}

@@ -9,14 +9,25 @@ use crate::model::Model;
 
 /// The model behind a handle.
 ///
+/// A pointer that is not a live model (freed already, never made by lowbit) is an invalid
+/// argument; see `live`.
+///
 /// # Safety
-/// `handle` is NULL or a pointer returned by `lowbit_model_load` and not yet freed.
+/// `handle` is NULL or a pointer returned by a load function, not being freed by another
+/// thread.
 pub(crate) unsafe fn model_ref<'a>(handle: *const lowbit_model) -> Result<&'a Model, Failure> {
-    // SAFETY: the caller guarantees a non-NULL handle points to a live lowbit_model; it is
-    // only read, and lowbit_model is Sync.
-    unsafe { handle.as_ref() }
-        .map(|h| &h.model)
-        .ok_or_else(|| Failure::null("model"))
+    if handle.is_null() {
+        return Err(Failure::null("model"));
+    }
+    if !super::live::MODELS.contains(handle) {
+        return Err(Failure::invalid(format!(
+            "model {handle:p} is not a live lowbit_model (freed already, or not made by lowbit)"
+        )));
+    }
+    // SAFETY: non-NULL and registered as live, so it came from lowbit_model::into_raw and was
+    // not freed; the caller guarantees no concurrent free. It is only read, and lowbit_model is
+    // Sync.
+    Ok(&unsafe { &*handle }.model)
 }
 
 /// A NUL-terminated UTF-8 argument.

@@ -12,9 +12,10 @@
 //!   on the calling thread.
 //! - Objects and strings lowbit returns belong to the caller until passed to the matching
 //!   free function: lowbit_model_free for models, lowbit_string_free for strings. Freeing
-//!   NULL is a no-op; freeing twice is undefined behaviour that lowbit cannot detect (a
-//!   freed pointer is indistinguishable from a live one), so set pointers to NULL after
-//!   freeing them.
+//!   NULL is a no-op. lowbit remembers what it handed out, so a double free, or a freed
+//!   model passed to a function, is reported (an error status, or for the free functions a
+//!   lowbit_last_error() message) instead of corrupting memory, unless a newer object got
+//!   the freed address. Set pointers to NULL after freeing them.
 //!   Buffers passed in (ids, logits, text) stay the caller's; lowbit never keeps pointers
 //!   to them after a call returns.
 //! - Results of unknown size go into caller buffers with a capacity; the needed count is
@@ -61,6 +62,8 @@ mod bench;
 
 mod marshal;
 
+mod live;
+
 pub use bench::{
     lowbit_bench, lowbit_bench_default_params, lowbit_bench_params, lowbit_bench_result,
 };
@@ -71,14 +74,14 @@ pub use inference::{
     lowbit_generate, lowbit_generate_default_params, lowbit_generate_params, lowbit_logits,
     lowbit_token_callback,
 };
+pub use load::{
+    lowbit_load_default_params, lowbit_load_params, lowbit_model_load_with_params,
+    lowbit_model_save,
+};
 pub use model::{
     lowbit_default_model_path, lowbit_last_error, lowbit_model, lowbit_model_free,
     lowbit_model_get_info, lowbit_model_info, lowbit_model_load, lowbit_model_vocab_size,
     lowbit_string_free, lowbit_version,
-};
-pub use load::{
-    lowbit_load_default_params, lowbit_load_params, lowbit_model_load_with_params,
-    lowbit_model_save,
 };
 pub use quantize::{
     lowbit_model_quantize, lowbit_progress_callback, lowbit_quantize,

@@ -5,7 +5,7 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
 
-use super::marshal::{c_str, read_versioned, slice};
+use super::marshal::{c_str, model_ref, read_versioned, slice};
 use super::model::lowbit_model;
 use super::status::{guard, guard_value, lowbit_status, Failure};
 use crate::checkpoint::Checkpoint;
@@ -13,9 +13,7 @@ use crate::error::Error;
 use crate::model::Model;
 use crate::quant::apply::{checkpoint_from_model, quantize_model_with_progress};
 use crate::quant::awq::AwqOptions;
-use crate::quant::calibration::{
-    quantize_sequential, CalibrationSet, CalibrationSource, Method,
-};
+use crate::quant::calibration::{quantize_sequential, CalibrationSet, CalibrationSource, Method};
 use crate::quant::{quantize_checkpoint, GptqOptions, QuantRules, QuantScheme, RtnOptions};
 
 /// The scheme of `lowbit_quantize_default_params()`: 4-bit symmetric integer weights, one
@@ -239,12 +237,9 @@ pub unsafe extern "C" fn lowbit_quantize(
                 &options,
                 &mut |done, total, layer| reporter.report(done, total, layer),
             ),
-            _ if checkpoint.config().quantization_config.is_some() => {
-                Err(Error::InvalidArgument(format!(
-                    "{} is already quantized",
-                    checkpoint.path().display()
-                )))
-            }
+            _ if checkpoint.config().quantization_config.is_some() => Err(Error::InvalidArgument(
+                format!("{} is already quantized", checkpoint.path().display()),
+            )),
             _ => Model::from_checkpoint(&checkpoint, None).and_then(|mut model| {
                 quantize_in_memory(&mut model, &request, &mut reporter)?;
                 Ok(checkpoint_from_model(
@@ -295,8 +290,10 @@ pub unsafe extern "C" fn lowbit_model_quantize(
     params: *const lowbit_quantize_params,
 ) -> lowbit_status {
     guard(|| {
-        // SAFETY: NULL or a live model used by no other thread, per this function's contract.
-        let handle = unsafe { model.as_mut() }.ok_or_else(|| Failure::null("model"))?;
+        // SAFETY: NULL or a model used by no other thread, per this function's contract.
+        unsafe { model_ref(model) }?;
+        // SAFETY: checked non-NULL and live above; no other thread uses it, per this contract.
+        let handle = unsafe { &mut *model };
         // SAFETY: `params` is NULL or a struct with `struct_size` set per this contract.
         let params = unsafe { read_quantize_params(params) }?;
         // SAFETY: the pointers inside `params` follow this function's contract.
@@ -496,8 +493,14 @@ unsafe fn read_calibration(
         vec![1.0; count]
     } else {
         // SAFETY: non-NULL, `count` values per the caller's contract.
-        unsafe { slice(params.calibration_weights, count, "params->calibration_weights") }?
-            .to_vec()
+        unsafe {
+            slice(
+                params.calibration_weights,
+                count,
+                "params->calibration_weights",
+            )
+        }?
+        .to_vec()
     };
     let mut sources = Vec::with_capacity(count);
     for (i, (&file, &weight)) in files.iter().zip(&weights).enumerate() {
@@ -561,7 +564,10 @@ pub(super) fn check_out_dir(model_path: &Path, out_dir: &Path, what: &str) -> Re
     if out_dir.exists() && !out_dir.is_dir() {
         return Err(Failure::new(
             lowbit_status::LOWBIT_ERR_IO,
-            format!("{}: {what} exists and is not a directory", out_dir.display()),
+            format!(
+                "{}: {what} exists and is not a directory",
+                out_dir.display()
+            ),
         ));
     }
     let model_dir: PathBuf = if model_path.is_dir() {
