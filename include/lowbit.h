@@ -534,9 +534,10 @@ typedef struct lowbit_bench_result {
      */
     size_t struct_size;
     /**
-     * Size on disk of the checkpoint the model was loaded from (every file of a model
-     * directory); 0 after `lowbit_model_quantize`, when the files no longer describe the
-     * model (`weight_bytes` does).
+     * Size on disk of the weights of the checkpoint the model was loaded from: the file's
+     * size for a single file, the summed `.safetensors`/`.gguf` files of a directory
+     * (configuration and tokenizer files not counted); 0 after `lowbit_model_quantize`, when
+     * the files no longer describe the model (`weight_bytes` does).
      */
     uint64_t checkpoint_bytes;
     /**

@@ -36,10 +36,15 @@ fn prototypes(code: &str) -> Vec<String> {
         + code[start..]
             .find("#ifdef __cplusplus")
             .expect("the block's end");
-    code[start..end]
+    let block: String = code[start..end]
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    block
         .split(';')
         .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|d| !d.is_empty() && !d.starts_with('#') && !d.starts_with('}'))
+        .filter(|d| !d.is_empty() && !d.starts_with('}'))
         .map(|d| d.replace("( ", "(").replace(" )", ")") + ";")
         .collect()
 }
@@ -47,11 +52,7 @@ fn prototypes(code: &str) -> Vec<String> {
 /// The function name of a prototype.
 fn function_name(prototype: &str) -> String {
     let before_paren = &prototype[..prototype.find('(').unwrap()];
-    before_paren
-        .rsplit(|c: char| c == ' ' || c == '*')
-        .next()
-        .unwrap()
-        .to_string()
+    before_paren.rsplit([' ', '*']).next().unwrap().to_string()
 }
 
 /// `(struct name, field names)` of every `typedef struct NAME { ... } NAME;`.
@@ -71,12 +72,7 @@ fn structs(code: &str) -> Vec<(String, Vec<String>)> {
                 .split(';')
                 .map(str::trim)
                 .filter(|f| !f.is_empty())
-                .map(|f| {
-                    f.rsplit(|c: char| c == ' ' || c == '*')
-                        .next()
-                        .unwrap()
-                        .to_string()
-                })
+                .map(|f| f.rsplit([' ', '*']).next().unwrap().to_string())
                 .collect();
             out.push((name, fields));
         }
@@ -148,7 +144,7 @@ fn abi_snapshot() {
     let binary = compile(
         &c_compiler(),
         &["-std=c11", "-Wall", "-Werror"],
-        &[source.clone()],
+        std::slice::from_ref(&source),
         Link::Shared,
         "abi-layout",
     );

@@ -30,6 +30,7 @@ fn c_misuse_program_gets_clean_statuses() {
         "misuse",
     );
     let output = run(&program, &[model.to_str().unwrap(), out.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&program);
     let stdout = stdout_of_success(&output, "misuse.c");
     assert!(stdout.trim_end().ends_with("\nok"), "{stdout}");
     assert!(!stdout.contains("FAILED"));
@@ -138,6 +139,7 @@ fn c_pipeline_against_the_static_library() {
 #[cfg(unix)]
 #[test]
 fn cpp_wrapper_scores_a_multiple_choice_question() {
+    let wrapper_dir = format!("-I{}", root().join("ffi-examples/cpp").display());
     let program = compile(
         &common::cxx_compiler(),
         &[
@@ -146,12 +148,9 @@ fn cpp_wrapper_scores_a_multiple_choice_question() {
             "-Wextra",
             "-Werror",
             "-pedantic",
-            "-I",
+            &wrapper_dir,
         ],
-        &[
-            root().join("ffi-examples/cpp"),
-            root().join("ffi-examples/cpp/choice.cpp"),
-        ],
+        &[root().join("ffi-examples/cpp/choice.cpp")],
         Link::Shared,
         "choice",
     );

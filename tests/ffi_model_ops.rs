@@ -59,7 +59,7 @@ fn load(path: &Path) -> Handle {
 fn c_logits(model: &Handle, ids: &[u32]) -> Vec<f32> {
     let mut n = 0;
     // SAFETY: valid handle; capacity 0 queries the size.
-    unsafe { lowbit_logits(model.0, ids.as_ptr(), ids.len(), null_mut(), 0, &mut n) };
+    let _ = unsafe { lowbit_logits(model.0, ids.as_ptr(), ids.len(), null_mut(), 0, &mut n) };
     let mut logits = vec![0.0f32; n];
     // SAFETY: `logits` holds `n` floats.
     let status = unsafe {
@@ -325,9 +325,12 @@ fn bench_and_load_settings() {
     let status = unsafe { lowbit_bench(f32_model.0, &bench, &mut result) };
     assert_eq!(status, LOWBIT_OK, "{}", last_error());
     assert_eq!((result.prompt_tokens, result.decode_tokens), (8, 3));
+    // The weight files only: config.json and the tokenizer files are not counted.
     let on_disk: u64 = std::fs::read_dir(&dir)
         .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
         .sum();
     assert_eq!(result.checkpoint_bytes, on_disk);
     assert_eq!(result.weight_bytes, info(&f32_model).weight_bytes);

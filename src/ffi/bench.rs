@@ -62,9 +62,10 @@ pub struct lowbit_bench_result {
     /// `sizeof(lowbit_bench_result)` as the caller's header defines it; set by the caller. A
     /// library accepts the sizes of its own layout and of every earlier one.
     pub struct_size: usize,
-    /// Size on disk of the checkpoint the model was loaded from (every file of a model
-    /// directory); 0 after `lowbit_model_quantize`, when the files no longer describe the
-    /// model (`weight_bytes` does).
+    /// Size on disk of the weights of the checkpoint the model was loaded from: the file's
+    /// size for a single file, the summed `.safetensors`/`.gguf` files of a directory
+    /// (configuration and tokenizer files not counted); 0 after `lowbit_model_quantize`, when
+    /// the files no longer describe the model (`weight_bytes` does).
     pub checkpoint_bytes: u64,
     /// Bytes of weight data in memory: projections (codes, scales and zero points when
     /// quantized), the embedding and an untied LM head.

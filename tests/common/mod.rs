@@ -118,7 +118,8 @@ pub fn compile(
         .unwrap_or_else(|e| panic!("running {compiler}: {e}"));
     assert!(
         compiled.status.success(),
-        "compiling {name} failed:\n{}",
+        "compiling {name} failed:\n{}{}",
+        String::from_utf8_lossy(&compiled.stdout),
         String::from_utf8_lossy(&compiled.stderr)
     );
     program
