@@ -1,8 +1,10 @@
 /*
  * lowbit C API
  *
- * The C ABI of lowbit: load a model, tokenize, generate text, compute logits, quantize a
- * checkpoint, score a model on evaluation tasks.
+ * The C ABI of lowbit: load a model (choosing its device), tokenize, generate text, compute
+ * logits, quantize a checkpoint or a loaded model (RTN, GPTQ, AWQ) and save it, score
+ * continuations and the perplexity of a text, evaluate on benchmark tasks, and measure
+ * efficiency.
  *
  * include/lowbit.h is generated from the Rust module src/ffi by cbindgen (see build.rs);
  * these notes open both. src/ffi only translates between C and the Rust API.
@@ -12,19 +14,28 @@
  *   results through out-pointers. lowbit_last_error() gives the message of the last failure
  *   on the calling thread.
  * - Objects and strings lowbit returns belong to the caller until passed to the matching
- *   free function: lowbit_model_free for models, lowbit_string_free for strings.
+ *   free function: lowbit_model_free for models, lowbit_string_free for strings. Freeing
+ *   NULL is a no-op. lowbit remembers what it handed out, so a double free, or a freed
+ *   model passed to a function, is reported (an error status, or for the free functions a
+ *   lowbit_last_error() message) instead of corrupting memory, unless a newer object got
+ *   the freed address. Set pointers to NULL after freeing them.
  *   Buffers passed in (ids, logits, text) stay the caller's; lowbit never keeps pointers
  *   to them after a call returns.
  * - Results of unknown size go into caller buffers with a capacity; the needed count is
  *   always reported, and LOWBIT_ERR_BUFFER_TOO_SMALL tells the caller to grow the buffer.
  * - Parameter structs begin with size_t struct_size and come from a
- *   lowbit_*_default_params() function, so that later versions can add fields.
+ *   lowbit_*_default_params() function, so that later versions can add fields. Result
+ *   structs (lowbit_model_info, lowbit_perplexity_result, lowbit_bench_result) also begin
+ *   with struct_size, which the caller sets to sizeof(the struct) before the call; the
+ *   library writes no more than that many bytes.
  * - Text is UTF-8 and NUL-terminated.
  * - lowbit never aborts its host: invalid arguments give an error status, and an internal
  *   panic is caught and reported as LOWBIT_ERR_INTERNAL.
- * - All functions may be called from any thread. A lowbit_model is immutable after loading
- *   and may be used by several threads at once; only lowbit_model_free must not overlap
- *   with other uses of the same model.
+ * - All functions may be called from any thread. A lowbit_model may be used by several
+ *   threads at once; only lowbit_model_free and lowbit_model_quantize, which change it,
+ *   must not overlap with other uses of the same model.
+ * - Callbacks run on the calling thread, must return normally (no C++ exception, no
+ *   longjmp through lowbit), and must not free the model they are called for.
  * - LOWBIT_VERSION_MAJOR/MINOR/PATCH and LOWBIT_VERSION describe this header;
  *   lowbit_version() describes the library loaded at run time.
  */
@@ -110,7 +121,8 @@ typedef enum lowbit_status {
  * Thread safety: a model is immutable once loaded. Any number of threads may call
  * `lowbit_tokenize`, `lowbit_detokenize`, `lowbit_generate`, `lowbit_logits` and the
  * `lowbit_model_*` queries on the same model at the same time (each call keeps its own
- * KV cache). Only `lowbit_model_free` must not overlap with any other use of that model.
+ * KV cache). Only `lowbit_model_free` and `lowbit_model_quantize`, which change the model,
+ * must not overlap with any other use of that model.
  */
 typedef struct lowbit_model lowbit_model;
 
@@ -175,6 +187,35 @@ typedef struct lowbit_model_info {
 } lowbit_model_info;
 
 /**
+ * Settings of `lowbit_model_load_with_params`. Obtain them from
+ * `lowbit_load_default_params()` and change the fields you need; never build one from scratch,
+ * so that `struct_size` is right and fields added by later versions get their defaults.
+ *
+ * The strings it points to stay the caller's; lowbit reads them only during the call.
+ */
+typedef struct lowbit_load_params {
+    /**
+     * `sizeof(lowbit_load_params)` as the caller's header defines it. A library accepts the
+     * sizes of its own layout and of every earlier one; others give
+     * `LOWBIT_ERR_INVALID_ARGUMENT`.
+     */
+    size_t struct_size;
+    /**
+     * Where the model runs: `"cpu"` (the default; NULL means `"cpu"`), or `"cuda"` /
+     * `"cuda:N"` for GPU N, which this build refuses with `LOWBIT_ERR_UNSUPPORTED` (it has no
+     * CUDA backend). Case is ignored. A string, so that devices added later need no change
+     * of this struct.
+     */
+    const char *device;
+    /**
+     * The dtype dense weight matrices are converted to when loaded: `"f32"`, `"bf16"` or
+     * `"f16"`; NULL (the default) keeps the stored dtype. Norms, biases and activations are
+     * always f32; quantized layers stay as stored.
+     */
+    const char *dtype;
+} lowbit_load_params;
+
+/**
  * Settings of `lowbit_generate`. Obtain them from `lowbit_generate_default_params()` and
  * change the fields you need; never build one from scratch, so that `struct_size` is right
  * and fields added by later versions get their defaults.
@@ -225,6 +266,47 @@ typedef struct lowbit_generate_params {
 typedef bool (*lowbit_token_callback)(const char *piece, void *user_data);
 
 /**
+ * What `lowbit_perplexity` measured. The caller sets `struct_size` to
+ * `sizeof(lowbit_perplexity_result)` and `lowbit_perplexity` fills in the rest.
+ */
+typedef struct lowbit_perplexity_result {
+    /**
+     * `sizeof(lowbit_perplexity_result)` as the caller's header defines it; set by the
+     * caller. A library accepts the sizes of its own layout and of every earlier one.
+     */
+    size_t struct_size;
+    /**
+     * Perplexity per token: `exp(-loglikelihood / tokens)`.
+     */
+    double token_perplexity;
+    /**
+     * Perplexity per word (whitespace-separated, as the harness counts them):
+     * `exp(-loglikelihood / words)`, comparable across tokenizers.
+     */
+    double word_perplexity;
+    /**
+     * Perplexity per UTF-8 byte: `exp(-loglikelihood / bytes)`.
+     */
+    double byte_perplexity;
+    /**
+     * Sum of the natural-log probabilities of every token of the text.
+     */
+    double loglikelihood;
+    /**
+     * Tokens of the text, each predicted once.
+     */
+    size_t tokens;
+    /**
+     * Words of the text.
+     */
+    size_t words;
+    /**
+     * Bytes of the text.
+     */
+    size_t bytes;
+} lowbit_perplexity_result;
+
+/**
  * Called by `lowbit_quantize` after each layer is quantized: `done` counts the layers
  * finished so far (1, 2, ..., `total`), `total` is the number of layers the call will
  * quantize (the same on every call), and `layer` is the module just finished, e.g.
@@ -262,13 +344,18 @@ typedef struct lowbit_quantize_params {
      */
     const char *scheme;
     /**
-     * The quantization method: `"rtn"` (round-to-nearest, the default and the only method
-     * of this version). NULL means `"rtn"`.
+     * The quantization method, case ignored: `"rtn"` (round-to-nearest, the default; NULL
+     * means `"rtn"`), `"gptq"` (error-compensating rounding with the Hessian of each
+     * projection's inputs) or `"awq"` (activation-aware per-channel scales folded into the
+     * preceding norms, then round-to-nearest). `"gptq"` and `"awq"` need calibration text
+     * (`calibration_files`) and quantize block by block in memory. Methods added by later
+     * versions are new names here; an unknown name gives `LOWBIT_ERR_INVALID_ARGUMENT`
+     * listing the available ones.
      */
     const char *method;
     /**
      * Search a clipping range per group that minimizes the quantization error: slower,
-     * usually more accurate (default false).
+     * usually more accurate (default false). Used by `"rtn"` only.
      */
     bool mse_clip;
     /**
@@ -291,6 +378,40 @@ typedef struct lowbit_quantize_params {
      * Passed unchanged to `progress` (default NULL).
      */
     void *user_data;
+    /**
+     * `n_calibration_files` calibration text files for `"gptq"` and `"awq"`: plain text (one
+     * sample per blank-line-separated paragraph) or JSON Lines (`.jsonl`/`.json`; records
+     * with `text`, or `question` + `answer`, or chat `messages`). May be NULL when
+     * `n_calibration_files` is 0 (default); ignored by `"rtn"`. This and the following
+     * fields were added in the second layout of this struct.
+     */
+    const char *const *calibration_files;
+    /**
+     * The share of samples drawn from each file, relative to the others (positive): NULL
+     * (default) gives every file weight 1; otherwise `n_calibration_files` values.
+     */
+    const double *calibration_weights;
+    /**
+     * Number of strings at `calibration_files` (default 0).
+     */
+    size_t n_calibration_files;
+    /**
+     * Calibration samples drawn from the files (default 128); at least 1.
+     */
+    size_t calibration_samples;
+    /**
+     * Tokens per calibration sample; longer records are truncated (default 512); at least 2.
+     */
+    size_t calibration_seq_len;
+    /**
+     * Seed of the draw of calibration samples (default 0).
+     */
+    uint64_t seed;
+    /**
+     * `"gptq"` only: quantize columns in order of decreasing Hessian diagonal, with groups
+     * kept in their original order (default false).
+     */
+    bool act_order;
 } lowbit_quantize_params;
 
 /**
@@ -380,6 +501,93 @@ typedef struct lowbit_eval_params {
     void *user_data;
 } lowbit_eval_params;
 
+/**
+ * Settings of `lowbit_bench`. Obtain them from `lowbit_bench_default_params()` and change the
+ * fields you need; never build one from scratch, so that `struct_size` is right and fields
+ * added by later versions get their defaults.
+ */
+typedef struct lowbit_bench_params {
+    /**
+     * `sizeof(lowbit_bench_params)` as the caller's header defines it. A library accepts the
+     * sizes of its own layout and of every earlier one; others give
+     * `LOWBIT_ERR_INVALID_ARGUMENT`.
+     */
+    size_t struct_size;
+    /**
+     * Tokens of the prompt run in one prefill pass (default 64); at least 1.
+     */
+    size_t prompt_tokens;
+    /**
+     * Single-token decode steps after the prefill (default 16); at least 1.
+     */
+    size_t decode_tokens;
+} lowbit_bench_params;
+
+/**
+ * What `lowbit_bench` measured. The caller sets `struct_size` to `sizeof(lowbit_bench_result)`
+ * and `lowbit_bench` fills in the rest. Sizes are bytes, times seconds, rates per second.
+ */
+typedef struct lowbit_bench_result {
+    /**
+     * `sizeof(lowbit_bench_result)` as the caller's header defines it; set by the caller. A
+     * library accepts the sizes of its own layout and of every earlier one.
+     */
+    size_t struct_size;
+    /**
+     * Size on disk of the weights of the checkpoint the model was loaded from: the file's
+     * size for a single file, the summed `.safetensors`/`.gguf` files of a directory
+     * (configuration and tokenizer files not counted); 0 after `lowbit_model_quantize`, when
+     * the files no longer describe the model (`weight_bytes` does).
+     */
+    uint64_t checkpoint_bytes;
+    /**
+     * Bytes of weight data in memory: projections (codes, scales and zero points when
+     * quantized), the embedding and an untied LM head.
+     */
+    uint64_t weight_bytes;
+    /**
+     * Weight parameters.
+     */
+    uint64_t parameter_count;
+    /**
+     * Peak resident memory of the whole process (Linux `VmHWM`), since it started: it
+     * includes whatever the host held before; 0 where the system does not report it.
+     */
+    uint64_t peak_memory_bytes;
+    /**
+     * Resident memory of the process after the run (Linux `VmRSS`); 0 where not reported.
+     */
+    uint64_t memory_bytes;
+    /**
+     * Bytes of the KV cache after the last decode step.
+     */
+    uint64_t kv_cache_bytes;
+    /**
+     * Seconds from the start of the prefill to the first (greedy) token.
+     */
+    double time_to_first_token_s;
+    /**
+     * Prompt tokens per second of the prefill pass.
+     */
+    double prefill_tokens_per_s;
+    /**
+     * Tokens per second of the single-token decode steps.
+     */
+    double decode_tokens_per_s;
+    /**
+     * Prompt tokens run (as asked).
+     */
+    size_t prompt_tokens;
+    /**
+     * Decode steps run (as asked).
+     */
+    size_t decode_tokens;
+    /**
+     * Threads the forward passes ran on.
+     */
+    size_t threads;
+} lowbit_bench_result;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -397,9 +605,9 @@ const char *lowbit_version(void);
  *
  * The string belongs to lowbit (do not free it) and stays valid until the next lowbit call on
  * the same thread; copy it to keep it. Calls on other threads do not affect it. Functions that
- * return no status (`lowbit_version`, `lowbit_*_free`, `lowbit_generate_default_params`,
+ * return no status (`lowbit_version`, `lowbit_*_free`, `lowbit_*_default_params`,
  * `lowbit_last_error`) leave it unchanged, so a message survives freeing resources after a
- * failure.
+ * failure; only a free function given a pointer that is not live sets it.
  */
 const char *lowbit_last_error(void);
 
@@ -423,11 +631,19 @@ const char *lowbit_last_error(void);
 enum lowbit_status lowbit_model_load(const char *path, struct lowbit_model **out);
 
 /**
- * Frees a model made by `lowbit_model_load`. NULL is accepted and ignored. The model must not
- * be in use by another thread, and must not be used or freed again afterwards.
+ * Frees a model made by `lowbit_model_load` or `lowbit_model_load_with_params`. NULL is
+ * accepted and ignored. The model must not be in use by another thread, and must not be used
+ * afterwards.
+ *
+ * Double frees are guarded: lowbit remembers the models it handed out, so freeing a pointer
+ * that is not a live model (freed already, or never made by lowbit) frees nothing and sets
+ * `lowbit_last_error()`; other functions given such a pointer return
+ * `LOWBIT_ERR_INVALID_ARGUMENT`. The guard cannot help when a newer model happens to get the
+ * address of a freed one: a stale pointer then reaches the newer model. Set pointers to NULL
+ * after freeing them.
  *
  * # Safety
- * `model` is NULL or a pointer from `lowbit_model_load` not yet freed.
+ * `model` is NULL or a pointer from a load function not in use by another thread.
  */
 void lowbit_model_free(struct lowbit_model *model);
 
@@ -454,11 +670,14 @@ enum lowbit_status lowbit_default_model_path(char **out);
 
 /**
  * Frees a string returned by lowbit (`lowbit_default_model_path`, `lowbit_generate`,
- * `lowbit_eval`). NULL is accepted and ignored. Never pass strings from elsewhere, nor `lowbit_version()` or
- * `lowbit_last_error()`, which lowbit keeps. Thread-safe.
+ * `lowbit_eval`). NULL is accepted and ignored. Thread-safe.
+ *
+ * Guarded like `lowbit_model_free`: a pointer that is not a live string from lowbit (freed
+ * already, `lowbit_version()`, `lowbit_last_error()`, or a string from elsewhere) frees
+ * nothing and sets `lowbit_last_error()`, except when a newer string got the same address.
  *
  * # Safety
- * `text` is NULL or a string returned by lowbit as owned by the caller, not yet freed.
+ * `text` is NULL or any pointer; only a live string returned by lowbit is freed.
  */
 void lowbit_string_free(char *text);
 
@@ -487,6 +706,65 @@ enum lowbit_status lowbit_model_vocab_size(const struct lowbit_model *model, siz
  */
 enum lowbit_status lowbit_model_get_info(const struct lowbit_model *model,
                                          struct lowbit_model_info *info);
+
+/**
+ * The default load settings: device `"cpu"`, weights in their stored dtype; `struct_size` is
+ * set. The struct is returned by value and its strings are static: nothing to free.
+ * Thread-safe.
+ */
+struct lowbit_load_params lowbit_load_default_params(void);
+
+/**
+ * Loads a model from `path` (as `lowbit_model_load` does) with `params`: the device it runs
+ * on and the dtype of its dense weight matrices. `params` NULL means
+ * `lowbit_load_default_params()`. On success `*out` is a new model the caller frees with
+ * `lowbit_model_free`; on failure `*out` is set to NULL.
+ *
+ * Errors: those of `lowbit_model_load`, and `LOWBIT_ERR_INVALID_ARGUMENT` (wrong
+ * `params->struct_size`; a device or dtype that is not one of the names listed at
+ * `lowbit_load_params`, or not UTF-8), `LOWBIT_ERR_UNSUPPORTED` (a device this build cannot
+ * run on: `"cuda"` until lowbit has a CUDA backend). The arguments are checked before the
+ * checkpoint is read.
+ *
+ * Thread-safe: loads may run concurrently.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string; `params` is NULL or points to a
+ * `lowbit_load_params` whose `struct_size` is set and whose strings are NULL or
+ * NUL-terminated; `out` is NULL or valid for writing a pointer.
+ */
+enum lowbit_status lowbit_model_load_with_params(const char *path,
+                                                 const struct lowbit_load_params *params,
+                                                 struct lowbit_model **out);
+
+/**
+ * Writes `model` as a checkpoint directory `dir`, which `lowbit_model_load` loads again:
+ * model.safetensors (quantized layers as codes and scales, the layout `lowbit_quantize`
+ * writes), config.json (with a `quantization_config` recording each quantized layer's scheme
+ * and the method, when the model is quantized), and tokenizer.json and tokenizer_config.json
+ * when the model has a tokenizer. This is how a model quantized in memory by
+ * `lowbit_model_quantize` is kept. `dir` is created if needed (with its parents); files of
+ * those names already there are replaced, others left alone; `dir` must not be the directory
+ * the model was loaded from.
+ *
+ * Tensors the model does not hold in memory in changed form (embeddings, norms of an
+ * unquantized model, and the configuration) are read again from the path the model was
+ * loaded from, which must therefore still hold the same checkpoint. Dense weights are written
+ * in the dtype the model holds them in. Nothing is allocated for the caller.
+ *
+ * Errors: `LOWBIT_ERR_NULL_POINTER` (model or dir NULL), `LOWBIT_ERR_INVALID_ARGUMENT` (dir
+ * empty or not UTF-8, or the model's own directory), `LOWBIT_ERR_IO` (the source checkpoint
+ * cannot be read again, or a file cannot be written; the message names the path; a failure
+ * while writing can leave partial files), `LOWBIT_ERR_FORMAT` and `LOWBIT_ERR_CONFIG` (the
+ * source checkpoint changed since loading).
+ *
+ * Thread-safe: the model is only read; several threads may save (each into its own `dir`)
+ * and run the model at once.
+ *
+ * # Safety
+ * `model` is NULL or a live model; `dir` is NULL or a NUL-terminated string.
+ */
+enum lowbit_status lowbit_model_save(const struct lowbit_model *model, const char *dir);
 
 /**
  * Tokenizes `text` with the model's tokenizer. `add_special_tokens` applies the tokenizer's
@@ -606,8 +884,67 @@ enum lowbit_status lowbit_logits(const struct lowbit_model *model,
                                  size_t *n_logits);
 
 /**
+ * Scores `n_continuations` continuations of `context`: `logprobs[i]` receives the sum of the
+ * natural-log probabilities of the tokens of `continuations[i]` given `context` and, when
+ * `is_greedy` is not NULL, `is_greedy[i]` whether greedy decoding after `context` produces
+ * exactly those tokens. This is lm-evaluation-harness' `loglikelihood` request, with its
+ * tokenization: trailing whitespace of the context moves to the front of the continuation,
+ * and context + continuation is tokenized as one string and split at the context's token
+ * count; an empty context is conditioned on the model's BOS (else EOS) token. Inputs longer
+ * than the model's context are left-truncated. Continuations of one context share one
+ * prefill. To compare choices of different lengths, normalize by the continuation's length in
+ * bytes as the harness' `acc_norm` does.
+ *
+ * Nothing is allocated for the caller; `logprobs` and `is_greedy` stay the caller's.
+ *
+ * Errors: `LOWBIT_ERR_NULL_POINTER` (model, context or logprobs NULL; continuations NULL with
+ * n_continuations > 0, or one of its strings NULL), `LOWBIT_ERR_INVALID_ARGUMENT` (a string
+ * not UTF-8; n_continuations is 0; a continuation that gives no tokens),
+ * `LOWBIT_ERR_TOKENIZER` (the model has no tokenizer, or it failed). On failure the output
+ * arrays are unspecified.
+ *
+ * Thread-safe: several threads may score with one model at once.
+ *
+ * # Safety
+ * `model` is NULL or a live model; `context` is NULL or NUL-terminated; `continuations` is
+ * NULL or points to `n_continuations` pointers each NULL or NUL-terminated; `logprobs` is NULL
+ * or valid for writing `n_continuations` doubles; `is_greedy` is NULL or valid for writing
+ * `n_continuations` bools.
+ */
+enum lowbit_status lowbit_score_continuations(const struct lowbit_model *model,
+                                              const char *context,
+                                              const char *const *continuations,
+                                              size_t n_continuations,
+                                              double *logprobs,
+                                              bool *is_greedy);
+
+/**
+ * Measures how well the model predicts `text`: the text is tokenized (as `lowbit_tokenize`
+ * with special tokens) and every token is predicted once, the first one after the model's BOS
+ * (else EOS) token, the others with as many preceding tokens as fit in `max_length` (0: the
+ * model's `max_position_embeddings`): lm-evaluation-harness' rolling log-likelihood, the
+ * measure behind its wikitext word perplexity. Set `out->struct_size` first. Nothing is
+ * allocated for the caller.
+ *
+ * Errors: `LOWBIT_ERR_NULL_POINTER` (model, text or out NULL), `LOWBIT_ERR_INVALID_ARGUMENT`
+ * (text not UTF-8, or giving no tokens or no words; max_length 1; wrong
+ * `out->struct_size`), `LOWBIT_ERR_TOKENIZER` (the model has no tokenizer, or it failed).
+ *
+ * Thread-safe: several threads may score with one model at once.
+ *
+ * # Safety
+ * `model` is NULL or a live model; `text` is NULL or NUL-terminated; `out` is NULL or points
+ * to a writable `lowbit_perplexity_result` whose `struct_size` is set.
+ */
+enum lowbit_status lowbit_perplexity(const struct lowbit_model *model,
+                                     const char *text,
+                                     size_t max_length,
+                                     struct lowbit_perplexity_result *out);
+
+/**
  * The default quantization settings: scheme `"w4a16-g128"`, method `"rtn"`, no MSE clipping,
- * no layer overrides, no progress callback; `struct_size` is set. The struct is returned by
+ * no layer overrides, no progress callback, no calibration files (128 samples of up to 512
+ * tokens, seed 0, no act-order when some are given); `struct_size` is set. The struct is returned by
  * value and its strings are static: nothing to free. Thread-safe.
  */
 struct lowbit_quantize_params lowbit_quantize_default_params(void);
@@ -618,13 +955,16 @@ struct lowbit_quantize_params lowbit_quantize_default_params(void);
  *
  * `model_path` is what `lowbit_model_load` accepts: a Hugging Face style directory, a
  * `.safetensors` file with config.json beside it, or a `.gguf` file (whose weights are read
- * as f32); it must not be quantized by lowbit already. `out_dir` is created if needed (with its parents) and
- * receives model.safetensors (quantized layers as codes and scales, every other tensor
- * unchanged), config.json (with a `quantization_config` recording each layer's scheme), and
- * tokenizer.json and tokenizer_config.json when the model has a tokenizer. Files of those
- * names already in `out_dir` are replaced; others are left alone. `out_dir` must not be the
- * directory the model is read from. The source is read through a memory map one layer at a
- * time; peak memory is about the size of the quantized result plus one layer in f32.
+ * as f32); it must not be quantized by lowbit already. `out_dir` is created if needed (with
+ * its parents) and receives model.safetensors (quantized layers as codes and scales, every
+ * other tensor unchanged, norms rescaled by `"awq"`), config.json (with a
+ * `quantization_config` recording each layer's scheme and the method), and tokenizer.json
+ * and tokenizer_config.json when the model has a tokenizer. Files of those names already in
+ * `out_dir` are replaced; others are left alone. `out_dir` must not be the directory the
+ * model is read from. With `"rtn"` the source is read through a memory map one layer at a
+ * time (peak memory: the quantized result plus one layer in f32); `"gptq"` and `"awq"` load
+ * the model and run the calibration samples through it block by block (peak memory: the
+ * model, the residual stream of the samples, one Hessian per projection input).
  *
  * `params` must not be NULL: start from `lowbit_quantize_default_params()`. When
  * `params->progress` is set it is called after each layer, and returning false from it
@@ -635,17 +975,20 @@ struct lowbit_quantize_params lowbit_quantize_default_params(void);
  * leaves it untouched; a failure while writing (disk full, say) can leave partial files there.
  *
  * Errors: `LOWBIT_ERR_NULL_POINTER` (model_path, out_dir, params or params->scheme NULL;
- * params->overrides NULL with n_overrides > 0, or one of its strings NULL),
- * `LOWBIT_ERR_INVALID_ARGUMENT` (a path empty, or a string not UTF-8; wrong
+ * params->overrides or params->calibration_files NULL with a count > 0, or one of their
+ * strings NULL), `LOWBIT_ERR_INVALID_ARGUMENT` (a path empty, or a string not UTF-8; wrong
  * `params->struct_size`; unknown scheme or method; an override not of the form
- * `PATTERN=SCHEME` or `PATTERN=skip`; out_dir is the model's own directory; the model is
- * already quantized; a layer's weight cannot be quantized), `LOWBIT_ERR_CANCELLED` (the
- * progress callback returned false; nothing was written), `LOWBIT_ERR_IO` (missing or
- * unreadable model; out_dir is a file or cannot be created; an output file cannot be
- * written; the message names the path), `LOWBIT_ERR_FORMAT` (as for `lowbit_model_load`),
- * `LOWBIT_ERR_CONFIG`,
- * `LOWBIT_ERR_UNSUPPORTED` (as for `lowbit_model_load`). `lowbit_last_error()` says which
- * argument, file or layer was wrong.
+ * `PATTERN=SCHEME` or `PATTERN=skip`; `"gptq"`/`"awq"` without calibration files, a
+ * calibration weight not positive, fewer than 1 sample or 2 tokens per sample, a file with
+ * fewer usable records than samples asked for; out_dir is the model's own directory; the
+ * model is already quantized; a layer's weight cannot be quantized),
+ * `LOWBIT_ERR_CANCELLED` (the progress callback returned false; nothing was written),
+ * `LOWBIT_ERR_IO` (missing or unreadable model or calibration file; out_dir is a file or
+ * cannot be created; an output file cannot be written; the message names the path),
+ * `LOWBIT_ERR_FORMAT` (as for `lowbit_model_load`; a malformed JSON Lines calibration file),
+ * `LOWBIT_ERR_CONFIG`, `LOWBIT_ERR_UNSUPPORTED` (as for `lowbit_model_load`),
+ * `LOWBIT_ERR_TOKENIZER` (`"gptq"`/`"awq"` on a model without a tokenizer).
+ * `lowbit_last_error()` says which argument, file or layer was wrong.
  *
  * Thread-safe: several threads may quantize at once, each into its own `out_dir` (two calls
  * writing the same `out_dir` at once leave it in an unspecified state). Quantization itself
@@ -653,14 +996,48 @@ struct lowbit_quantize_params lowbit_quantize_default_params(void);
  *
  * # Safety
  * `model_path` and `out_dir` are NULL or NUL-terminated strings; `params` is NULL or points
- * to a `lowbit_quantize_params` whose `struct_size` is set, whose `scheme` and `method` are
- * NULL or NUL-terminated, whose `overrides` is NULL or points to `n_overrides` pointers each
- * NULL or NUL-terminated, and whose `progress` is NULL or a function with the
- * `lowbit_progress_callback` contract, called with `user_data`.
+ * to a `lowbit_quantize_params` whose `struct_size` is set, whose strings are NULL or
+ * NUL-terminated, whose `overrides` and `calibration_files` are NULL or point to
+ * `n_overrides` and `n_calibration_files` pointers each NULL or NUL-terminated, whose
+ * `calibration_weights` is NULL or points to `n_calibration_files` values, and whose
+ * `progress` is NULL or a function with the `lowbit_progress_callback` contract, called with
+ * `user_data`.
  */
 enum lowbit_status lowbit_quantize(const char *model_path,
                                    const char *out_dir,
                                    const struct lowbit_quantize_params *params);
+
+/**
+ * Quantizes a loaded model in memory with `params` (scheme, method, layer rules, calibration
+ * as for `lowbit_quantize`); the quantized model then generates, scores and evaluates with
+ * the fused low-bit kernels, and `lowbit_model_save` writes it as a checkpoint. Only models
+ * with no quantized layer can be quantized. With `"rtn"` the model's dense weights are
+ * replaced layer by layer; `"gptq"` and `"awq"` run the calibration samples through it
+ * block by block.
+ *
+ * The model changes only when the call succeeds: on any failure or cancellation it is left
+ * exactly as it was. Nothing is allocated for the caller.
+ *
+ * `params` must not be NULL: start from `lowbit_quantize_default_params()`. When
+ * `params->progress` is set it is called after each layer, and returning false from it
+ * cancels the call.
+ *
+ * Errors: `LOWBIT_ERR_NULL_POINTER` (model or params NULL, and the pointers inside params as
+ * for `lowbit_quantize`), `LOWBIT_ERR_INVALID_ARGUMENT` (as for `lowbit_quantize`; the model
+ * already has quantized layers), `LOWBIT_ERR_CANCELLED` (the progress callback returned
+ * false; the model is unchanged), `LOWBIT_ERR_IO` and `LOWBIT_ERR_FORMAT` (a calibration
+ * file), `LOWBIT_ERR_TOKENIZER` (`"gptq"`/`"awq"` on a model without a tokenizer).
+ *
+ * Thread safety: this call changes the model, so, like `lowbit_model_free`, it must not
+ * overlap with any other use of the same model; other models are unaffected. It uses all
+ * cores.
+ *
+ * # Safety
+ * `model` is NULL or a live model not in use by another thread; `params` follows the
+ * contract of `lowbit_quantize`.
+ */
+enum lowbit_status lowbit_model_quantize(struct lowbit_model *model,
+                                         const struct lowbit_quantize_params *params);
 
 /**
  * The default evaluation settings: data folder `"data"`, no tasks (set `tasks` and
@@ -718,6 +1095,36 @@ struct lowbit_eval_params lowbit_eval_default_params(void);
 enum lowbit_status lowbit_eval(const struct lowbit_model *model,
                                const struct lowbit_eval_params *params,
                                char **results_json);
+
+/**
+ * The default benchmark settings: 64 prompt tokens, 16 decode steps; `struct_size` is set.
+ * The struct is returned by value; nothing to free. Thread-safe.
+ */
+struct lowbit_bench_params lowbit_bench_default_params(void);
+
+/**
+ * Measures the efficiency of `model`: one warm-up step, then a prefill of
+ * `params->prompt_tokens` fixed token ids and the first greedy token (the time to first
+ * token), then `params->decode_tokens` greedy single-token decode steps with the KV cache
+ * (end-of-sequence tokens do not stop it), so that two models or schemes do the same work.
+ * `params` NULL means `lowbit_bench_default_params()`. Set `out->struct_size` first. Nothing
+ * is allocated for the caller.
+ *
+ * Errors: `LOWBIT_ERR_NULL_POINTER` (model or out NULL), `LOWBIT_ERR_INVALID_ARGUMENT` (wrong
+ * `params->struct_size` or `out->struct_size`; a count of 0; more tokens than the model's
+ * context), `LOWBIT_ERR_IO` (the checkpoint's files cannot be listed for their size).
+ *
+ * Thread safety: callable on a model other threads use, but the timings then measure shared
+ * cores; for meaningful numbers run nothing else. Uses all cores.
+ *
+ * # Safety
+ * `model` is NULL or a live model; `params` is NULL or points to a `lowbit_bench_params` whose
+ * `struct_size` is set; `out` is NULL or points to a writable `lowbit_bench_result` whose
+ * `struct_size` is set.
+ */
+enum lowbit_status lowbit_bench(const struct lowbit_model *model,
+                                const struct lowbit_bench_params *params,
+                                struct lowbit_bench_result *out);
 
 #ifdef __cplusplus
 }  // extern "C"

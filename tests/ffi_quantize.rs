@@ -414,6 +414,7 @@ fn bad_arguments_are_errors_with_messages() {
     // Bad settings, each with its status and a message naming the culprit.
     let bad_scheme = c("w3a16");
     let gptq = c("gptq");
+    let magic = c("magic");
     let nothing = c("nothing");
     let not_utf8 = CString::new(b"\xff=skip".to_vec()).unwrap();
     let good = c("lm_head=w8a16");
@@ -455,11 +456,19 @@ fn bad_arguments_are_errors_with_messages() {
         ),
         (
             lowbit_quantize_params {
+                method: magic.as_ptr(),
+                ..defaults
+            },
+            LOWBIT_ERR_INVALID_ARGUMENT,
+            "params->method 'magic' is not available (this library implements: rtn, gptq, awq",
+        ),
+        (
+            lowbit_quantize_params {
                 method: gptq.as_ptr(),
                 ..defaults
             },
             LOWBIT_ERR_INVALID_ARGUMENT,
-            "params->method 'gptq' is not available (this library implements: rtn)",
+            "params->method 'gptq' needs calibration text",
         ),
         (
             lowbit_quantize_params {

@@ -237,7 +237,13 @@ pub unsafe extern "C" fn lowbit_eval(
         })?;
         let text = to_c_string(text, "the results JSON")?;
         // SAFETY: checked non-NULL above; writable per this function's contract.
-        unsafe { write_out(results_json, text.into_raw(), "results_json") }
+        unsafe {
+            write_out(
+                results_json,
+                super::model::owned_c_string(text),
+                "results_json",
+            )
+        }
     })
 }
 

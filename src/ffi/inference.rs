@@ -1,6 +1,6 @@
 //! Running the model: text generation with streaming, and next-token logits.
 
-use std::ffi::{c_char, c_void, CString};
+use std::ffi::{c_char, c_void};
 
 use super::lowbit_model;
 use super::marshal::{
@@ -172,7 +172,7 @@ pub unsafe extern "C" fn lowbit_generate(
             let tokens = generations.first().map_or(&[][..], |g| g.tokens.as_slice());
             let text = to_c_string(tokenizer.decode(tokens, true)?, "the generated text")?;
             // SAFETY: checked non-NULL; writable per this function's contract.
-            unsafe { write_out(out_text, CString::into_raw(text), "out_text") }?;
+            unsafe { write_out(out_text, super::model::owned_c_string(text), "out_text") }?;
         }
         Ok(())
     })

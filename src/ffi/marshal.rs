@@ -9,14 +9,25 @@ use crate::model::Model;
 
 /// The model behind a handle.
 ///
+/// A pointer that is not a live model (freed already, never made by lowbit) is an invalid
+/// argument; see `live`.
+///
 /// # Safety
-/// `handle` is NULL or a pointer returned by `lowbit_model_load` and not yet freed.
+/// `handle` is NULL or a pointer returned by a load function, not being freed by another
+/// thread.
 pub(crate) unsafe fn model_ref<'a>(handle: *const lowbit_model) -> Result<&'a Model, Failure> {
-    // SAFETY: the caller guarantees a non-NULL handle points to a live lowbit_model; it is
-    // only read, and lowbit_model is Sync.
-    unsafe { handle.as_ref() }
-        .map(|h| &h.model)
-        .ok_or_else(|| Failure::null("model"))
+    if handle.is_null() {
+        return Err(Failure::null("model"));
+    }
+    if !super::live::MODELS.contains(handle) {
+        return Err(Failure::invalid(format!(
+            "model {handle:p} is not a live lowbit_model (freed already, or not made by lowbit)"
+        )));
+    }
+    // SAFETY: non-NULL and registered as live, so it came from lowbit_model::into_raw and was
+    // not freed; the caller guarantees no concurrent free. It is only read, and lowbit_model is
+    // Sync.
+    Ok(&unsafe { &*handle }.model)
 }
 
 /// A NUL-terminated UTF-8 argument.
@@ -132,4 +143,108 @@ pub(crate) fn to_c_string(text: String, what: &str) -> Result<CString, Failure> 
             ),
         )
     })
+}
+
+/// Reads a caller's parameter struct of a versioned layout: `T` begins with `size_t
+/// struct_size`; every size from `oldest` (the first published layout) up to `size_of::<T>()`
+/// is accepted, and fields beyond the caller's `struct_size` keep their values in `defaults`.
+/// `name` is the C type name and `defaults_fn` the function that makes its defaults, both for
+/// the message of a NULL pointer or an unknown size.
+///
+/// # Safety
+/// `params` is NULL or points to a readable struct whose first field is a `usize`, at least
+/// that many bytes long. `T` is a `#[repr(C)]` struct whose fields are valid for any bytes the
+/// caller may write (integers, floats, `bool`s it set, raw and optional function pointers).
+pub(crate) unsafe fn read_versioned<T: Copy>(
+    params: *const T,
+    defaults: T,
+    layouts: &[usize],
+    name: &str,
+    defaults_fn: &str,
+) -> Result<T, Failure> {
+    if params.is_null() {
+        return Err(Failure::new(
+            lowbit_status::LOWBIT_ERR_NULL_POINTER,
+            format!("params is NULL; start from {defaults_fn}()"),
+        ));
+    }
+    // SAFETY: non-NULL; every layout begins with `size_t struct_size`.
+    let struct_size = unsafe { params.cast::<usize>().read_unaligned() };
+    debug_assert_eq!(layouts.last(), Some(&size_of::<T>()));
+    if !layouts.contains(&struct_size) {
+        let sizes: Vec<String> = layouts.iter().map(usize::to_string).collect();
+        return Err(Failure::invalid(format!(
+            "params->struct_size is {struct_size}; this library (lowbit {}) accepts {} \
+             (sizeof({name}) of its layouts); start from {defaults_fn}()",
+            crate::VERSION,
+            sizes.join(" or ")
+        )));
+    }
+    let mut out = defaults;
+    // SAFETY: the caller's struct holds `struct_size <= size_of::<T>()` readable bytes; `out` is
+    // a distinct local of `size_of::<T>()` bytes. Layouts only grow by appending fields, so the
+    // first `struct_size` bytes are whole fields of the caller's (older or equal) layout.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            params.cast::<u8>(),
+            (&mut out as *mut T).cast::<u8>(),
+            struct_size,
+        )
+    };
+    Ok(out)
+}
+
+/// Writes a result struct of a versioned layout to the caller's `out`, whose `struct_size` the
+/// caller set: checks it against `layouts` (as [`read_versioned`]) and writes that many bytes
+/// of `value` (with `struct_size` kept), so a caller built against an older header gets the
+/// fields it knows. `name` is the C type name.
+///
+/// # Safety
+/// `out` is NULL or points to a writable struct whose first field, a `usize`, is set, at least
+/// that many bytes long. `T` is a `#[repr(C)]` struct beginning with `struct_size: usize`.
+pub(crate) unsafe fn write_versioned<T: Copy>(
+    out: *mut T,
+    mut value: T,
+    layouts: &[usize],
+    name: &str,
+) -> Result<(), Failure> {
+    // SAFETY: per this function's contract.
+    let struct_size = unsafe { out_struct_size(out, layouts, name) }?;
+    // SAFETY: `value` is a local `T`, which begins with a `usize`.
+    unsafe { (&mut value as *mut T).cast::<usize>().write(struct_size) };
+    // SAFETY: the caller's struct holds `struct_size <= size_of::<T>()` writable bytes, whole
+    // fields of its layout; `value` is a distinct local.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            (&value as *const T).cast::<u8>(),
+            out.cast::<u8>(),
+            struct_size,
+        )
+    };
+    Ok(())
+}
+
+/// The `struct_size` the caller set in a result struct `out`, checked against `layouts`; for
+/// entry points to fail before their work when it is wrong.
+///
+/// # Safety
+/// `out` is NULL or points to a struct whose first field, a `usize`, is set.
+pub(crate) unsafe fn out_struct_size<T>(
+    out: *mut T,
+    layouts: &[usize],
+    name: &str,
+) -> Result<usize, Failure> {
+    require(out, "out")?;
+    // SAFETY: non-NULL; every layout begins with `size_t struct_size`, set by the caller.
+    let struct_size = unsafe { out.cast::<usize>().read_unaligned() };
+    if !layouts.contains(&struct_size) {
+        let sizes: Vec<String> = layouts.iter().map(usize::to_string).collect();
+        return Err(Failure::invalid(format!(
+            "out->struct_size is {struct_size}; this library (lowbit {}) accepts {} \
+             (sizeof({name}) of its layouts); set it to sizeof({name})",
+            crate::VERSION,
+            sizes.join(" or ")
+        )));
+    }
+    Ok(struct_size)
 }

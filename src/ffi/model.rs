@@ -1,11 +1,14 @@
 //! Library identity and the model handle: version, last error, load/free, strings, model facts.
 
 use std::ffi::{c_char, CString};
+use std::path::{Path, PathBuf};
 
+use super::live;
 use super::marshal::{c_str, model_ref, require, to_c_string, write_if_some, write_out};
-use super::status::{guard, guard_value, last_error_ptr, lowbit_status, Failure};
+use super::status::{guard, guard_value, last_error_ptr, lowbit_status, set_last_error, Failure};
 use crate::checkpoint::default_model;
 use crate::model::Model;
+use crate::quant::QuantRules;
 
 /// The library's version, `"MAJOR.MINOR.PATCH"`, as a static string (never freed). Compare it
 /// with `LOWBIT_VERSION` to check that the header matches the library loaded at run time.
@@ -26,9 +29,9 @@ pub extern "C" fn lowbit_version() -> *const c_char {
 ///
 /// The string belongs to lowbit (do not free it) and stays valid until the next lowbit call on
 /// the same thread; copy it to keep it. Calls on other threads do not affect it. Functions that
-/// return no status (`lowbit_version`, `lowbit_*_free`, `lowbit_generate_default_params`,
+/// return no status (`lowbit_version`, `lowbit_*_free`, `lowbit_*_default_params`,
 /// `lowbit_last_error`) leave it unchanged, so a message survives freeing resources after a
-/// failure.
+/// failure; only a free function given a pointer that is not live sets it.
 #[no_mangle]
 pub extern "C" fn lowbit_last_error() -> *const c_char {
     guard_value(c"".as_ptr(), last_error_ptr)
@@ -40,10 +43,30 @@ pub extern "C" fn lowbit_last_error() -> *const c_char {
 /// Thread safety: a model is immutable once loaded. Any number of threads may call
 /// `lowbit_tokenize`, `lowbit_detokenize`, `lowbit_generate`, `lowbit_logits` and the
 /// `lowbit_model_*` queries on the same model at the same time (each call keeps its own
-/// KV cache). Only `lowbit_model_free` must not overlap with any other use of that model.
+/// KV cache). Only `lowbit_model_free` and `lowbit_model_quantize`, which change the model,
+/// must not overlap with any other use of that model.
 #[allow(non_camel_case_types)]
 pub struct lowbit_model {
     pub(crate) model: Model,
+    /// The path the model was loaded from: `lowbit_model_save` takes the tensors the model does
+    /// not hold (and the configuration) from there, and `lowbit_bench` its size on disk.
+    pub(crate) source: PathBuf,
+    /// How `lowbit_model_quantize` changed the model since it was loaded: the rules and the
+    /// method's name, which `lowbit_model_save` records in the `quantization_config`.
+    pub(crate) quantized_with: Option<(QuantRules, &'static str)>,
+}
+
+impl lowbit_model {
+    /// A new handle for `model`, loaded from `source`, as a pointer for the caller.
+    pub(crate) fn into_raw(model: Model, source: &Path) -> *mut lowbit_model {
+        let handle = Box::into_raw(Box::new(lowbit_model {
+            model,
+            source: source.to_path_buf(),
+            quantized_with: None,
+        }));
+        live::MODELS.insert(handle);
+        handle
+    }
 }
 
 /// Loads a model from `path`: a Hugging Face style directory (config.json, model.safetensors or
@@ -76,25 +99,42 @@ pub unsafe extern "C" fn lowbit_model_load(
             return Err(Failure::invalid("path is empty"));
         }
         let model = Model::load(path)?;
-        let handle = Box::into_raw(Box::new(lowbit_model { model }));
+        let handle = lowbit_model::into_raw(model, Path::new(path));
         // SAFETY: checked non-NULL above; writable per this function's contract.
         unsafe { write_out(out, handle, "out") }
     })
 }
 
-/// Frees a model made by `lowbit_model_load`. NULL is accepted and ignored. The model must not
-/// be in use by another thread, and must not be used or freed again afterwards.
+/// Frees a model made by `lowbit_model_load` or `lowbit_model_load_with_params`. NULL is
+/// accepted and ignored. The model must not be in use by another thread, and must not be used
+/// afterwards.
+///
+/// Double frees are guarded: lowbit remembers the models it handed out, so freeing a pointer
+/// that is not a live model (freed already, or never made by lowbit) frees nothing and sets
+/// `lowbit_last_error()`; other functions given such a pointer return
+/// `LOWBIT_ERR_INVALID_ARGUMENT`. The guard cannot help when a newer model happens to get the
+/// address of a freed one: a stale pointer then reaches the newer model. Set pointers to NULL
+/// after freeing them.
 ///
 /// # Safety
-/// `model` is NULL or a pointer from `lowbit_model_load` not yet freed.
+/// `model` is NULL or a pointer from a load function not in use by another thread.
 #[no_mangle]
 pub unsafe extern "C" fn lowbit_model_free(model: *mut lowbit_model) {
     guard_value((), || {
-        if !model.is_null() {
-            // SAFETY: the pointer came from Box::into_raw in lowbit_model_load and, per this
-            // function's contract, is freed once and used by no one else.
-            drop(unsafe { Box::from_raw(model) });
+        if model.is_null() {
+            return;
         }
+        if !live::MODELS.remove(model) {
+            set_last_error(&format!(
+                "lowbit_model_free: {model:p} is not a live lowbit_model (freed already, or \
+                 not made by lowbit); nothing was freed"
+            ));
+            return;
+        }
+        // SAFETY: the pointer came from Box::into_raw in lowbit_model::into_raw, and was live
+        // until the line above took it out of the registry, so it is freed once; per this
+        // function's contract no one else uses it.
+        drop(unsafe { Box::from_raw(model) });
     })
 }
 
@@ -130,25 +170,43 @@ pub unsafe extern "C" fn lowbit_default_model_path(out: *mut *mut c_char) -> low
         })?;
         let text = to_c_string(text, "the default model path")?;
         // SAFETY: checked non-NULL above; writable per this function's contract.
-        unsafe { write_out(out, text.into_raw(), "out") }
+        unsafe { write_out(out, owned_c_string(text), "out") }
     })
 }
 
 /// Frees a string returned by lowbit (`lowbit_default_model_path`, `lowbit_generate`,
-/// `lowbit_eval`). NULL is accepted and ignored. Never pass strings from elsewhere, nor `lowbit_version()` or
-/// `lowbit_last_error()`, which lowbit keeps. Thread-safe.
+/// `lowbit_eval`). NULL is accepted and ignored. Thread-safe.
+///
+/// Guarded like `lowbit_model_free`: a pointer that is not a live string from lowbit (freed
+/// already, `lowbit_version()`, `lowbit_last_error()`, or a string from elsewhere) frees
+/// nothing and sets `lowbit_last_error()`, except when a newer string got the same address.
 ///
 /// # Safety
-/// `text` is NULL or a string returned by lowbit as owned by the caller, not yet freed.
+/// `text` is NULL or any pointer; only a live string returned by lowbit is freed.
 #[no_mangle]
 pub unsafe extern "C" fn lowbit_string_free(text: *mut c_char) {
     guard_value((), || {
-        if !text.is_null() {
-            // SAFETY: lowbit hands out owned strings only through CString::into_raw, and per
-            // this function's contract this one is freed once.
-            drop(unsafe { CString::from_raw(text) });
+        if text.is_null() {
+            return;
         }
+        if !live::STRINGS.remove(text) {
+            set_last_error(&format!(
+                "lowbit_string_free: {text:p} is not a live string returned by lowbit (freed \
+                 already, or not lowbit's to free); nothing was freed"
+            ));
+            return;
+        }
+        // SAFETY: the pointer came from CString::into_raw (see owned_c_string) and was live
+        // until the line above took it out of the registry, so it is freed once.
+        drop(unsafe { CString::from_raw(text) });
     })
+}
+
+/// Hands an owned string to the caller (freed by `lowbit_string_free`).
+pub(crate) fn owned_c_string(text: CString) -> *mut c_char {
+    let ptr = text.into_raw();
+    live::STRINGS.insert(ptr);
+    ptr
 }
 
 /// Stores the number of logits per position (the vocabulary size of the model's output layer)
@@ -269,18 +327,17 @@ pub unsafe extern "C" fn lowbit_model_get_info(
 
 /// A static C string equal to `name`, interned once per distinct name.
 fn architecture_name(name: &'static str) -> *const c_char {
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
     use std::sync::Mutex;
-    static NAMES: Mutex<Option<HashMap<&'static str, &'static std::ffi::CStr>>> = Mutex::new(None);
+    // A B-tree, not a hash map: leak checkers see its nodes as reachable (see `live`).
+    static NAMES: Mutex<BTreeMap<&'static str, &'static std::ffi::CStr>> =
+        Mutex::new(BTreeMap::new());
     let mut names = NAMES
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let entry = names
-        .get_or_insert_with(HashMap::new)
-        .entry(name)
-        .or_insert_with(|| {
-            let text = CString::new(name).unwrap_or_default();
-            Box::leak(text.into_boxed_c_str())
-        });
+    let entry = names.entry(name).or_insert_with(|| {
+        let text = CString::new(name).unwrap_or_default();
+        Box::leak(text.into_boxed_c_str())
+    });
     entry.as_ptr()
 }

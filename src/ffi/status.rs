@@ -110,7 +110,7 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
-fn set_last_error(message: &str) {
+pub(crate) fn set_last_error(message: &str) {
     // A C string cannot hold NUL; such bytes (from tokenizer text, say) are shown escaped.
     let text = CString::new(message.replace('\0', "\\0")).expect("NUL bytes were replaced");
     let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = text);

@@ -94,11 +94,30 @@ pub fn quantize_checkpoint(
 
 /// Quantizes the projections of `model` in place with round-to-nearest.
 pub fn quantize_model(model: &mut Model, rules: &QuantRules, options: &RtnOptions) -> Result<()> {
-    for (name, linear) in model.linears_mut() {
-        let in_block = name != "lm_head";
-        let Some(scheme) = rules.choose(&name, in_block) else {
-            continue;
-        };
+    quantize_model_with_progress(model, rules, options, &mut |_, _, _| true)
+}
+
+/// [`quantize_model`] with `progress(done, total, module)` after each quantized projection;
+/// returning `false` stops with [`Error::Cancelled`], leaving the projections done so far
+/// quantized.
+pub fn quantize_model_with_progress(
+    model: &mut Model,
+    rules: &QuantRules,
+    options: &RtnOptions,
+    progress: Progress<'_>,
+) -> Result<()> {
+    let planned: Vec<(String, &mut crate::model::Linear, QuantScheme)> = model
+        .linears_mut()
+        .into_iter()
+        .filter_map(|(name, linear)| {
+            let in_block = name != "lm_head";
+            rules
+                .choose(&name, in_block)
+                .map(|scheme| (name, linear, scheme))
+        })
+        .collect();
+    let total = planned.len();
+    for (done, (name, linear, scheme)) in planned.into_iter().enumerate() {
         let dense = match &linear.weight {
             Weight::Dense(t) => t.clone(),
             Weight::Quantized(_) => {
@@ -110,6 +129,9 @@ pub fn quantize_model(model: &mut Model, rules: &QuantRules, options: &RtnOption
         let q = quantize_tensor(&dense, &scheme, options)
             .map_err(|e| Error::InvalidArgument(format!("{name}: {e}")))?;
         linear.weight = Weight::Quantized(q);
+        if !progress(done + 1, total, &name) {
+            return Err(Error::Cancelled);
+        }
     }
     Ok(())
 }

@@ -1,0 +1,3 @@
+module github.com/lowbit/lowbit/ffi-examples/go
+
+go 1.19
