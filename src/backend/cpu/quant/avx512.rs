@@ -37,10 +37,8 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{
-    add_scaled_sums, check_tile, store_totals, tail_block, Geometry, BLOCK, FP8_F16_FACTOR,
-    FP8_F16_MASK,
-};
+use super::avx2::{add_scaled_sums, store_totals, FP8_F16_FACTOR, FP8_F16_MASK};
+use super::blocks::{check_tile, tail_block, Geometry, BLOCK};
 use super::{scalar, KernelSet, NibbleLayout, QuantIsa, RowArgs, ROW_TILE, TOKEN_TILE};
 use crate::quant::weights::INT4_TABLE;
 use crate::quant::CodeKind;
