@@ -498,7 +498,7 @@ unsafe fn int_tile<const KIND: u8, const DOT: bool>(
 /// NEON, and the dotprod extension for `DOT`; `rows` holds `W` rows whose codes cover
 /// `geometry`, `xs` `T` rows of at least `geometry.values()` values, `out` at least `W * T`
 /// entries.
-// Inlined into its caller, which carries the target features the instructions need.
+// Inlined into its caller, which for `DOT` carries the dotprod feature, so `sdot` inlines too.
 #[inline(always)]
 unsafe fn int_rows<const KIND: u8, const DOT: bool, const W: usize, const T: usize>(
     rows: &[RowArgs<'_>],
@@ -596,19 +596,8 @@ unsafe fn int_block<const KIND: u8, const DOT: bool, const W: usize, const T: us
 #[inline(always)]
 unsafe fn dot_16<const DOT: bool>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     if DOT {
-        let mut acc = acc;
-        // SAFETY: the caller guarantees the dotprod extension; `sdot` reads and writes only
-        // these registers.
-        unsafe {
-            asm!(
-                "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
-                acc = inout(vreg) acc,
-                a = in(vreg) a,
-                b = in(vreg) b,
-                options(pure, nomem, nostack, preserves_flags)
-            )
-        };
-        acc
+        // SAFETY: the caller guarantees the dotprod extension.
+        unsafe { sdot(acc, a, b) }
     } else {
         // SAFETY: NEON. An i16 holds any product of two i8 (at most 2^14 in magnitude).
         unsafe {
@@ -617,4 +606,27 @@ unsafe fn dot_16<const DOT: bool>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) ->
             vpadalq_s16(vpadalq_s16(acc, low), high)
         }
     }
+}
+
+/// `sdot`: `acc` plus the products of 16 signed byte pairs, four consecutive ones per lane. Its
+/// intrinsic is not stable yet; this function carries the feature the assembler needs, and
+/// inlines into callers compiled with it.
+///
+/// # Safety
+/// The CPU must support the dotprod extension.
+#[inline]
+#[target_feature(enable = "dotprod")]
+unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: the caller guarantees the extension; `sdot` reads and writes only these registers.
+    unsafe {
+        asm!(
+            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        )
+    };
+    acc
 }
