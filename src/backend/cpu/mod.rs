@@ -1,9 +1,12 @@
 //! CPU kernels for dense weights: `y = x W^T (+ b)` with W stored row-major `[out, in]` in f32,
 //! bf16 or f16, activations in f32, accumulation in f32.
 //!
-//! The dot products have a portable version ([`scalar`]) and, on x86-64, the same code compiled
-//! for AVX2+FMA ([`x86`]), picked once at run time. Work is split over output rows with rayon.
+//! The dot products have a portable version ([`scalar`]) and SIMD ones: on x86-64 the same code
+//! compiled for AVX2+FMA (`x86`), on aarch64 NEON intrinsics (`neon`), picked once at run time.
+//! Work is split over output rows with rayon.
 
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod quant;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -23,41 +26,80 @@ pub enum Isa {
     Scalar,
     /// x86-64 with AVX2 and FMA.
     Avx2,
+    /// aarch64 NEON.
+    Neon,
 }
 
-/// Detected once per process. `LOWBIT_ISA=scalar` forces the portable path.
+/// The instruction sets this CPU runs dense kernels on, the portable one first.
+pub fn available_isas() -> Vec<Isa> {
+    let mut isas = vec![Isa::Scalar];
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        isas.push(Isa::Avx2);
+    }
+    #[cfg(target_arch = "aarch64")]
+    if neon::supported() {
+        isas.push(Isa::Neon);
+    }
+    isas
+}
+
+/// Detected once per process: the last of [`available_isas`]. `LOWBIT_ISA=scalar` forces the
+/// portable path.
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
         if std::env::var("LOWBIT_ISA").is_ok_and(|v| v == "scalar") {
             return Isa::Scalar;
         }
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2;
-        }
-        Isa::Scalar
+        available_isas().pop().unwrap_or(Isa::Scalar)
     })
 }
 
 /// f32 dot product on the best available path.
 #[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    match isa() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa()` returns Avx2 only when AVX2 and FMA were detected on this CPU.
-        Isa::Avx2 => unsafe { x86::dot_f32(a, b) },
-        _ => scalar::dot_f32(a, b),
-    }
+    // SAFETY: `isa()` is one of `available_isas()`.
+    unsafe { dot_f32_on(isa(), a, b) }
 }
 
 /// Dot product of f32 activations with a bf16 weight row.
 #[inline]
 pub fn dot_bf16(a: &[f32], b: &[bf16]) -> f32 {
-    match isa() {
+    // SAFETY: `isa()` is one of `available_isas()`.
+    unsafe { dot_bf16_on(isa(), a, b) }
+}
+
+/// [`dot_f32`] on `isa`.
+///
+/// # Safety
+/// `isa` must be one of [`available_isas`].
+#[inline]
+unsafe fn dot_f32_on(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
+    match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa()` returns Avx2 only when AVX2 and FMA were detected on this CPU.
+        // SAFETY: Avx2 is available only when AVX2 and FMA were detected on this CPU.
+        Isa::Avx2 => unsafe { x86::dot_f32(a, b) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: Neon is available only when NEON was detected.
+        Isa::Neon => unsafe { neon::dot_f32(a, b) },
+        _ => scalar::dot_f32(a, b),
+    }
+}
+
+/// [`dot_bf16`] on `isa`.
+///
+/// # Safety
+/// `isa` must be one of [`available_isas`].
+#[inline]
+unsafe fn dot_bf16_on(isa: Isa, a: &[f32], b: &[bf16]) -> f32 {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `dot_f32_on`.
         Isa::Avx2 => unsafe { x86::dot_bf16(a, b) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as in `dot_f32_on`.
+        Isa::Neon => unsafe { neon::dot_bf16(a, b) },
         _ => scalar::dot_bf16(a, b),
     }
 }
@@ -136,25 +178,52 @@ fn dot_row(x: &[f32], row: &Row<'_>) -> f32 {
 
 /// `out[r][t] = rows[r] . xs[t]` with the register-tiled kernel when the rows share a dtype.
 fn tile(rows: &[Row<'_>; TILE_ROWS], xs: [&[f32]; TILE_TOKENS]) -> [[f32; TILE_TOKENS]; TILE_ROWS] {
-    let avx2 = cfg!(target_arch = "x86_64") && isa() == Isa::Avx2;
     match rows {
-        [Row::F32(a), Row::F32(b), Row::F32(c)] => {
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: `isa()` returns Avx2 only when AVX2 and FMA were detected.
-                return unsafe { x86::tile_f32([a, b, c], xs) };
-            }
-            scalar::tile_f32([a, b, c], xs)
-        }
-        [Row::Bf16(a), Row::Bf16(b), Row::Bf16(c)] => {
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: as above.
-                return unsafe { x86::tile_bf16([a, b, c], xs) };
-            }
-            scalar::tile_bf16([a, b, c], xs)
-        }
+        // SAFETY: `isa()` is one of `available_isas()`.
+        [Row::F32(a), Row::F32(b), Row::F32(c)] => unsafe { tile_f32_on(isa(), [a, b, c], xs) },
+        // SAFETY: as above.
+        [Row::Bf16(a), Row::Bf16(b), Row::Bf16(c)] => unsafe { tile_bf16_on(isa(), [a, b, c], xs) },
         _ => std::array::from_fn(|r| std::array::from_fn(|t| dot_row(xs[t], &rows[r]))),
+    }
+}
+
+/// An f32-weight prefill tile on `isa`.
+///
+/// # Safety
+/// `isa` must be one of [`available_isas`].
+unsafe fn tile_f32_on(
+    isa: Isa,
+    w: [&[f32]; TILE_ROWS],
+    xs: [&[f32]; TILE_TOKENS],
+) -> [[f32; TILE_TOKENS]; TILE_ROWS] {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `dot_f32_on`.
+        Isa::Avx2 => unsafe { x86::tile_f32(w, xs) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as in `dot_f32_on`.
+        Isa::Neon => unsafe { neon::tile_f32(w, xs) },
+        _ => scalar::tile_f32(w, xs),
+    }
+}
+
+/// A bf16-weight prefill tile on `isa`.
+///
+/// # Safety
+/// `isa` must be one of [`available_isas`].
+unsafe fn tile_bf16_on(
+    isa: Isa,
+    w: [&[bf16]; TILE_ROWS],
+    xs: [&[f32]; TILE_TOKENS],
+) -> [[f32; TILE_TOKENS]; TILE_ROWS] {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `dot_f32_on`.
+        Isa::Avx2 => unsafe { x86::tile_bf16(w, xs) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as in `dot_f32_on`.
+        Isa::Neon => unsafe { neon::tile_bf16(w, xs) },
+        _ => scalar::tile_bf16(w, xs),
     }
 }
 
@@ -222,29 +291,65 @@ mod tests {
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
+    /// `len` values in [-1, 1).
+    fn values(len: usize, seed: &mut u64) -> Vec<f32> {
+        (0..len).map(|_| lcg(seed)).collect()
+    }
+
+    /// The f64 dot product of `a` with `b` widened by `widen`.
+    fn exact<W: Copy>(a: &[f32], b: &[W], widen: impl Fn(W) -> f64) -> f64 {
+        a.iter().zip(b).map(|(&x, &y)| x as f64 * widen(y)).sum()
+    }
+
     #[test]
-    fn simd_matches_f64_reference_on_odd_lengths() {
-        let mut seed = std::time::SystemTime::now()
+    fn every_isa_matches_f64_reference_on_odd_lengths() {
+        let start = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(7);
-        for len in [1usize, 7, 15, 16, 17, 31, 33, 100, 1000] {
-            let a: Vec<f32> = (0..len).map(|_| lcg(&mut seed)).collect();
-            let b: Vec<f32> = (0..len).map(|_| lcg(&mut seed)).collect();
+        let mut seed = start;
+        let isas = available_isas();
+        assert_eq!(isas[0], Isa::Scalar);
+        assert!(isas.contains(&isa()), "{:?} not in {isas:?}", isa());
+        for len in [1usize, 7, 8, 9, 15, 16, 17, 31, 33, 100, 1000] {
+            let a = values(len, &mut seed);
+            let b = values(len, &mut seed);
             let bb: Vec<bf16> = b.iter().map(|&v| bf16::from_f32(v)).collect();
-            let exact: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
-            let exact_bf: f64 = a
+            let xs: Vec<Vec<f32>> = (0..TILE_TOKENS).map(|_| values(len, &mut seed)).collect();
+            let ws: Vec<Vec<f32>> = (0..TILE_ROWS).map(|_| values(len, &mut seed)).collect();
+            let wbs: Vec<Vec<bf16>> = ws
                 .iter()
-                .zip(&bb)
-                .map(|(&x, &y)| x as f64 * y.to_f64())
-                .sum();
-            assert!(
-                (dot_f32(&a, &b) as f64 - exact).abs() < DOT_TOLERANCE as f64,
-                "len {len}"
-            );
-            assert!((scalar::dot_f32(&a, &b) as f64 - exact).abs() < DOT_TOLERANCE as f64);
-            assert!((dot_bf16(&a, &bb) as f64 - exact_bf).abs() < DOT_TOLERANCE as f64);
-            assert!((scalar::dot_bf16(&a, &bb) as f64 - exact_bf).abs() < DOT_TOLERANCE as f64);
+                .map(|w| w.iter().map(|&v| bf16::from_f32(v)).collect())
+                .collect();
+            let x: [&[f32]; TILE_TOKENS] = std::array::from_fn(|t| &xs[t][..]);
+            let w: [&[f32]; TILE_ROWS] = std::array::from_fn(|r| &ws[r][..]);
+            let wb: [&[bf16]; TILE_ROWS] = std::array::from_fn(|r| &wbs[r][..]);
+            let check = |isa: Isa, what: &str, got: f32, expected: f64| {
+                assert!(
+                    (got as f64 - expected).abs() < DOT_TOLERANCE as f64,
+                    "{isa:?} {what} len {len}: {got} vs {expected}; seed {start}"
+                );
+            };
+            for &isa in &isas {
+                // SAFETY: `isa` comes from `available_isas()`.
+                let (dot, dot_bf, tile, tile_bf) = unsafe {
+                    (
+                        dot_f32_on(isa, &a, &b),
+                        dot_bf16_on(isa, &a, &bb),
+                        tile_f32_on(isa, w, x),
+                        tile_bf16_on(isa, wb, x),
+                    )
+                };
+                check(isa, "dot_f32", dot, exact(&a, &b, f64::from));
+                check(isa, "dot_bf16", dot_bf, exact(&a, &bb, |v| v.to_f64()));
+                for r in 0..TILE_ROWS {
+                    for t in 0..TILE_TOKENS {
+                        check(isa, "tile_f32", tile[r][t], exact(x[t], w[r], f64::from));
+                        let reference = exact(x[t], wb[r], |v| v.to_f64());
+                        check(isa, "tile_bf16", tile_bf[r][t], reference);
+                    }
+                }
+            }
         }
     }
 

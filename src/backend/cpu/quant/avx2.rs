@@ -31,8 +31,8 @@
 //! first. Its padding activations are zero and every padding code decodes to a finite value.
 
 use std::arch::x86_64::*;
-use std::ops::Range;
 
+use super::blocks::{check_tile, tail_block, Geometry, BLOCK};
 use super::{scalar, KernelSet, NibbleLayout, QuantIsa, RowArgs, TOKEN_TILE};
 use crate::quant::weights::INT4_TABLE;
 use crate::quant::CodeKind;
@@ -54,59 +54,12 @@ pub const KERNELS: KernelSet = KernelSet {
     dot_int8,
 };
 
-/// Values per block: the padding unit of activation rows.
-pub(super) const BLOCK: usize = 32;
-
 /// Multiplier from the f16 image of an E4M3 code to its value (2^(15 - 7), the bias difference).
 pub(super) const FP8_F16_FACTOR: f32 = 256.0;
 
 /// Bits of `sign_extended_byte << 7` that form the f16 image of an E4M3 byte: the sign (bit 15)
 /// and the seven exponent and mantissa bits (13..7); bit 14 is a copy of the sign.
 pub(super) const FP8_F16_MASK: i16 = 0xBF80_u16 as i16;
-
-/// How a row splits into blocks and scale groups.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Geometry {
-    /// Blocks in the padded row.
-    pub blocks: usize,
-    /// Blocks whose code bytes lie wholly inside `codes`.
-    pub full_blocks: usize,
-    /// Blocks per scale group.
-    pub group_blocks: usize,
-}
-
-impl Geometry {
-    /// The geometry of `row` with `block_bytes` code bytes per block; `None` when the group size
-    /// is neither a multiple of [`BLOCK`] nor covers the row (the portable kernel handles that).
-    pub(super) fn new(row: &RowArgs<'_>, block_bytes: usize) -> Option<Self> {
-        let blocks = row.k.div_ceil(BLOCK);
-        let group_blocks = if row.group_size >= row.k {
-            blocks
-        } else if row.group_size > 0 && row.group_size.is_multiple_of(BLOCK) {
-            row.group_size / BLOCK
-        } else {
-            return None;
-        };
-        Some(Geometry {
-            blocks,
-            full_blocks: (row.codes.len() / block_bytes).min(blocks),
-            group_blocks,
-        })
-    }
-
-    /// Activation values per (padded) row.
-    pub(super) fn values(&self) -> usize {
-        self.blocks * BLOCK
-    }
-
-    /// The blocks of each scale group, in order.
-    pub(super) fn groups(&self) -> impl Iterator<Item = Range<usize>> {
-        let (blocks, step) = (self.blocks, self.group_blocks.max(1));
-        (0..blocks)
-            .step_by(step)
-            .map(move |start| start..(start + step).min(blocks))
-    }
-}
 
 /// How far ahead of the block being decoded code bytes are prefetched. Past the end of a row's
 /// codes this reaches into the next row's (the dispatcher's rows are contiguous): one thread
@@ -121,26 +74,6 @@ pub(super) fn prefetch(codes: &[u8], offset: usize) {
     let ahead = codes.as_ptr().wrapping_add(offset + PREFETCH_DISTANCE);
     // SAFETY: a prefetch hint has no effect on the program's memory.
     unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.cast()) }
-}
-
-/// The code bytes from `start` on (fewer than 32) in a zeroed buffer.
-pub(super) fn tail_block(codes: &[u8], start: usize) -> [u8; 32] {
-    let mut buffer = [0u8; 32];
-    let rest = codes.get(start..).unwrap_or_default();
-    let n = rest.len().min(buffer.len());
-    buffer[..n].copy_from_slice(&rest[..n]);
-    buffer
-}
-
-/// Checks the tile sizes the kernels rely on for their unchecked loads.
-pub(super) fn check_tile<T>(xs: &[&[T]], outputs: usize, values: usize) {
-    assert!(
-        outputs >= xs.len() && xs.iter().all(|x| x.len() >= values),
-        "quantized kernel: {} activation rows of {:?} values for {outputs} outputs, {values} \
-         needed",
-        xs.len(),
-        xs.iter().map(|x| x.len()).min()
-    );
 }
 
 /// Code kinds of the float path, as const-generic parameters.

@@ -13,8 +13,9 @@
 //! zero-point offsets (`w = scale * v - offset`) are subtracted afterwards with per-group
 //! activation sums, and the bias added.
 //!
-//! Kernels exist per instruction set ([`scalar`] is the reference; `avx2`, `avx512` on x86-64),
-//! chosen once by CPU feature detection; `LOWBIT_ISA=scalar|avx2|avx512` caps the choice.
+//! Kernels exist per instruction set ([`scalar`] is the reference; `avx2`, `avx512` on x86-64,
+//! `neon` on aarch64), chosen once by CPU feature detection; `LOWBIT_ISA` caps the choice (see
+//! [`kernels`]).
 //!
 //! Activation layout: byte codes read activations in natural order; for nibble codes each kernel
 //! set names a [`NibbleLayout`], and the activations are permuted once per call to match. Rows of
@@ -30,6 +31,10 @@ pub mod scalar;
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod blocks;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -65,6 +70,10 @@ const TASK_VALUES: usize = 1 << 20;
 pub enum QuantIsa {
     /// Portable Rust: the reference.
     Scalar,
+    /// aarch64 NEON (integer products by `smull` + `sadalp`).
+    Neon,
+    /// aarch64 NEON with the dotprod extension (integer products by `sdot`).
+    NeonDotprod,
     /// x86-64 AVX2 + FMA (+ F16C).
     Avx2,
     /// x86-64 AVX-512 F/BW/VL (+ VNNI for the int8 path when present).
@@ -142,15 +151,29 @@ pub fn available() -> Vec<KernelSet> {
             sets.push(avx512::KERNELS);
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if neon::supported() {
+            sets.push(neon::KERNELS);
+        }
+        if neon::dotprod_supported() {
+            sets.push(neon::DOTPROD_KERNELS);
+        }
+    }
     sets
 }
 
-/// The best kernel set, capped by `LOWBIT_ISA` (chosen once per process).
+/// The best kernel set (chosen once per process), capped by `LOWBIT_ISA`: `scalar`, `neon`
+/// (NEON without SDOT), `neon-dotprod`, `avx2` or `avx512` picks the best available set at or
+/// below the named one in the order of [`QuantIsa`] (a name of another architecture caps to the
+/// portable kernels or leaves the choice alone); any other value or none, the best set.
 pub fn kernels() -> KernelSet {
     static CHOSEN: OnceLock<KernelSet> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
         let cap = match std::env::var("LOWBIT_ISA").as_deref() {
             Ok("scalar") => QuantIsa::Scalar,
+            Ok("neon") => QuantIsa::Neon,
+            Ok("neon-dotprod") => QuantIsa::NeonDotprod,
             Ok("avx2") => QuantIsa::Avx2,
             _ => QuantIsa::Avx512,
         };
@@ -622,7 +645,17 @@ fn prefetch_line(bytes: &[u8]) {
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(bytes.as_ptr().cast())
     };
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: a prefetch hint reads nothing into the program and never faults, whatever the
+    // address; it touches neither the stack nor the flags.
+    unsafe {
+        std::arch::asm!(
+            "prfm pldl2keep, [{0}]",
+            in(reg) bytes.as_ptr(),
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let _ = bytes;
 }
 
