@@ -161,8 +161,11 @@ impl PackedWeight {
     /// multiple of 8 (activation rows are read 16 bytes at a time).
     pub fn pack(weight: &QuantizedTensor) -> Result<PackedWeight> {
         let scheme = weight.scheme();
-        let unsupported =
-            |why: String| Err(Error::InvalidArgument(format!("CUDA kernels for {scheme}: {why}")));
+        let unsupported = |why: String| {
+            Err(Error::InvalidArgument(format!(
+                "CUDA kernels for {scheme}: {why}"
+            )))
+        };
         if scheme.activation != ActivationFormat::Float {
             return unsupported("quantized activations are not implemented on the GPU".into());
         }
@@ -233,9 +236,9 @@ impl PackedWeight {
         }
         let scales = match format {
             // Integer scales are stored as f16, so the conversion back is exact.
-            DeviceFormat::Int4 | DeviceFormat::Int8 => DeviceScales::F16(
-                scales.iter().map(|&s| f16::from_f32(s).to_bits()).collect(),
-            ),
+            DeviceFormat::Int4 | DeviceFormat::Int8 => {
+                DeviceScales::F16(scales.iter().map(|&s| f16::from_f32(s).to_bits()).collect())
+            }
             _ => DeviceScales::F32(scales),
         };
         Ok(PackedWeight {
