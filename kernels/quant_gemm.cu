@@ -189,8 +189,8 @@ __device__ __forceinline__ void load_table(const u16* table, u16* shared_table) 
 
 #define GEMV_WARPS 8
 
-// Decode (M <= 8 NT): a block of 8 warps owns RT row tiles; its warps split the k tiles and
-// add their partial sums through shared memory at the end.
+// Decode (M <= 8 NT): a block of 8 warps owns RT row tiles; its warps split the k tiles (4 / RT
+// consecutive ones at a time) and add their partial sums through shared memory at the end.
 template <int NT, int RT>
 __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scales,
                      const signed char* __restrict__ zeros, const u16* __restrict__ table,
@@ -212,30 +212,42 @@ __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scale
 #pragma unroll
             for (int c = 0; c < 4; c++) acc[rt][nt][c] = 0.0f;
 
-    for (int kt = warp; kt < k_tiles; kt += GEMV_WARPS) {
-        const int k = kt * 64 + 16 * t;
-        uint4 q[RT][2];
+    // Each warp takes KU consecutive k tiles at a time and issues all their weight loads
+    // before the first product, so several 16-byte loads per lane are in flight.
+    constexpr int KU = 4 / RT;
+    for (int kt0 = warp * KU; kt0 < k_tiles; kt0 += GEMV_WARPS * KU) {
+        uint4 q[KU][RT][2];
 #pragma unroll
-        for (int rt = 0; rt < RT; rt++)
-            if (first_tile + rt < row_tiles)
-                load_tile(w + ((long)(first_tile + rt) * k_tiles + kt) * TILE_VECS, lane, q[rt]);
-        u32 b[NT][8];
+        for (int u = 0; u < KU; u++)
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++) {
-            const int token = nt * 8 + g;
-            const u16* row = x + (long)min(token, M - 1) * K;
-            uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
-            if (token < M && k < K) lo = ldg16(row + k);
-            if (token < M && k + 8 < K) hi = ldg16(row + k + 8);
-            b[nt][0] = lo.x; b[nt][1] = lo.y; b[nt][2] = lo.z; b[nt][3] = lo.w;
-            b[nt][4] = hi.x; b[nt][5] = hi.y; b[nt][6] = hi.z; b[nt][7] = hi.w;
-        }
-        const int group = (kt * 64) / group_size;
+            for (int rt = 0; rt < RT; rt++)
+                if (kt0 + u < k_tiles && first_tile + rt < row_tiles)
+                    load_tile(w + ((long)(first_tile + rt) * k_tiles + kt0 + u) * TILE_VECS, lane,
+                              q[u][rt]);
 #pragma unroll
-        for (int rt = 0; rt < RT; rt++) {
-            if (first_tile + rt >= row_tiles) break;
-            RowDecode d = row_decode(scales, zeros, (first_tile + rt) * 16 + g, N, groups, group);
-            tile_product<NT>(q[rt], d, shared_table, b, acc[rt]);
+        for (int u = 0; u < KU; u++) {
+            const int kt = kt0 + u;
+            if (kt >= k_tiles) break;
+            const int k = kt * 64 + 16 * t;
+            u32 b[NT][8];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                const int token = nt * 8 + g;
+                const u16* row = x + (long)min(token, M - 1) * K;
+                uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+                if (token < M && k < K) lo = ldg16(row + k);
+                if (token < M && k + 8 < K) hi = ldg16(row + k + 8);
+                b[nt][0] = lo.x; b[nt][1] = lo.y; b[nt][2] = lo.z; b[nt][3] = lo.w;
+                b[nt][4] = hi.x; b[nt][5] = hi.y; b[nt][6] = hi.z; b[nt][7] = hi.w;
+            }
+            const int group = (kt * 64) / group_size;
+#pragma unroll
+            for (int rt = 0; rt < RT; rt++) {
+                if (first_tile + rt >= row_tiles) break;
+                RowDecode d =
+                    row_decode(scales, zeros, (first_tile + rt) * 16 + g, N, groups, group);
+                tile_product<NT>(q[u][rt], d, shared_table, b, acc[rt]);
+            }
         }
     }
 
@@ -384,4 +396,39 @@ extern "C" __global__ void __launch_bounds__(256)
                 const int token = first_token + 32 * wn + 8 * nt + 2 * t + (c & 1);
                 if (row < N && token < M) y[(long)token * N + row] = to_bf16(acc[rt][nt][c]);
             }
+}
+
+// Dequantizes W to bf16 [N, K] row-major (w = value * scale, rounded once), for products with
+// many tokens, where a dense bf16 GEMM on the dequantized copy beats the fused kernel. One warp
+// per tile; each lane writes its fragment's value pairs (4-byte stores, K is even).
+extern "C" __global__ void __launch_bounds__(256)
+    dequantize(const uint4* __restrict__ w, const void* __restrict__ scales,
+               const signed char* __restrict__ zeros, const u16* __restrict__ table,
+               u32* __restrict__ out, int N, int K, int groups, int group_size) {
+    __shared__ u16 shared_table[16];
+    load_table(table, shared_table);
+    const int lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int k_tiles = (K + 63) / 64, row_tiles = (N + 15) / 16;
+    const long tile = (long)blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (tile >= (long)row_tiles * k_tiles) return;
+    const int row_tile = tile / k_tiles, kt = tile % k_tiles;
+    uint4 q[2];
+    load_tile(w + tile * TILE_VECS, lane, q);
+    const RowDecode d = row_decode(scales, zeros, row_tile * 16 + g, N, groups, (kt * 64) / group_size);
+    u32 a[4];
+#define STORE(J)                                                                         \
+    decode<J>(q, d, shared_table, a);                                                    \
+    _Pragma("unroll") for (int r = 0; r < 4; r++) {                                      \
+        const int row = row_tile * 16 + g + 8 * (r & 1);                                 \
+        const int k = kt * 64 + 16 * t + 4 * J + 2 * (r >> 1);                           \
+        if (row < N && k < K) {                                                          \
+            const float s = d.scale[r & 1];                                              \
+            const float lo = __uint_as_float(a[r] << 16) * s;                            \
+            const float hi = __uint_as_float(a[r] & 0xFFFF0000u) * s;                    \
+            out[((long)row * K + k) >> 1] = pack_bf16x2(lo, hi);                          \
+        }                                                                                \
+    }
+    STORE(0) STORE(1) STORE(2) STORE(3)
+#undef STORE
 }

@@ -4,7 +4,9 @@
 //! Run on a machine with a GPU: `cargo bench --features cuda --bench cuda` (or the built binary
 //! `target/release/deps/cuda-*`). Options: `--quick` (fewer shapes), `--seed N`.
 //!
-//! Timing: CUDA events around `REPS` back-to-back launches, median of `ROUNDS`; each launch reads
+//! Timing: CUDA events around `REPS` launches, median of `ROUNDS`, once with the launches captured
+//! in a CUDA graph (the GPU's time; the main columns) and once launched one by one from the host
+//! (the last columns: small products there are bound by launch overhead); each launch reads
 //! the next of several copies of the weights (together past `ROTATE_BYTES`, several times the L2),
 //! so weights come from HBM as in a model whose layers do not fit the cache. Activations are
 //! random. Bandwidth percentages are of the measured read bandwidth; the bytes counted are the
@@ -145,10 +147,9 @@ fn run_checks(device: &CudaDevice, blas: &Blas, seed: u64, quick: bool) -> Resul
                 } else {
                     vec![Kernel::Gemm]
                 };
-                let with_blas = name == "w4a16-g128";
                 let results = check_product(
                     device,
-                    with_blas.then_some(blas),
+                    Some(blas),
                     &scheme,
                     shape,
                     m,
@@ -179,16 +180,37 @@ fn run_checks(device: &CudaDevice, blas: &Blas, seed: u64, quick: bool) -> Resul
     Ok(failures)
 }
 
-/// Median seconds per launch of `launch(i)` (i counts launches, for rotating inputs).
-fn time(device: &CudaDevice, mut launch: impl FnMut(usize) -> Result<()>) -> Result<f64> {
+/// Median seconds per launch of `launch(i)` (i counts launches, for rotating inputs): first
+/// with `REPS` launches captured in a CUDA graph and replayed (GPU time, launch gaps shrunk),
+/// then launched one by one from the host (what a caller without graphs sees).
+fn time(device: &CudaDevice, mut launch: impl FnMut(usize) -> Result<()>) -> Result<(f64, f64)> {
+    use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
     let err = |e| lowbit::Error::Device(format!("timing: {e:?}"));
     for i in 0..3 {
         launch(i)?;
     }
     device.synchronize()?;
     let stream = device.stream();
-    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-    let mut samples = Vec::with_capacity(ROUNDS);
+    let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
+    stream
+        .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .map_err(err)?;
+    let captured: Result<()> = (0..REPS).try_for_each(&mut launch);
+    let graph = stream
+        .end_capture(CUgraphInstantiate_flags(0))
+        .map_err(err)?;
+    captured?;
+    let graph = graph.ok_or_else(|| lowbit::Error::Device("empty graph".into()))?;
+    graph.launch().map_err(err)?;
+    let mut graphed = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let start = stream.record_event(flags).map_err(err)?;
+        graph.launch().map_err(err)?;
+        let end = stream.record_event(flags).map_err(err)?;
+        end.synchronize().map_err(err)?;
+        graphed.push(start.elapsed_ms(&end).map_err(err)? as f64 / 1e3 / REPS as f64);
+    }
+    let mut launched = Vec::with_capacity(ROUNDS);
     let mut i = 0;
     for _ in 0..ROUNDS {
         let start = stream.record_event(flags).map_err(err)?;
@@ -198,10 +220,11 @@ fn time(device: &CudaDevice, mut launch: impl FnMut(usize) -> Result<()>) -> Res
         }
         let end = stream.record_event(flags).map_err(err)?;
         end.synchronize().map_err(err)?;
-        samples.push(start.elapsed_ms(&end).map_err(err)? as f64 / 1e3 / REPS as f64);
+        launched.push(start.elapsed_ms(&end).map_err(err)? as f64 / 1e3 / REPS as f64);
     }
-    samples.sort_by(f64::total_cmp);
-    Ok(samples[ROUNDS / 2])
+    graphed.sort_by(f64::total_cmp);
+    launched.sort_by(f64::total_cmp);
+    Ok((graphed[ROUNDS / 2], launched[ROUNDS / 2]))
 }
 
 /// Read and copy bandwidth in bytes per second.
@@ -222,13 +245,13 @@ fn bandwidth(device: &CudaDevice) -> Result<(f64, f64)> {
     };
     let n = vectors as i64;
     let half = n / 2;
-    let t_read = time(device, |_| {
+    let (t_read, _) = time(device, |_| {
         let mut l = stream.launch_builder(&read);
         l.arg(&src).arg(&n).arg(&sink);
         // SAFETY: read_probe(const uint4*, long, u32*) with n vectors in src.
         unsafe { l.launch(config) }.map(|_| ()).map_err(err)
     })?;
-    let t_copy = time(device, |_| {
+    let (t_copy, _) = time(device, |_| {
         let mut l = stream.launch_builder(&copy);
         l.arg(&src).arg(&mut dst).arg(&half);
         // SAFETY: copy_probe(const uint4*, uint4*, long) with n / 2 vectors in both buffers.
@@ -333,6 +356,8 @@ fn timings(
             baseline.push(t);
             report([rows, cols], m, "cuBLAS bf16", t, dense_bytes, read_bw, t);
         }
+        drop(dense);
+        let mut scratch: CudaSlice<bf16> = stream.alloc_zeros(rows * cols).map_err(err)?;
         for name in SCHEMES {
             let scheme = QuantScheme::parse(name)?;
             let packed = random_packed(&scheme, [rows, cols], &mut rng)?;
@@ -347,6 +372,14 @@ fn timings(
                 }
             }
             for (mi, &m) in TOKENS.iter().enumerate() {
+                if m > 16 || name == "w4a16-g128" {
+                    let t = time(device, |i| {
+                        linears[i % copies].dequantize_into(device, &mut scratch)?;
+                        blas.linear(&x, &scratch, &mut y, [m, rows, cols])
+                    })?;
+                    let label = format!("{name} dequantize + cuBLAS");
+                    report([rows, cols], m, &label, t, bytes, read_bw, baseline[mi]);
+                }
                 let default = linears[0].default_kernel(device, m);
                 let mut kernels = vec![default];
                 if name == "w4a16-g128" && m <= 16 {
@@ -378,22 +411,25 @@ fn timings(
     Ok(())
 }
 
+/// One table row; times are (graph replay, one-by-one launches) in seconds.
 fn report(
     [rows, cols]: [usize; 2],
     m: usize,
     label: &str,
-    seconds: f64,
+    (seconds, launched): (f64, f64),
     weight_bytes: usize,
     read_bw: f64,
-    baseline: f64,
+    (baseline, baseline_launched): (f64, f64),
 ) {
     let bytes = weight_bytes + m * (rows + cols) * 2;
     let gbps = bytes as f64 / seconds / 1e9;
     let tflops = 2.0 * (m * rows * cols) as f64 / seconds / 1e12;
     println!(
-        "| [{rows}, {cols}] | {m} | {label} | {:.2} | {gbps:.0} | {:.0}% | {tflops:.1} | {:.2}x |",
+        "| [{rows}, {cols}] | {m} | {label} | {:.2} | {gbps:.0} | {:.0}% | {tflops:.1} | {:.2}x | {:.2} | {:.2}x |",
         seconds * 1e6,
         100.0 * gbps * 1e9 / read_bw,
-        baseline / seconds
+        baseline / seconds,
+        launched * 1e6,
+        baseline_launched / launched
     );
 }

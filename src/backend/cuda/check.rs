@@ -21,6 +21,9 @@ pub const EXACT_TOLERANCE: f64 = 2.5e-3;
 /// Tolerance of code-book formats (NF4, FP4): the code book is rounded to bf16 for the tensor
 /// cores (at most 2^-9 per product) on top of y's rounding (2^-9).
 pub const TABLE_TOLERANCE: f64 = 4.5e-3;
+/// Tolerance of dequantize-then-cuBLAS: each weight is rounded to bf16 once (2^-9; NF4/FP4 code
+/// books once more, 2^-9) and y once (2^-9): at most 3 * 2^-9 = 5.9e-3.
+pub const DEQUANT_TOLERANCE: f64 = 6e-3;
 /// A bf16 NaN the kernels never produce from finite inputs.
 const POISON: u16 = 0x7FC1;
 
@@ -102,7 +105,8 @@ fn run_checked(
 }
 
 /// Checks `scheme` on a `[rows, cols]` weight against `m` tokens with every kernel in
-/// `kernels`, and cuBLAS on the same dequantized weight when `with_blas` is given.
+/// `kernels`; with `blas`, also the GPU dequantization followed by cuBLAS, and cuBLAS alone on
+/// the weight dequantized by the CPU.
 pub fn check_product(
     device: &CudaDevice,
     blas: Option<&Blas>,
@@ -171,6 +175,19 @@ pub fn check_product(
         });
     }
     if let Some(blas) = blas {
+        let mut dequantized = stream
+            .alloc_zeros::<bf16>(rows * cols)
+            .map_err(driver_error("allocating the dequantized weight"))?;
+        let (relative_error, bad_outputs) = run_checked(device, &mut y, &want, |y| {
+            linear.dequantize_into(device, &mut dequantized)?;
+            blas.linear(&x_device, &dequantized, y, [m, rows, cols])
+        })?;
+        results.push(CheckResult {
+            label: format!("{scheme} [{rows}, {cols}] m={m} dequantize + cuBLAS"),
+            relative_error,
+            tolerance: DEQUANT_TOLERANCE,
+            bad_outputs,
+        });
         let w16: Vec<bf16> = dense.iter().map(|&v| bf16::from_f32(v)).collect();
         let w_rounded: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
         let want = reference(&w_rounded);

@@ -156,7 +156,11 @@ impl CudaDevice {
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(driver_error("reading the multiprocessor count"))?
             as usize;
-        let stream = context.default_stream();
+        // A stream of its own (not the legacy default stream), so work can be captured in
+        // CUDA graphs.
+        let stream = context
+            .new_stream()
+            .map_err(driver_error("creating a CUDA stream"))?;
         Ok(CudaDevice {
             context,
             stream,

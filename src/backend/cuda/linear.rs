@@ -50,6 +50,7 @@ pub struct CudaQuantLinear {
     /// `gemv[token_tiles - 1][log2(row_tiles)]`.
     gemv: Vec<Vec<CudaFunction>>,
     gemm: CudaFunction,
+    dequantize: CudaFunction,
 }
 
 impl CudaQuantLinear {
@@ -106,6 +107,7 @@ impl CudaQuantLinear {
             })
             .collect::<Result<Vec<_>>>()?;
         let gemm = CudaDevice::function(&module, "gemm")?;
+        let dequantize = CudaDevice::function(&module, "dequantize")?;
         Ok(CudaQuantLinear {
             rows: packed.rows,
             cols: packed.cols,
@@ -119,6 +121,7 @@ impl CudaQuantLinear {
             table,
             gemv,
             gemm,
+            dequantize,
         })
     }
 
@@ -245,6 +248,51 @@ impl CudaQuantLinear {
         // every access by m, rows and cols.
         unsafe { launch.launch(config) }
             .map_err(driver_error("launching the quantized product"))?;
+        Ok(())
+    }
+
+    /// Writes W dequantized to bf16, row-major `[rows, cols]`, into `out` (each weight rounded
+    /// once from its f32 value). With many tokens, a dense bf16 GEMM on this copy
+    /// ([`super::blas::Blas::linear`]) is faster than the fused kernel.
+    pub fn dequantize_into(&self, device: &CudaDevice, out: &mut CudaSlice<bf16>) -> Result<()> {
+        if out.len() < self.rows * self.cols {
+            return Err(Error::InvalidArgument(format!(
+                "dequantizing [{}, {}] needs {} outputs, got {}",
+                self.rows,
+                self.cols,
+                self.rows * self.cols,
+                out.len()
+            )));
+        }
+        let tiles = self.rows.div_ceil(TILE_ROWS) * self.cols.div_ceil(super::layout::TILE_K);
+        let config = LaunchConfig {
+            grid_dim: (tiles.div_ceil(8) as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let [rows, cols, groups, group_size] =
+            [self.rows, self.cols, self.groups, self.group_size].map(|v| v as i32);
+        let null = 0u64;
+        let stream = device.stream();
+        let mut launch = stream.launch_builder(&self.dequantize);
+        launch.arg(&self.codes).arg(&self.scales);
+        match &self.zero_points {
+            Some(z) => launch.arg(z),
+            None => launch.arg(&null),
+        };
+        match &self.table {
+            Some(t) => launch.arg(t),
+            None => launch.arg(&null),
+        };
+        launch
+            .arg(out)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(&groups)
+            .arg(&group_size);
+        // SAFETY: matches `dequantize` in kernels/quant_gemm.cu; `out` holds rows * cols values
+        // (checked above) and the kernel bounds every store by rows and cols.
+        unsafe { launch.launch(config) }.map_err(driver_error("launching the dequantization"))?;
         Ok(())
     }
 
