@@ -213,8 +213,9 @@ __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scale
             for (int c = 0; c < 4; c++) acc[rt][nt][c] = 0.0f;
 
     // Each warp takes KU consecutive k tiles at a time and issues all their weight loads
-    // before the first product, so several 16-byte loads per lane are in flight.
-    constexpr int KU = 4 / RT;
+    // before the first product, so several 16-byte loads per lane are in flight (8 for 4-bit
+    // codes with one row tile: a 4096-feature row is then one round trip to memory).
+    constexpr int KU = (NIBBLE_CODES ? 8 : 4) / RT;
     for (int kt0 = warp * KU; kt0 < k_tiles; kt0 += GEMV_WARPS * KU) {
         uint4 q[KU][RT][2];
 #pragma unroll
@@ -400,35 +401,44 @@ extern "C" __global__ void __launch_bounds__(256)
 
 // Dequantizes W to bf16 [N, K] row-major (w = value * scale, rounded once), for products with
 // many tokens, where a dense bf16 GEMM on the dequantized copy beats the fused kernel. One warp
-// per tile; each lane writes its fragment's value pairs (4-byte stores, K is even).
+// per tile: lanes decode their fragments into a 16 x 64 tile in shared memory, then write it
+// out row by row with 16-byte stores (K is a multiple of 8).
+#define TILE_STRIDE 72   // u16 per staged row: 64 + 8 of padding
 extern "C" __global__ void __launch_bounds__(256)
     dequantize(const uint4* __restrict__ w, const void* __restrict__ scales,
                const signed char* __restrict__ zeros, const u16* __restrict__ table,
-               u32* __restrict__ out, int N, int K, int groups, int group_size) {
+               u16* __restrict__ out, int N, int K, int groups, int group_size) {
     __shared__ u16 shared_table[16];
+    __shared__ __align__(16) u16 staged[8][16][TILE_STRIDE];
     load_table(table, shared_table);
-    const int lane = threadIdx.x & 31;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int k_tiles = (K + 63) / 64, row_tiles = (N + 15) / 16;
-    const long tile = (long)blockIdx.x * 8 + (threadIdx.x >> 5);
+    const long tile = (long)blockIdx.x * 8 + warp;
     if (tile >= (long)row_tiles * k_tiles) return;
     const int row_tile = tile / k_tiles, kt = tile % k_tiles;
     uint4 q[2];
     load_tile(w + tile * TILE_VECS, lane, q);
     const RowDecode d = row_decode(scales, zeros, row_tile * 16 + g, N, groups, (kt * 64) / group_size);
+    u16(*mine)[TILE_STRIDE] = staged[warp];
     u32 a[4];
-#define STORE(J)                                                                         \
+#define STAGE(J)                                                                         \
     decode<J>(q, d, shared_table, a);                                                    \
     _Pragma("unroll") for (int r = 0; r < 4; r++) {                                      \
-        const int row = row_tile * 16 + g + 8 * (r & 1);                                 \
-        const int k = kt * 64 + 16 * t + 4 * J + 2 * (r >> 1);                           \
-        if (row < N && k < K) {                                                          \
-            const float s = d.scale[r & 1];                                              \
-            const float lo = __uint_as_float(a[r] << 16) * s;                            \
-            const float hi = __uint_as_float(a[r] & 0xFFFF0000u) * s;                    \
-            out[((long)row * K + k) >> 1] = pack_bf16x2(lo, hi);                          \
-        }                                                                                \
+        const float s = d.scale[r & 1];                                                  \
+        const float lo = __uint_as_float(a[r] << 16) * s;                                \
+        const float hi = __uint_as_float(a[r] & 0xFFFF0000u) * s;                        \
+        *(u32*)&mine[g + 8 * (r & 1)][16 * t + 4 * J + 2 * (r >> 1)] = pack_bf16x2(lo, hi); \
     }
-    STORE(0) STORE(1) STORE(2) STORE(3)
-#undef STORE
+    STAGE(0) STAGE(1) STAGE(2) STAGE(3)
+#undef STAGE
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int piece = lane + 32 * i;            // 16 rows x 8 pieces of 8 values
+        const int r = piece >> 3, part = piece & 7;
+        const int row = row_tile * 16 + r, k = kt * 64 + 8 * part;
+        if (row < N && k < K)
+            *(uint4*)&out[(long)row * K + k] = *(const uint4*)&mine[r][8 * part];
+    }
 }
