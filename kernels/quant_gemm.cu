@@ -213,9 +213,10 @@ __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scale
             for (int c = 0; c < 4; c++) acc[rt][nt][c] = 0.0f;
 
     // Each warp takes KU consecutive k tiles at a time and issues all their weight loads
-    // before the first product, so several 16-byte loads per lane are in flight (8 for 4-bit
-    // codes with one row tile: a 4096-feature row is then one round trip to memory).
-    constexpr int KU = (NIBBLE_CODES ? 8 : 4) / RT;
+    // before the first product, so several 16-byte loads per lane are in flight. (8 / RT for
+    // 4-bit codes measured no faster on large shapes and slower on 576-feature rows, where
+    // fewer warps then get work.)
+    constexpr int KU = 4 / RT;
     for (int kt0 = warp * KU; kt0 < k_tiles; kt0 += GEMV_WARPS * KU) {
         uint4 q[KU][RT][2];
 #pragma unroll

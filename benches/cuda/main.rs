@@ -147,15 +147,8 @@ fn run_checks(device: &CudaDevice, blas: &Blas, seed: u64, quick: bool) -> Resul
                 } else {
                     vec![Kernel::Gemm]
                 };
-                let results = check_product(
-                    device,
-                    Some(blas),
-                    &scheme,
-                    shape,
-                    m,
-                    &kernels,
-                    &mut rng,
-                )?;
+                let results =
+                    check_product(device, Some(blas), &scheme, shape, m, &kernels, &mut rng)?;
                 for r in results {
                     worst = worst.max(r.relative_error / r.tolerance);
                     if !r.passed() {

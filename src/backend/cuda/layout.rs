@@ -282,6 +282,8 @@ impl PackedWeight {
     /// `y = x W^T` (`x` `[m, cols]`, `y` `[m, rows]`) computed from the tiled bytes exactly as
     /// the kernels walk them: per tile, fragments are rebuilt from lane data, multiplied as
     /// `mma.m16n8k16` does, and scaled per tile. A CPU check of the layout, not a fast path.
+    // The loops index by lane, step, register and half because the layout formulas do.
+    #[allow(clippy::needless_range_loop)]
     pub fn emulate(&self, x: &[f32], m: usize) -> Vec<f32> {
         let mut y = vec![0f32; m * self.rows];
         let tile_bytes = self.format.tile_bytes();
