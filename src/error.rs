@@ -63,6 +63,8 @@ pub enum Error {
     InvalidArgument(String),
     /// The operation was cancelled by the caller.
     Cancelled,
+    /// No usable GPU (driver or device missing, too old), or a GPU call failed.
+    Device(String),
 }
 
 impl Error {
@@ -124,6 +126,7 @@ impl fmt::Display for Error {
             Error::Tokenizer(reason) => write!(f, "tokenizer: {reason}"),
             Error::InvalidArgument(reason) => write!(f, "invalid argument: {reason}"),
             Error::Cancelled => write!(f, "cancelled"),
+            Error::Device(reason) => write!(f, "GPU: {reason}"),
         }
     }
 }

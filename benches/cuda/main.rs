@@ -1,0 +1,428 @@
+//! The device script of the CUDA backend, one run: checks every kernel against the CPU, measures
+//! the memory bandwidth, then times the quantized products against cuBLAS bf16.
+//!
+//! Run on a machine with a GPU: `cargo bench --features cuda --bench cuda` (or the built binary
+//! `target/release/deps/cuda-*`). Options: `--quick` (fewer shapes), `--seed N`.
+//!
+//! Timing: CUDA events around `REPS` launches, median of `ROUNDS`, once with the launches captured
+//! in a CUDA graph (the GPU's time; the main columns) and once launched one by one from the host
+//! (the last columns: small products there are bound by launch overhead); each launch reads
+//! the next of several copies of the weights (together past `ROTATE_BYTES`, several times the L2),
+//! so weights come from HBM as in a model whose layers do not fit the cache. Activations are
+//! random. Bandwidth percentages are of the measured read bandwidth; the bytes counted are the
+//! weight's codes, scales and zero points plus x and y.
+
+use std::time::Instant;
+
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use half::bf16;
+
+use lowbit::backend::cuda::blas::Blas;
+use lowbit::backend::cuda::check::{check_product, Rng};
+use lowbit::backend::cuda::device::{CudaDevice, BANDWIDTH};
+use lowbit::backend::cuda::layout::{DeviceFormat, DeviceScales, PackedWeight, TILE_K, TILE_ROWS};
+use lowbit::backend::cuda::linear::{CudaQuantLinear, Kernel};
+use lowbit::quant::QuantScheme;
+use lowbit::Result;
+
+/// Launches per timed round.
+const REPS: usize = 40;
+/// Timed rounds; the median is reported.
+const ROUNDS: usize = 7;
+/// Total bytes of the weight copies a timing rotates through (the H100's L2 is 50 MB).
+const ROTATE_BYTES: usize = 256 << 20;
+/// Bytes of the bandwidth probe's buffer.
+const PROBE_BYTES: usize = 1 << 30;
+
+/// Weight shapes `[rows, cols]` timed: large square and MLP shapes, then SmolLM2-135M's.
+const SHAPES: [[usize; 2]; 7] = [
+    [4096, 4096],
+    [14336, 4096],
+    [4096, 14336],
+    [576, 576],
+    [192, 576],
+    [1536, 576],
+    [576, 1536],
+];
+/// Tokens per product timed.
+const TOKENS: [usize; 6] = [1, 4, 16, 64, 256, 2048];
+/// Schemes timed.
+const SCHEMES: [&str; 5] = ["w4a16-g128", "w4a16-g128-asym", "w8a16", "fp8", "nf4"];
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let seed = args
+        .iter()
+        .position(|a| a == "--seed")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    let device = match CudaDevice::new(0) {
+        Ok(d) => d,
+        Err(e) => {
+            println!("no GPU, nothing to measure: {e}");
+            return Ok(());
+        }
+    };
+    let (major, minor) = device.compute_capability();
+    println!(
+        "device: {} (compute {major}.{minor}, {} SMs, kernels for {}), seed {seed}",
+        device.name(),
+        device.multiprocessors(),
+        device.arch()
+    );
+    let blas = Blas::new(&device)?;
+    let started = Instant::now();
+    let failures = run_checks(&device, &blas, seed, quick)?;
+    println!("checks took {:.1} s", started.elapsed().as_secs_f64());
+
+    let (read_bw, copy_bw) = bandwidth(&device)?;
+    println!(
+        "bandwidth: read {:.0} GB/s, copy {:.0} GB/s (read + written)",
+        read_bw / 1e9,
+        copy_bw / 1e9
+    );
+    let shapes: &[[usize; 2]] = if quick { &SHAPES[..1] } else { &SHAPES };
+    timings(&device, &blas, shapes, read_bw, seed)?;
+    if failures > 0 {
+        println!("{failures} checks FAILED");
+        std::process::exit(1);
+    }
+    println!("all checks passed");
+    Ok(())
+}
+
+/// Every scheme against odd and model shapes, every kernel that applies; returns failures.
+fn run_checks(device: &CudaDevice, blas: &Blas, seed: u64, quick: bool) -> Result<usize> {
+    let mut rng = Rng(seed);
+    let schemes = [
+        "w4a16-g128",
+        "w4a16-g128-asym",
+        "w4a16",
+        "w8a16",
+        "w8a16-asym",
+        "fp8",
+        "fp8-block",
+        "nf4",
+        "nf4-dq",
+        "fp4",
+    ];
+    let shapes: &[[usize; 2]] = if quick {
+        &[[37, 200], [1000, 1032]]
+    } else {
+        &[
+            [37, 200],
+            [1000, 1032],
+            [576, 576],
+            [1536, 576],
+            [576, 1536],
+            [4096, 4096],
+        ]
+    };
+    let decode = [1, 2, 4].map(|row_tiles| Kernel::Gemv { row_tiles });
+    let mut failures = 0;
+    let mut worst = 0f64;
+    for name in schemes {
+        let scheme = QuantScheme::parse(name)?;
+        for &shape in shapes {
+            for m in [1, 3, 8, 13, 16, 17, 64, 100, 300] {
+                // Quantizing and the f64 reference run on the host: keep each problem small.
+                if shape[0] * shape[1] * m > 120_000_000 {
+                    continue;
+                }
+                let kernels: Vec<Kernel> = if m <= 16 {
+                    decode.iter().copied().chain([Kernel::Gemm]).collect()
+                } else {
+                    vec![Kernel::Gemm]
+                };
+                let results =
+                    check_product(device, Some(blas), &scheme, shape, m, &kernels, &mut rng)?;
+                for r in results {
+                    worst = worst.max(r.relative_error / r.tolerance);
+                    if !r.passed() {
+                        failures += 1;
+                        println!(
+                            "FAIL {}: relative error {:.3e} (tolerance {:.1e}), {} outputs unwritten \
+                             or not finite (seed {seed})",
+                            r.label, r.relative_error, r.tolerance, r.bad_outputs
+                        );
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "checks: {} schemes x {} shapes x 9 token counts, {failures} failures, worst error {:.2} of \
+         its tolerance",
+        schemes.len(),
+        shapes.len(),
+        worst
+    );
+    Ok(failures)
+}
+
+/// Median seconds per launch of `launch(i)` (i counts launches, for rotating inputs): first
+/// with `REPS` launches captured in a CUDA graph and replayed (GPU time, launch gaps shrunk),
+/// then launched one by one from the host (what a caller without graphs sees).
+fn time(device: &CudaDevice, mut launch: impl FnMut(usize) -> Result<()>) -> Result<(f64, f64)> {
+    use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
+    let err = |e| lowbit::Error::Device(format!("timing: {e:?}"));
+    for i in 0..3 {
+        launch(i)?;
+    }
+    device.synchronize()?;
+    let stream = device.stream();
+    let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
+    stream
+        .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .map_err(err)?;
+    let captured: Result<()> = (0..REPS).try_for_each(&mut launch);
+    let graph = stream
+        .end_capture(CUgraphInstantiate_flags(0))
+        .map_err(err)?;
+    captured?;
+    let graph = graph.ok_or_else(|| lowbit::Error::Device("empty graph".into()))?;
+    graph.launch().map_err(err)?;
+    let mut graphed = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let start = stream.record_event(flags).map_err(err)?;
+        graph.launch().map_err(err)?;
+        let end = stream.record_event(flags).map_err(err)?;
+        end.synchronize().map_err(err)?;
+        graphed.push(start.elapsed_ms(&end).map_err(err)? as f64 / 1e3 / REPS as f64);
+    }
+    let mut launched = Vec::with_capacity(ROUNDS);
+    let mut i = 0;
+    for _ in 0..ROUNDS {
+        let start = stream.record_event(flags).map_err(err)?;
+        for _ in 0..REPS {
+            launch(i)?;
+            i += 1;
+        }
+        let end = stream.record_event(flags).map_err(err)?;
+        end.synchronize().map_err(err)?;
+        launched.push(start.elapsed_ms(&end).map_err(err)? as f64 / 1e3 / REPS as f64);
+    }
+    graphed.sort_by(f64::total_cmp);
+    launched.sort_by(f64::total_cmp);
+    Ok((graphed[ROUNDS / 2], launched[ROUNDS / 2]))
+}
+
+/// Read and copy bandwidth in bytes per second.
+fn bandwidth(device: &CudaDevice) -> Result<(f64, f64)> {
+    let err = |e| lowbit::Error::Device(format!("bandwidth probe: {e:?}"));
+    let module = device.module(BANDWIDTH, &[])?;
+    let read = CudaDevice::function(&module, "read_probe")?;
+    let copy = CudaDevice::function(&module, "copy_probe")?;
+    let stream = device.stream();
+    let vectors = PROBE_BYTES / 16;
+    let src: CudaSlice<u8> = stream.clone_htod(&vec![0x5Au8; PROBE_BYTES]).map_err(err)?;
+    let mut dst: CudaSlice<u8> = stream.alloc_zeros(PROBE_BYTES / 2).map_err(err)?;
+    let sink: CudaSlice<u32> = stream.alloc_zeros(1).map_err(err)?;
+    let config = LaunchConfig {
+        grid_dim: (device.multiprocessors() as u32 * 8, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let n = vectors as i64;
+    let half = n / 2;
+    let (t_read, _) = time(device, |_| {
+        let mut l = stream.launch_builder(&read);
+        l.arg(&src).arg(&n).arg(&sink);
+        // SAFETY: read_probe(const uint4*, long, u32*) with n vectors in src.
+        unsafe { l.launch(config) }.map(|_| ()).map_err(err)
+    })?;
+    let (t_copy, _) = time(device, |_| {
+        let mut l = stream.launch_builder(&copy);
+        l.arg(&src).arg(&mut dst).arg(&half);
+        // SAFETY: copy_probe(const uint4*, uint4*, long) with n / 2 vectors in both buffers.
+        unsafe { l.launch(config) }.map(|_| ()).map_err(err)
+    })?;
+    Ok((
+        PROBE_BYTES as f64 / t_read,
+        PROBE_BYTES as f64 / t_copy, // half read + half written
+    ))
+}
+
+/// A weight in the device layout with random codes and scales (timing only).
+fn random_packed(
+    scheme: &QuantScheme,
+    [rows, cols]: [usize; 2],
+    rng: &mut Rng,
+) -> Result<PackedWeight> {
+    // The layout of a tiny quantized matrix gives the format, group size and scale kind.
+    let probe = lowbit::quant::quantize_matrix(
+        &vec![0.5; 64 * 128],
+        [64, 128],
+        scheme,
+        &Default::default(),
+    )?;
+    let template = PackedWeight::pack(&probe)?;
+    let group_size = scheme.group_size(cols);
+    let groups = cols.div_ceil(group_size);
+    let tiles = rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_K);
+    let mut codes = vec![0u8; tiles * template.format.tile_bytes()];
+    for chunk in codes.chunks_mut(8) {
+        let bits = rng.next_u64().to_le_bytes();
+        chunk.copy_from_slice(&bits[..chunk.len()]);
+    }
+    if template.format == DeviceFormat::Fp8 {
+        // Keep codes finite (0x7F / 0xFF are NaN).
+        codes.iter_mut().for_each(|c| *c &= 0xF7);
+    }
+    let n = rows * groups;
+    let scales = match template.scales {
+        DeviceScales::F16(_) => DeviceScales::F16(
+            (0..n)
+                .map(|_| half::f16::from_f32(0.01 + 0.01 * rng.uniform().abs()).to_bits())
+                .collect(),
+        ),
+        DeviceScales::F32(_) => {
+            DeviceScales::F32((0..n).map(|_| 0.01 + 0.01 * rng.uniform().abs()).collect())
+        }
+    };
+    Ok(PackedWeight {
+        format: template.format,
+        rows,
+        cols,
+        groups,
+        group_size,
+        codes,
+        scales,
+        zero_points: template
+            .zero_points
+            .map(|_| (0..n).map(|_| (rng.next_u64() % 16) as i8 - 8).collect()),
+        table: template.table,
+    })
+}
+
+fn timings(
+    device: &CudaDevice,
+    blas: &Blas,
+    shapes: &[[usize; 2]],
+    read_bw: f64,
+    seed: u64,
+) -> Result<()> {
+    let err = |e| lowbit::Error::Device(format!("timing buffers: {e:?}"));
+    let stream = device.stream();
+    let mut rng = Rng(seed ^ 0x5EED);
+    println!();
+    println!("| shape [out, in] | M | kernel | us | GB/s | % read BW | TFLOP/s | vs cuBLAS bf16 |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for &[rows, cols] in shapes {
+        let max_m = *TOKENS.last().unwrap();
+        let x: CudaSlice<bf16> = stream
+            .clone_htod(
+                &(0..max_m * cols)
+                    .map(|_| bf16::from_f32(rng.normal()))
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(err)?;
+        let mut y: CudaSlice<bf16> = stream.alloc_zeros(max_m * rows).map_err(err)?;
+        let dense_bytes = rows * cols * 2;
+        let copies = ROTATE_BYTES.div_ceil(dense_bytes).max(2);
+        let dense: Vec<CudaSlice<bf16>> = (0..copies)
+            .map(|_| {
+                let w: Vec<bf16> = (0..rows * cols)
+                    .map(|_| bf16::from_f32(rng.normal() * 0.02))
+                    .collect();
+                stream.clone_htod(&w).map_err(err)
+            })
+            .collect::<Result<_>>()?;
+        let mut baseline = Vec::new();
+        for &m in &TOKENS {
+            let t = time(device, |i| {
+                blas.linear(&x, &dense[i % copies], &mut y, [m, rows, cols])
+            })?;
+            baseline.push(t);
+            report([rows, cols], m, "cuBLAS bf16", t, dense_bytes, read_bw, t);
+        }
+        drop(dense);
+        let mut scratch: CudaSlice<bf16> = stream.alloc_zeros(rows * cols).map_err(err)?;
+        for name in SCHEMES {
+            let scheme = QuantScheme::parse(name)?;
+            let packed = random_packed(&scheme, [rows, cols], &mut rng)?;
+            let bytes = packed.device_bytes();
+            let copies = ROTATE_BYTES.div_ceil(bytes).max(2);
+            let linears: Vec<CudaQuantLinear> = (0..copies)
+                .map(|_| CudaQuantLinear::from_packed(device, &packed))
+                .collect::<Result<_>>()?;
+            if rows == shapes[0][0] && cols == shapes[0][1] {
+                for (kernel, regs, local) in linears[0].kernel_resources()? {
+                    println!("{name} {kernel}: {regs} registers, {local} bytes of local memory");
+                }
+            }
+            for (mi, &m) in TOKENS.iter().enumerate() {
+                if m > 16 || name == "w4a16-g128" {
+                    let t = time(device, |i| {
+                        linears[i % copies].dequantize_into(device, &mut scratch)?;
+                        blas.linear(&x, &scratch, &mut y, [m, rows, cols])
+                    })?;
+                    let label = format!("{name} dequantize + cuBLAS");
+                    report([rows, cols], m, &label, t, bytes, read_bw, baseline[mi]);
+                }
+                let default = linears[0].default_kernel(device, m);
+                let mut kernels = vec![default];
+                if name == "w4a16-g128" && m <= 16 {
+                    for row_tiles in [1, 2, 4] {
+                        let k = Kernel::Gemv { row_tiles };
+                        if k != default {
+                            kernels.push(k);
+                        }
+                    }
+                    kernels.push(Kernel::Gemm);
+                }
+                for kernel in kernels {
+                    let t = time(device, |i| {
+                        linears[i % copies].forward_with(device, &x, m, &mut y, kernel)
+                    })?;
+                    let label = match kernel {
+                        Kernel::Gemv { row_tiles } if kernel == default => {
+                            format!("{name} gemv rt{row_tiles}")
+                        }
+                        Kernel::Gemv { row_tiles } => format!("{name} (gemv rt{row_tiles})"),
+                        Kernel::Gemm if kernel == default => format!("{name} gemm"),
+                        Kernel::Gemm => format!("{name} (gemm)"),
+                    };
+                    report([rows, cols], m, &label, t, bytes, read_bw, baseline[mi]);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One table row; times are (graph replay, one-by-one launches) in seconds.
+fn report(
+    [rows, cols]: [usize; 2],
+    m: usize,
+    label: &str,
+    (seconds, launched): (f64, f64),
+    weight_bytes: usize,
+    read_bw: f64,
+    (baseline, baseline_launched): (f64, f64),
+) {
+    let bytes = weight_bytes + m * (rows + cols) * 2;
+    let gbps = bytes as f64 / seconds / 1e9;
+    let tflops = 2.0 * (m * rows * cols) as f64 / seconds / 1e12;
+    println!(
+        "| [{rows}, {cols}] | {m} | {label} | {:.2} | {gbps:.0} | {:.0}% | {tflops:.1} | {:.2}x | {:.2} | {:.2}x |",
+        seconds * 1e6,
+        100.0 * gbps * 1e9 / read_bw,
+        baseline / seconds,
+        launched * 1e6,
+        baseline_launched / launched
+    );
+}

@@ -1,0 +1,208 @@
+//! Correctness checks of the GPU kernels against the CPU, shared by the GPU tests and the device
+//! benchmark: fresh random weights quantized by RTN, random bf16 activations, the output poisoned
+//! with NaN before each launch, and `||y - ref|| / ||ref||` against an f64 product of the
+//! dequantized weights.
+
+use cudarc::driver::CudaSlice;
+use half::bf16;
+use rayon::prelude::*;
+
+use super::blas::Blas;
+use super::device::{driver_error, CudaDevice};
+use super::layout::DeviceFormat;
+use super::linear::{CudaQuantLinear, Kernel};
+use crate::error::Result;
+use crate::quant::{quantize_matrix, QuantScheme, RtnOptions};
+
+/// Tolerance of exactly decoded formats (int4, int8, FP8): weights are exact bf16 values and
+/// products add in f32, so the error is y's rounding to bf16, at most 2^-9 = 1.95e-3 of each
+/// element; the rest (f32 sums of up to 14336 terms, per-tile scaling) stays under 1e-5.
+pub const EXACT_TOLERANCE: f64 = 2.5e-3;
+/// Tolerance of code-book formats (NF4, FP4): the code book is rounded to bf16 for the tensor
+/// cores (at most 2^-9 per product) on top of y's rounding (2^-9).
+pub const TABLE_TOLERANCE: f64 = 4.5e-3;
+/// Tolerance of dequantize-then-cuBLAS: each weight is rounded to bf16 once (2^-9; NF4/FP4 code
+/// books once more, 2^-9) and y once (2^-9): at most 3 * 2^-9 = 5.9e-3.
+pub const DEQUANT_TOLERANCE: f64 = 6e-3;
+/// A bf16 NaN the kernels never produce from finite inputs.
+const POISON: u16 = 0x7FC1;
+
+/// The outcome of one kernel on one problem.
+#[derive(Clone, Debug)]
+pub struct CheckResult {
+    /// What ran: scheme, shape, tokens, kernel.
+    pub label: String,
+    /// `||y - ref|| / ||ref||`; infinite when an output was left unwritten or is not finite.
+    pub relative_error: f64,
+    /// The bound it must stay under.
+    pub tolerance: f64,
+    /// Outputs still holding the poison value (or not finite).
+    pub bad_outputs: usize,
+}
+
+impl CheckResult {
+    /// Whether the kernel passed.
+    pub fn passed(&self) -> bool {
+        self.bad_outputs == 0 && self.relative_error < self.tolerance
+    }
+}
+
+/// SplitMix64 with a normal-ish draw, enough for test data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    /// Roughly normal (sum of four uniforms), unit variance.
+    pub fn normal(&mut self) -> f32 {
+        (0..4).map(|_| self.uniform()).sum::<f32>() * 0.866
+    }
+}
+
+fn relative_error(got: &[bf16], want: &[f64]) -> (f64, usize) {
+    let bad = got
+        .iter()
+        .filter(|v| v.to_bits() == POISON || !v.to_f32().is_finite())
+        .count();
+    let (mut err, mut norm) = (0f64, 0f64);
+    for (g, w) in got.iter().zip(want) {
+        err += (g.to_f32() as f64 - w).powi(2);
+        norm += w * w;
+    }
+    let rel = (err / norm.max(f64::MIN_POSITIVE)).sqrt();
+    (if bad > 0 { f64::INFINITY } else { rel }, bad)
+}
+
+/// Poisons `y`, runs `launch`, and compares `y` with `want`.
+fn run_checked(
+    device: &CudaDevice,
+    y: &mut CudaSlice<bf16>,
+    want: &[f64],
+    launch: impl FnOnce(&mut CudaSlice<bf16>) -> Result<()>,
+) -> Result<(f64, usize)> {
+    let stream = device.stream();
+    let poison = vec![bf16::from_bits(POISON); y.len()];
+    stream
+        .memcpy_htod(&poison, y)
+        .map_err(driver_error("poisoning the output"))?;
+    launch(y)?;
+    let got = stream
+        .clone_dtoh(y)
+        .map_err(driver_error("downloading the output"))?;
+    Ok(relative_error(&got, want))
+}
+
+/// Checks `scheme` on a `[rows, cols]` weight against `m` tokens with every kernel in
+/// `kernels`; with `blas`, also the GPU dequantization followed by cuBLAS, and cuBLAS alone on
+/// the weight dequantized by the CPU.
+pub fn check_product(
+    device: &CudaDevice,
+    blas: Option<&Blas>,
+    scheme: &QuantScheme,
+    [rows, cols]: [usize; 2],
+    m: usize,
+    kernels: &[Kernel],
+    rng: &mut Rng,
+) -> Result<Vec<CheckResult>> {
+    // Weights with a few outliers, as trained matrices have.
+    let weights: Vec<f32> = (0..rows * cols)
+        .map(|i| {
+            let w = rng.normal() * 0.02;
+            if i % 997 == 0 {
+                w * 8.0
+            } else {
+                w
+            }
+        })
+        .collect();
+    let quantized = quantize_matrix(&weights, [rows, cols], scheme, &RtnOptions::default())?;
+    let dense = quantized.dequantize();
+    let x: Vec<bf16> = (0..m * cols)
+        .map(|_| bf16::from_f32(rng.normal()))
+        .collect();
+    let xf: Vec<f64> = x.iter().map(|v| v.to_f32() as f64).collect();
+    let reference = |w: &[f32]| -> Vec<f64> {
+        let mut y = vec![0f64; m * rows];
+        y.par_chunks_mut(rows).enumerate().for_each(|(t, out)| {
+            let xt = &xf[t * cols..(t + 1) * cols];
+            for (r, o) in out.iter_mut().enumerate() {
+                *o = w[r * cols..(r + 1) * cols]
+                    .iter()
+                    .zip(xt)
+                    .map(|(&a, &b)| a as f64 * b)
+                    .sum();
+            }
+        });
+        y
+    };
+    let want = reference(&dense);
+
+    let linear = CudaQuantLinear::new(device, &quantized)?;
+    let tolerance = if linear.format() == DeviceFormat::NibbleTable {
+        TABLE_TOLERANCE
+    } else {
+        EXACT_TOLERANCE
+    };
+    let stream = device.stream();
+    let x_device = stream
+        .clone_htod(&x)
+        .map_err(driver_error("uploading activations"))?;
+    let mut y = stream
+        .alloc_zeros::<bf16>(m * rows)
+        .map_err(driver_error("allocating the output"))?;
+    let mut results = Vec::new();
+    for &kernel in kernels {
+        let (relative_error, bad_outputs) = run_checked(device, &mut y, &want, |y| {
+            linear.forward_with(device, &x_device, m, y, kernel)
+        })?;
+        results.push(CheckResult {
+            label: format!("{scheme} [{rows}, {cols}] m={m} {kernel:?}"),
+            relative_error,
+            tolerance,
+            bad_outputs,
+        });
+    }
+    if let Some(blas) = blas {
+        let mut dequantized = stream
+            .alloc_zeros::<bf16>(rows * cols)
+            .map_err(driver_error("allocating the dequantized weight"))?;
+        let (relative_error, bad_outputs) = run_checked(device, &mut y, &want, |y| {
+            linear.dequantize_into(device, &mut dequantized)?;
+            blas.linear(&x_device, &dequantized, y, [m, rows, cols])
+        })?;
+        results.push(CheckResult {
+            label: format!("{scheme} [{rows}, {cols}] m={m} dequantize + cuBLAS"),
+            relative_error,
+            tolerance: DEQUANT_TOLERANCE,
+            bad_outputs,
+        });
+        let w16: Vec<bf16> = dense.iter().map(|&v| bf16::from_f32(v)).collect();
+        let w_rounded: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
+        let want = reference(&w_rounded);
+        let w_device = stream
+            .clone_htod(&w16)
+            .map_err(driver_error("uploading bf16 weights"))?;
+        let (relative_error, bad_outputs) = run_checked(device, &mut y, &want, |y| {
+            blas.linear(&x_device, &w_device, y, [m, rows, cols])
+        })?;
+        results.push(CheckResult {
+            label: format!("cuBLAS bf16 [{rows}, {cols}] m={m}"),
+            relative_error,
+            tolerance: EXACT_TOLERANCE,
+            bad_outputs,
+        });
+    }
+    Ok(results)
+}

@@ -1,0 +1,337 @@
+//! Quantized linear layers on the GPU: weights uploaded once in the device layout
+//! ([`super::layout`]), products launched on the device's stream.
+//!
+//! `y[m, rows] = x[m, cols] W^T` with `x` and `y` bf16. Up to 16 tokens run the decode kernel
+//! (`gemv_nt{1,2}_rt{1,2,4}`: 8 or 16 tokens per instruction, 1 to 4 row tiles per block); more
+//! run the tensor-core GEMM (`gemm`, 128 rows x 64 tokens per block).
+
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use half::bf16;
+
+use super::device::{driver_error, CudaDevice, QUANT_GEMM};
+use super::layout::{DeviceFormat, DeviceScales, PackedWeight, TILE_ROWS};
+use crate::error::{Error, Result};
+use crate::quant::QuantizedTensor;
+
+/// Most tokens the decode kernel takes (two token tiles of 8).
+pub const GEMV_MAX_TOKENS: usize = 16;
+
+/// Threads per block of every product kernel (8 warps).
+const THREADS: u32 = 256;
+/// Weight rows of a GEMM block.
+const GEMM_ROWS: usize = 128;
+/// Tokens of a GEMM block.
+const GEMM_TOKENS: usize = 64;
+
+/// Which kernel computes a product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// The decode kernel with `row_tiles` (1, 2 or 4) 16-row tiles per block.
+    Gemv {
+        /// Row tiles per block.
+        row_tiles: usize,
+    },
+    /// The tensor-core GEMM.
+    Gemm,
+}
+
+/// A quantized weight matrix on the GPU.
+pub struct CudaQuantLinear {
+    rows: usize,
+    cols: usize,
+    groups: usize,
+    group_size: usize,
+    format: DeviceFormat,
+    device_bytes: usize,
+    codes: CudaSlice<u8>,
+    scales: CudaSlice<u8>,
+    zero_points: Option<CudaSlice<i8>>,
+    table: Option<CudaSlice<u16>>,
+    /// `gemv[token_tiles - 1][log2(row_tiles)]`.
+    gemv: Vec<Vec<CudaFunction>>,
+    gemm: CudaFunction,
+    dequantize: CudaFunction,
+}
+
+impl CudaQuantLinear {
+    /// Packs and uploads `weight`.
+    pub fn new(device: &CudaDevice, weight: &QuantizedTensor) -> Result<Self> {
+        Self::from_packed(device, &PackedWeight::pack(weight)?)
+    }
+
+    /// Uploads a weight already in the device layout.
+    pub fn from_packed(device: &CudaDevice, packed: &PackedWeight) -> Result<Self> {
+        let stream = device.stream();
+        let upload = driver_error("uploading weights");
+        let codes = stream.clone_htod(&packed.codes).map_err(upload)?;
+        let (scale_bytes, scale_f16): (Vec<u8>, bool) = match &packed.scales {
+            DeviceScales::F16(s) => (bytemuck::cast_slice(s).to_vec(), true),
+            DeviceScales::F32(s) => (bytemuck::cast_slice(s).to_vec(), false),
+        };
+        let scales = stream
+            .clone_htod(&scale_bytes)
+            .map_err(driver_error("uploading scales"))?;
+        let zero_points = match &packed.zero_points {
+            Some(z) => Some(
+                stream
+                    .clone_htod(z)
+                    .map_err(driver_error("uploading zero points"))?,
+            ),
+            None => None,
+        };
+        let table = match &packed.table {
+            Some(t) => {
+                let bits: Vec<u16> = t.iter().map(|&v| bf16::from_f32(v).to_bits()).collect();
+                Some(
+                    stream
+                        .clone_htod(&bits)
+                        .map_err(driver_error("uploading the code book"))?,
+                )
+            }
+            None => None,
+        };
+        let module = device.module(
+            QUANT_GEMM,
+            &[
+                ("FMT", (packed.format as u8).to_string()),
+                ("ASYM", u8::from(zero_points.is_some()).to_string()),
+                ("SCALE_F16", u8::from(scale_f16).to_string()),
+            ],
+        )?;
+        let gemv = (1..=2)
+            .map(|nt| {
+                [1, 2, 4]
+                    .iter()
+                    .map(|rt| CudaDevice::function(&module, &format!("gemv_nt{nt}_rt{rt}")))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let gemm = CudaDevice::function(&module, "gemm")?;
+        let dequantize = CudaDevice::function(&module, "dequantize")?;
+        Ok(CudaQuantLinear {
+            rows: packed.rows,
+            cols: packed.cols,
+            groups: packed.groups,
+            group_size: packed.group_size,
+            format: packed.format,
+            device_bytes: packed.device_bytes(),
+            codes,
+            scales,
+            zero_points,
+            table,
+            gemv,
+            gemm,
+            dequantize,
+        })
+    }
+
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Decode rule of the codes.
+    pub fn format(&self) -> DeviceFormat {
+        self.format
+    }
+
+    /// Bytes of codes, scales and zero points a product reads.
+    pub fn device_bytes(&self) -> usize {
+        self.device_bytes
+    }
+
+    /// Registers per thread and local-memory (spill) bytes of each kernel, as the driver
+    /// compiled them: `(name, registers, local bytes)`.
+    pub fn kernel_resources(&self) -> Result<Vec<(String, i32, i32)>> {
+        let mut out = Vec::new();
+        let named = self
+            .gemv
+            .iter()
+            .enumerate()
+            .flat_map(|(nt, row)| {
+                row.iter()
+                    .enumerate()
+                    .map(move |(rt, f)| (format!("gemv_nt{}_rt{}", nt + 1, 1 << rt), f))
+            })
+            .chain([("gemm".to_string(), &self.gemm)]);
+        for (name, f) in named {
+            let regs = f
+                .num_regs()
+                .map_err(driver_error("reading kernel attributes"))?;
+            let local = f
+                .local_size_bytes()
+                .map_err(driver_error("reading kernel attributes"))?;
+            out.push((name, regs, local));
+        }
+        Ok(out)
+    }
+
+    /// The kernel [`CudaQuantLinear::forward`] picks for `m` tokens on `device`.
+    pub fn default_kernel(&self, device: &CudaDevice, m: usize) -> Kernel {
+        if m > GEMV_MAX_TOKENS {
+            return Kernel::Gemm;
+        }
+        // Larger blocks share each activation load among more rows; keep at least two blocks
+        // per multiprocessor so enough loads are in flight.
+        let row_tiles = self.rows.div_ceil(TILE_ROWS);
+        let wanted_blocks = 2 * device.multiprocessors();
+        let row_tiles = [4, 2]
+            .into_iter()
+            .find(|&r| m > 4 && row_tiles.div_ceil(r) >= wanted_blocks)
+            .unwrap_or(1);
+        Kernel::Gemv { row_tiles }
+    }
+
+    /// `y = x W^T` for `m` tokens with the default kernel. `x` holds `m * cols` values and `y`
+    /// `m * rows`; the work is queued on the device's stream.
+    pub fn forward(
+        &self,
+        device: &CudaDevice,
+        x: &CudaSlice<bf16>,
+        m: usize,
+        y: &mut CudaSlice<bf16>,
+    ) -> Result<()> {
+        self.forward_with(device, x, m, y, self.default_kernel(device, m))
+    }
+
+    /// `y = x W^T` with a chosen kernel (benchmarks compare them).
+    pub fn forward_with(
+        &self,
+        device: &CudaDevice,
+        x: &CudaSlice<bf16>,
+        m: usize,
+        y: &mut CudaSlice<bf16>,
+        kernel: Kernel,
+    ) -> Result<()> {
+        if m == 0 || x.len() < m * self.cols || y.len() < m * self.rows {
+            return Err(Error::InvalidArgument(format!(
+                "quantized product [{}, {}]: {m} tokens need {} inputs and {} outputs, got {} and {}",
+                self.rows,
+                self.cols,
+                m * self.cols,
+                m * self.rows,
+                x.len(),
+                y.len()
+            )));
+        }
+        let (function, config) = self.launch_plan(m, kernel)?;
+        let dims = [m, self.rows, self.cols, self.groups, self.group_size];
+        let [m, rows, cols, groups, group_size] = dims.map(|v| v as i32);
+        let null = 0u64;
+        let stream = device.stream();
+        let mut launch = stream.launch_builder(function);
+        launch.arg(&self.codes).arg(&self.scales);
+        match &self.zero_points {
+            Some(z) => launch.arg(z),
+            None => launch.arg(&null),
+        };
+        match &self.table {
+            Some(t) => launch.arg(t),
+            None => launch.arg(&null),
+        };
+        launch
+            .arg(x)
+            .arg(y)
+            .arg(&m)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(&groups)
+            .arg(&group_size);
+        // SAFETY: the arguments match the kernel signature in kernels/quant_gemm.cu (pointers to
+        // codes, scales, zero points or null, code book or null, x, y; five ints); the buffers
+        // hold the sizes the layout and the length check above guarantee, and the kernels bound
+        // every access by m, rows and cols.
+        unsafe { launch.launch(config) }
+            .map_err(driver_error("launching the quantized product"))?;
+        Ok(())
+    }
+
+    /// Writes W dequantized to bf16, row-major `[rows, cols]`, into `out` (each weight rounded
+    /// once from its f32 value). With many tokens, a dense bf16 GEMM on this copy
+    /// ([`super::blas::Blas::linear`]) is faster than the fused kernel.
+    pub fn dequantize_into(&self, device: &CudaDevice, out: &mut CudaSlice<bf16>) -> Result<()> {
+        if out.len() < self.rows * self.cols {
+            return Err(Error::InvalidArgument(format!(
+                "dequantizing [{}, {}] needs {} outputs, got {}",
+                self.rows,
+                self.cols,
+                self.rows * self.cols,
+                out.len()
+            )));
+        }
+        let tiles = self.rows.div_ceil(TILE_ROWS) * self.cols.div_ceil(super::layout::TILE_K);
+        let config = LaunchConfig {
+            grid_dim: (tiles.div_ceil(8) as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let [rows, cols, groups, group_size] =
+            [self.rows, self.cols, self.groups, self.group_size].map(|v| v as i32);
+        let null = 0u64;
+        let stream = device.stream();
+        let mut launch = stream.launch_builder(&self.dequantize);
+        launch.arg(&self.codes).arg(&self.scales);
+        match &self.zero_points {
+            Some(z) => launch.arg(z),
+            None => launch.arg(&null),
+        };
+        match &self.table {
+            Some(t) => launch.arg(t),
+            None => launch.arg(&null),
+        };
+        launch
+            .arg(out)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(&groups)
+            .arg(&group_size);
+        // SAFETY: matches `dequantize` in kernels/quant_gemm.cu; `out` holds rows * cols values
+        // (checked above) and the kernel bounds every store by rows and cols.
+        unsafe { launch.launch(config) }.map_err(driver_error("launching the dequantization"))?;
+        Ok(())
+    }
+
+    fn launch_plan(&self, m: usize, kernel: Kernel) -> Result<(&CudaFunction, LaunchConfig)> {
+        let row_tiles = self.rows.div_ceil(TILE_ROWS);
+        let (function, grid) = match kernel {
+            Kernel::Gemv {
+                row_tiles: per_block,
+            } => {
+                if m > GEMV_MAX_TOKENS || ![1, 2, 4].contains(&per_block) {
+                    return Err(Error::InvalidArgument(format!(
+                        "decode kernel: {m} tokens (at most {GEMV_MAX_TOKENS}), {per_block} row \
+                         tiles per block (1, 2 or 4)"
+                    )));
+                }
+                let token_tiles = if m > 8 { 2 } else { 1 };
+                (
+                    &self.gemv[token_tiles - 1][per_block.trailing_zeros() as usize],
+                    (row_tiles.div_ceil(per_block) as u32, 1),
+                )
+            }
+            Kernel::Gemm => (
+                &self.gemm,
+                (
+                    self.rows.div_ceil(GEMM_ROWS) as u32,
+                    m.div_ceil(GEMM_TOKENS) as u32,
+                ),
+            ),
+        };
+        if grid.1 > 65_535 {
+            return Err(Error::InvalidArgument(format!("{m} tokens in one product")));
+        }
+        Ok((
+            function,
+            LaunchConfig {
+                grid_dim: (grid.0, grid.1, 1),
+                block_dim: (THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            },
+        ))
+    }
+}

@@ -1,0 +1,130 @@
+//! The CUDA kernels against the CPU (feature `cuda`). Every format's kernels are compiled by
+//! NVRTC where NVRTC is installed; products are checked where a GPU is present (each kernel on
+//! fresh random inputs, odd and model shapes, outputs poisoned before each launch; see
+//! `lowbit::backend::cuda::check`). Without NVRTC or a GPU the tests say so and pass: CI has
+//! neither, and the device benchmark (`benches/cuda`) runs the same checks on the GPU machine.
+//! `LOWBIT_TEST_SEED=<n>` replays a run.
+#![cfg(feature = "cuda")]
+
+use lowbit::backend::cuda::check::{check_product, Rng};
+use lowbit::backend::cuda::device::{compile, CudaDevice, QUANT_GEMM};
+use lowbit::backend::cuda::linear::Kernel;
+use lowbit::quant::QuantScheme;
+
+fn seed() -> u64 {
+    std::env::var("LOWBIT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+}
+
+fn device() -> Option<CudaDevice> {
+    match CudaDevice::new(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("skipped, no usable GPU: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn every_format_compiles_for_hopper_and_ampere() {
+    for arch in ["compute_90a", "compute_80"] {
+        for (fmt, asym, f16) in [
+            (0, 0, 1),
+            (0, 1, 1),
+            (1, 0, 1),
+            (1, 1, 1),
+            (2, 0, 0),
+            (3, 0, 0),
+        ] {
+            let defines = [
+                ("FMT", fmt.to_string()),
+                ("ASYM", asym.to_string()),
+                ("SCALE_F16", f16.to_string()),
+            ];
+            match compile(QUANT_GEMM, arch, &defines) {
+                Ok(ptx) => {
+                    assert!(
+                        ptx.contains("mma.sync.aligned.m16n8k16"),
+                        "{arch} {defines:?}"
+                    );
+                    assert!(ptx.contains(".entry gemm"), "{arch} {defines:?}");
+                }
+                Err(lowbit::Error::Device(e)) if e.contains("not found") => {
+                    eprintln!("skipped: {e}");
+                    return;
+                }
+                Err(e) => panic!("{arch} {defines:?}: {e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn products_match_the_cpu_for_every_scheme() {
+    let Some(device) = device() else { return };
+    let seed = seed();
+    let mut rng = Rng(seed);
+    let decode = [1, 2, 4].map(|row_tiles| Kernel::Gemv { row_tiles });
+    for name in [
+        "w4a16-g128",
+        "w4a16-g128-asym",
+        "w4a16",
+        "w8a16",
+        "w8a16-asym",
+        "fp8",
+        "fp8-block",
+        "nf4",
+        "nf4-dq",
+        "fp4",
+    ] {
+        let scheme = QuantScheme::parse(name).unwrap();
+        for shape in [[37, 200], [1000, 1032], [576, 1536]] {
+            for m in [1, 5, 16, 17, 130] {
+                let kernels: Vec<Kernel> = if m <= 16 {
+                    decode.iter().copied().chain([Kernel::Gemm]).collect()
+                } else {
+                    vec![Kernel::Gemm]
+                };
+                for r in
+                    check_product(&device, None, &scheme, shape, m, &kernels, &mut rng).unwrap()
+                {
+                    assert!(
+                        r.passed(),
+                        "{}: relative error {:e} (tolerance {:e}), {} outputs unwritten or not \
+                         finite (seed {seed})",
+                        r.label,
+                        r.relative_error,
+                        r.tolerance,
+                        r.bad_outputs
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_sizes_are_errors_not_launches() {
+    let Some(device) = device() else { return };
+    let scheme = QuantScheme::parse("w4a16-g128").unwrap();
+    let weights = vec![0.25f32; 64 * 128];
+    let q =
+        lowbit::quant::quantize_matrix(&weights, [64, 128], &scheme, &Default::default()).unwrap();
+    let linear = lowbit::backend::cuda::linear::CudaQuantLinear::new(&device, &q).unwrap();
+    let stream = device.stream();
+    let x = stream.alloc_zeros::<half::bf16>(128).unwrap();
+    let mut y = stream.alloc_zeros::<half::bf16>(64).unwrap();
+    assert!(linear.forward(&device, &x, 2, &mut y).is_err());
+    assert!(linear
+        .forward_with(&device, &x, 1, &mut y, Kernel::Gemv { row_tiles: 3 })
+        .is_err());
+    assert!(linear.forward(&device, &x, 1, &mut y).is_ok());
+    device.synchronize().unwrap();
+}
