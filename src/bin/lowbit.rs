@@ -480,11 +480,16 @@ fn quantize(args: &Args) -> Result<(), String> {
     let terminal = std::io::stderr().is_terminal();
     let mut timer: Option<Instant> = None;
     let mut report = |done: usize, total: usize, layer: &str| {
+        // The clock starts at the first report; the rate is over the projections since then,
+        // which span whole layers (statistics, search and quantization) once past the first.
         let since = *timer.get_or_insert_with(Instant::now);
         let elapsed = since.elapsed().as_secs_f64();
-        // Time left at the rate so far (the first projection's setup is counted in it).
-        let left = elapsed / done.max(1) as f64 * (total - done) as f64;
-        let status = format!("{done}/{total} {layer} ({elapsed:.0} s, ~{left:.0} s left)");
+        let status = if done > 1 {
+            let left = elapsed / (done - 1) as f64 * (total - done) as f64;
+            format!("{done}/{total} {layer} (~{left:.0} s left)")
+        } else {
+            format!("{done}/{total} {layer}")
+        };
         if terminal {
             eprint!("\rlowbit: quantized {status:<72}");
         } else if done == total || layer.ends_with("down_proj") {
