@@ -9,8 +9,9 @@ use lowbit::checkpoint::{default_model, Checkpoint, Dtype};
 use lowbit::eval::TaskOptions;
 use lowbit::model::{GenerateParams, Model, TextStream};
 use lowbit::quant::apply::checkpoint_from_model;
-use lowbit::quant::awq::AwqOptions;
+use lowbit::quant::awq::{AwqClipOptions, AwqOptions};
 use lowbit::quant::calibration::{quantize_sequential, CalibrationSet, CalibrationSource, Method};
+use lowbit::quant::smoothquant::DEFAULT_SMOOTHING_ALPHA;
 use lowbit::quant::{
     quantize_checkpoint, quantize_model, GptqOptions, QuantRules, QuantScheme, RtnOptions,
 };
@@ -26,9 +27,11 @@ Usage:
   lowbit eval     [--model PATH] --tasks LIST [--data-dir DIR] [--limit N] [--seed S]
                   [--num-fewshot N] [--max-length N] [--scheme SCHEME] [--out FILE]
                   [--no-samples]
-  lowbit quantize [--model PATH] --scheme SCHEME --out DIR [--method rtn|gptq|awq] [--mse]
+  lowbit quantize [--model PATH] --scheme SCHEME --out DIR [--mse]
+                  [--method rtn|gptq|awq|smoothquant|smoothquant+gptq]
                   [--override PATTERN=SCHEME|PATTERN=skip]...
-                  [--calib FILE[:WEIGHT],... --samples N --seq-len L --seed S --act-order]
+                  [--calib FILE[:WEIGHT],... --samples N --seq-len L --seed S]
+                  [--act-order] [--alpha A] [--no-clip]
   lowbit study    [STUDY.toml] [--out DIR]
   lowbit export   --model DIR --out DIR [--format compressed-tensors] [--dtype f32|bf16|f16]
   lowbit bench    [--model PATH] [--schemes LIST] [--prompt-tokens N] [--decode-tokens N] [--json]
@@ -528,15 +531,21 @@ fn quantize(args: &Args) -> Result<(), String> {
         "--seq-len",
         "--seed",
         "--act-order",
+        "--alpha",
+        "--no-clip",
     ])?;
     let scheme = args
         .value("--scheme")
         .ok_or("quantize needs --scheme SCHEME")?;
     let out = args.value("--out").ok_or("quantize needs --out DIR")?;
     let method = args.value("--method").unwrap_or("rtn");
-    if !matches!(method, "rtn" | "gptq" | "awq") {
+    if !matches!(
+        method,
+        "rtn" | "gptq" | "awq" | "smoothquant" | "smoothquant+gptq"
+    ) {
         return Err(format!(
-            "--method {method}: not available in this build (available: rtn, gptq, awq)"
+            "--method {method}: unknown (available: rtn, gptq, awq, smoothquant, \
+             smoothquant+gptq)"
         ));
     }
     let mut rules = QuantRules::new(QuantScheme::parse(scheme).map_err(|e| e.to_string())?);
@@ -550,11 +559,22 @@ fn quantize(args: &Args) -> Result<(), String> {
     let started = Instant::now();
     let checkpoint = Checkpoint::open(&path).map_err(|e| e.to_string())?;
     let terminal = std::io::stderr().is_terminal();
+    let mut timer: Option<Instant> = None;
     let mut report = |done: usize, total: usize, layer: &str| {
+        // The clock starts at the first report; the rate is over the projections since then,
+        // which span whole layers (statistics, search and quantization) once past the first.
+        let since = *timer.get_or_insert_with(Instant::now);
+        let elapsed = since.elapsed().as_secs_f64();
+        let status = if done > 1 {
+            let left = elapsed / (done - 1) as f64 * (total - done) as f64;
+            format!("{done}/{total} {layer} (~{left:.0} s left)")
+        } else {
+            format!("{done}/{total} {layer}")
+        };
         if terminal {
-            eprint!("\rlowbit: quantized {done}/{total} {layer:<40}");
-        } else if done == total || done.is_multiple_of((total / 10).max(1)) {
-            eprintln!("lowbit: quantized {done}/{total} ({layer})");
+            eprint!("\rlowbit: quantized {status:<72}");
+        } else if done == total || layer.ends_with("down_proj") {
+            eprintln!("lowbit: quantized {status}");
         }
         true
     };
@@ -592,13 +612,22 @@ fn quantize(args: &Args) -> Result<(), String> {
             calibration.samples.len(),
             calibration.tokens()
         );
-        let calibrated = if method == "awq" {
-            Method::Awq(AwqOptions::default())
-        } else {
-            Method::Gptq(GptqOptions {
-                act_order: args.flag("--act-order"),
-                ..GptqOptions::default()
-            })
+        let gptq = GptqOptions {
+            act_order: args.flag("--act-order"),
+            ..GptqOptions::default()
+        };
+        let alpha = args.parsed("--alpha", DEFAULT_SMOOTHING_ALPHA)?;
+        let calibrated = match method {
+            "awq" => Method::Awq {
+                search: AwqOptions::default(),
+                clip: (!args.flag("--no-clip")).then(AwqClipOptions::default),
+            },
+            "smoothquant" => Method::SmoothQuant { alpha, gptq: None },
+            "smoothquant+gptq" => Method::SmoothQuant {
+                alpha,
+                gptq: Some(gptq),
+            },
+            _ => Method::Gptq(gptq),
         };
         quantize_sequential(&mut model, &calibration, &rules, &calibrated, &mut report)
             .map_err(|e| e.to_string())?;

@@ -12,7 +12,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::model::Model;
 use crate::quant::apply::{checkpoint_from_model, quantize_model_with_progress};
-use crate::quant::awq::AwqOptions;
+use crate::quant::smoothquant::DEFAULT_SMOOTHING_ALPHA;
 use crate::quant::calibration::{quantize_sequential, CalibrationSet, CalibrationSource, Method};
 use crate::quant::{quantize_checkpoint, GptqOptions, QuantRules, QuantScheme, RtnOptions};
 
@@ -22,7 +22,7 @@ const DEFAULT_SCHEME: &CStr = c"w4a16-g128";
 /// The method of `lowbit_quantize_default_params()`: round-to-nearest.
 const METHOD_RTN: &CStr = c"rtn";
 /// The methods this library implements, as `params->method` names them.
-const METHODS: &str = "rtn, gptq, awq";
+const METHODS: &str = "rtn, gptq, awq, smoothquant, smoothquant+gptq";
 /// Calibration defaults, as `lowbit quantize` has them.
 const DEFAULT_CALIBRATION_SAMPLES: usize = 128;
 const DEFAULT_CALIBRATION_SEQ_LEN: usize = 512;
@@ -66,9 +66,12 @@ pub struct lowbit_quantize_params {
     pub scheme: *const c_char,
     /// The quantization method, case ignored: `"rtn"` (round-to-nearest, the default; NULL
     /// means `"rtn"`), `"gptq"` (error-compensating rounding with the Hessian of each
-    /// projection's inputs) or `"awq"` (activation-aware per-channel scales folded into the
-    /// preceding norms, then round-to-nearest). `"gptq"` and `"awq"` need calibration text
-    /// (`calibration_files`) and quantize block by block in memory. Methods added by later
+    /// projection's inputs), `"awq"` (activation-aware per-channel scales folded into the
+    /// preceding norms, AutoAWQ's clipping search, then round-to-nearest), `"smoothquant"`
+    /// (activation outliers migrated into the weights with alpha 0.5, then round-to-nearest;
+    /// meant for 8-bit activation schemes) or `"smoothquant+gptq"` (the same smoothing, then
+    /// GPTQ). All but `"rtn"` need calibration text (`calibration_files`) and quantize block
+    /// by block in memory. Methods added by later
     /// versions are new names here; an unknown name gives `LOWBIT_ERR_INVALID_ARGUMENT`
     /// listing the available ones.
     pub method: *const c_char,
@@ -431,7 +434,24 @@ impl QuantizeRequest {
                 }),
                 "gptq",
             ),
-            "awq" => (Method::Awq(AwqOptions::default()), "awq"),
+            "awq" => (Method::awq(), "awq"),
+            "smoothquant" => (
+                Method::SmoothQuant {
+                    alpha: DEFAULT_SMOOTHING_ALPHA,
+                    gptq: None,
+                },
+                "smoothquant",
+            ),
+            "smoothquant+gptq" => (
+                Method::SmoothQuant {
+                    alpha: DEFAULT_SMOOTHING_ALPHA,
+                    gptq: Some(GptqOptions {
+                        act_order: params.act_order,
+                        ..GptqOptions::default()
+                    }),
+                },
+                "smoothquant+gptq",
+            ),
             _ => {
                 return Err(Failure::invalid(format!(
                     "params->method '{method}' is not available (this library implements: \

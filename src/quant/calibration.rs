@@ -3,25 +3,29 @@
 //!
 //! The pipeline follows llm-compressor's sequential pipeline: the calibration batch runs through
 //! block `i` with blocks `0..i` already quantized; the inputs of each group of projections are
-//! reduced to what the method needs (the Hessian `sum x x^T` for GPTQ), the block's projections
-//! are quantized, and the block runs again with its quantized weights to produce the inputs of
-//! block `i + 1`. Peak memory: the residual stream of the calibration batch
-//! (`samples x seq_len x hidden` f32), one block's activations for one mini-batch, and one
-//! Hessian per projection input (`width^2` f64).
+//! reduced to what the method needs (the Hessian `sum x x^T` for GPTQ, per-channel maxima for
+//! SmoothQuant, the activations themselves for AWQ), scales are folded into the block
+//! (SmoothQuant, AWQ; see the scaling module), the block's projections are quantized, and the
+//! block runs again with its quantized weights to produce the inputs of block `i + 1`.
+//!
+//! Peak memory: the model, the residual stream and KV cache of one layer for the whole
+//! calibration batch (`tokens x hidden` f32 each for the stream, keys and values), one block's
+//! activations for one mini-batch, one Hessian per projection input (`width^2` f64) with GPTQ,
+//! and with AWQ the inputs of every projection of one block over all calibration tokens
+//! (`tokens x (3 hidden + intermediate)` f32).
 
 use std::path::Path;
 
-use rayon::prelude::*;
-
-use super::awq::{awq_search, AwqOptions};
+use super::awq::{AwqClipOptions, AwqOptions};
 use super::gptq::{gptq_quantize, GptqOptions};
+pub use super::hessian::accumulate_hessian;
 use super::rtn::{quantize_tensor, RtnOptions};
 use super::rules::QuantRules;
-use crate::checkpoint::Tensor;
+use super::scaling::{awq_block, consumers, point_index, probe_block, smooth_block, POINTS};
 use crate::checkpoint::Tokenizer;
 use crate::error::{Error, Result};
 use crate::eval::pyrandom::PyRandom;
-use crate::model::{CapturePoint, KvCache, Linear, Model, Weight};
+use crate::model::{KvCache, Model, Weight};
 
 /// Token sequences to calibrate on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,52 +161,56 @@ pub enum Method {
     /// GPTQ with the Hessian of each projection's inputs.
     Gptq(GptqOptions),
     /// AWQ: per-input-channel scales searched on the captured activations and folded into the
-    /// preceding RMSNorm (q/k/v, gate/up) or up_proj (down_proj), then round to nearest. o_proj
-    /// is not scaled (its input comes from v_proj through attention; with grouped-query
-    /// attention the scales cannot be folded).
-    Awq(AwqOptions),
+    /// preceding RMSNorm (q/k/v, gate/up) or up_proj (down_proj), then, with `clip`, AutoAWQ's
+    /// clipping search on every projection but q/k, then round to nearest. o_proj is not scaled
+    /// (see the scaling module).
+    Awq {
+        /// The scale search.
+        search: AwqOptions,
+        /// The clipping search (AutoAWQ applies it by default), or `None` to skip it.
+        clip: Option<AwqClipOptions>,
+    },
+    /// SmoothQuant: scales `max|X|^alpha / max|W|^(1 - alpha)` folded like AWQ's, then round to
+    /// nearest, or GPTQ on the smoothed layer with `gptq`.
+    SmoothQuant {
+        /// Migration strength in `[0, 1]` (default
+        /// [`super::smoothquant::DEFAULT_SMOOTHING_ALPHA`]).
+        alpha: f32,
+        /// Quantize the smoothed weights with GPTQ instead of round to nearest.
+        gptq: Option<GptqOptions>,
+    },
 }
 
-/// `sum_t x_t x_t^T` of a `[rows, width]` matrix, added into `hessian` (`[width, width]`, f64).
-pub fn accumulate_hessian(hessian: &mut [f64], rows: usize, values: &[f32]) {
-    let width = values.len() / rows.max(1);
-    debug_assert_eq!(hessian.len(), width * width);
-    hessian
-        .par_chunks_mut(width)
-        .enumerate()
-        .for_each(|(i, out)| {
-            for t in 0..rows {
-                let row = &values[t * width..(t + 1) * width];
-                let xi = row[i] as f64;
-                if xi == 0.0 {
-                    continue;
-                }
-                for (o, &xj) in out.iter_mut().zip(row) {
-                    *o += xi * xj as f64;
-                }
-            }
-        });
-}
+impl Method {
+    /// AWQ with AutoAWQ's defaults (scale search and clipping).
+    pub fn awq() -> Self {
+        Method::Awq {
+            search: AwqOptions::default(),
+            clip: Some(AwqClipOptions::default()),
+        }
+    }
 
-/// Projections of a block fed by each capture point, by module suffix.
-fn consumers(point: CapturePoint) -> &'static [&'static str] {
-    match point {
-        CapturePoint::Attention => &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
-        CapturePoint::AttentionOutput => &["self_attn.o_proj"],
-        CapturePoint::Mlp => &["mlp.gate_proj", "mlp.up_proj"],
-        CapturePoint::MlpInner => &["mlp.down_proj"],
+    /// The GPTQ options when the weights are quantized with GPTQ.
+    fn gptq(&self) -> Option<GptqOptions> {
+        match *self {
+            Method::Gptq(options) => Some(options),
+            Method::SmoothQuant { gptq, .. } => gptq,
+            _ => None,
+        }
     }
 }
 
-const POINTS: [CapturePoint; 4] = [
-    CapturePoint::Attention,
-    CapturePoint::AttentionOutput,
-    CapturePoint::Mlp,
-    CapturePoint::MlpInner,
-];
-
 /// Sequences per forward call of the pipeline.
 const MINI_BATCH: usize = 8;
+
+/// What the probe of a block collects per capture point.
+#[derive(Default)]
+struct PointStatistics {
+    /// `sum x x^T` (`[width, width]`, f64) for GPTQ.
+    hessian: Option<Vec<f64>>,
+    /// `max_t |x_t[j]|` for SmoothQuant.
+    absmax: Option<Vec<f32>>,
+}
 
 /// Quantizes the decoder blocks of `model` in place with `method`, layer by layer over
 /// `calibration` (see the module documentation). The LM head follows `rules` with RTN.
@@ -229,33 +237,58 @@ pub fn quantize_sequential(
         let pass = model.begin_pass(&inputs, &refs)?;
         passes.push((pass, caches));
     }
+    let gptq = method.gptq();
+    let smoothing = match method {
+        Method::SmoothQuant { alpha, .. } => Some(*alpha),
+        _ => None,
+    };
     for layer in 0..layers {
         // 1. Statistics of the block's projection inputs, with the block still in float.
-        let mut hessians: Vec<Option<Vec<f64>>> = vec![None; POINTS.len()];
-        if matches!(method, Method::Gptq(_)) {
-            for (pass, caches) in &passes {
-                // A copy runs the float block; the pass itself advances after quantization.
-                let mut probe = pass.clone();
-                let mut probe_caches = caches.clone();
-                let mut refs: Vec<&mut KvCache> = probe_caches.iter_mut().collect();
-                model.run_block(layer, &mut probe, &mut refs, &mut |point, rows, values| {
-                    let index = POINTS
-                        .iter()
-                        .position(|p| *p == point)
-                        .expect("known point");
-                    let width = values.len() / rows.max(1);
-                    let h = hessians[index].get_or_insert_with(|| vec![0f64; width * width]);
+        let mut statistics: Vec<PointStatistics> =
+            POINTS.iter().map(|_| PointStatistics::default()).collect();
+        if gptq.is_some() || smoothing.is_some() {
+            probe_block(model, layer, &passes, &mut |point, rows, values| {
+                let width = values.len() / rows.max(1);
+                let slot = &mut statistics[point_index(point)];
+                if gptq.is_some() {
+                    let h = slot
+                        .hessian
+                        .get_or_insert_with(|| vec![0f64; width * width]);
                     accumulate_hessian(h, rows, values);
-                });
+                }
+                if smoothing.is_some() {
+                    let max = slot.absmax.get_or_insert_with(|| vec![0f32; width]);
+                    for row in values.chunks_exact(width) {
+                        for (m, v) in max.iter_mut().zip(row) {
+                            *m = m.max(v.abs());
+                        }
+                    }
+                }
+            });
+        }
+        if let Some(alpha) = smoothing {
+            let absmax: Vec<Option<Vec<f32>>> =
+                statistics.iter_mut().map(|s| s.absmax.take()).collect();
+            let applied = smooth_block(model, layer, &absmax, rules, alpha)?;
+            // The smoothed inputs are X / s: H' = diag(1/s) H diag(1/s).
+            for (slot, scales) in statistics.iter_mut().zip(&applied) {
+                if let (Some(h), Some(s)) = (&mut slot.hessian, scales) {
+                    let width = s.len();
+                    for (i, row) in h.chunks_exact_mut(width).enumerate() {
+                        for (v, sj) in row.iter_mut().zip(s) {
+                            *v /= s[i] as f64 * *sj as f64;
+                        }
+                    }
+                }
             }
         }
-        if let Method::Awq(options) = method {
-            awq_scale_block(model, layer, &passes, rules, options)?;
+        if let Method::Awq { search, clip } = method {
+            awq_block(model, layer, &passes, rules, search, clip.as_ref())?;
         }
         // 2. Quantize the block's projections.
         let prefix = format!("model.layers.{layer}");
-        for (point_index, point) in POINTS.iter().enumerate() {
-            for suffix in consumers(*point) {
+        for point in POINTS {
+            for suffix in consumers(point) {
                 let name = format!("{prefix}.{suffix}");
                 done += 1;
                 let Some(scheme) = rules.choose(&name, true) else {
@@ -270,18 +303,19 @@ pub fn quantize_sequential(
                 let Weight::Dense(dense) = &linear.weight else {
                     return Err(Error::invalid(format!("{name} is already quantized")));
                 };
-                let quantized = match method {
-                    Method::Rtn(options) => quantize_tensor(dense, &scheme, options)?,
-                    Method::Awq(_) => quantize_tensor(dense, &scheme, &RtnOptions::default())?,
-                    Method::Gptq(options) => {
-                        let hessian = hessians[point_index]
+                let quantized = match (method, gptq) {
+                    (Method::Rtn(options), _) => quantize_tensor(dense, &scheme, options)?,
+                    (_, Some(options)) => {
+                        let hessian = statistics[point_index(point)]
+                            .hessian
                             .as_ref()
                             .ok_or_else(|| Error::invalid("no calibration statistics"))?;
                         let shape = [dense.shape()[0], dense.shape()[1]];
-                        gptq_quantize(&dense.to_f32_vec(), shape, hessian, &scheme, options)
+                        gptq_quantize(&dense.to_f32_vec(), shape, hessian, &scheme, &options)
                             .map_err(|e| Error::invalid(format!("{name}: {e}")))?
                             .tensor
                     }
+                    _ => quantize_tensor(dense, &scheme, &RtnOptions::default())?,
                 };
                 linear.weight = Weight::Quantized(quantized);
                 if !progress(done, total, &name) {
@@ -308,124 +342,6 @@ pub fn quantize_sequential(
         if let Weight::Dense(dense) = &head.weight {
             head.weight =
                 Weight::Quantized(quantize_tensor(dense, &scheme, &RtnOptions::default())?);
-        }
-    }
-    Ok(())
-}
-
-/// The dense weight of a projection as f32 values, or an error for a quantized one.
-fn dense_values(linear: &Linear, name: &str) -> Result<Vec<f32>> {
-    match &linear.weight {
-        Weight::Dense(t) => Ok(t.to_f32_vec()),
-        Weight::Quantized(_) => Err(Error::invalid(format!("{name} is already quantized"))),
-    }
-}
-
-/// Multiplies column `j` of a `[out, width]` weight by `scales[j]`.
-fn scale_columns(linear: &mut Linear, scales: &[f32], name: &str) -> Result<()> {
-    let [out, width] = linear.weight.shape();
-    let mut values = dense_values(linear, name)?;
-    for row in values.chunks_exact_mut(width) {
-        for (v, s) in row.iter_mut().zip(scales) {
-            *v *= s;
-        }
-    }
-    linear.weight = Weight::Dense(Tensor::from_f32(vec![out, width], values));
-    Ok(())
-}
-
-/// AWQ for one block: captures the inputs of q/k/v, gate/up and down over the calibration
-/// passes (float block), searches scales per group, and folds them (the block computes the same
-/// function afterwards, up to rounding).
-fn awq_scale_block(
-    model: &mut Model,
-    layer: usize,
-    passes: &[(crate::model::Pass, Vec<KvCache>)],
-    rules: &QuantRules,
-    options: &AwqOptions,
-) -> Result<()> {
-    let mut captured: Vec<(Vec<f32>, usize)> = vec![(Vec::new(), 0); POINTS.len()];
-    for (pass, caches) in passes {
-        let mut probe = pass.clone();
-        let mut probe_caches = caches.clone();
-        let mut refs: Vec<&mut KvCache> = probe_caches.iter_mut().collect();
-        model.run_block(layer, &mut probe, &mut refs, &mut |point, rows, values| {
-            let index = POINTS
-                .iter()
-                .position(|p| *p == point)
-                .expect("known point");
-            captured[index].0.extend_from_slice(values);
-            captured[index].1 += rows;
-        });
-    }
-    let prefix = format!("model.layers.{layer}");
-    for (index, point) in POINTS.iter().enumerate() {
-        if *point == CapturePoint::AttentionOutput {
-            continue;
-        }
-        let names: Vec<String> = consumers(*point)
-            .iter()
-            .map(|s| format!("{prefix}.{s}"))
-            .collect();
-        let schemes: Vec<_> = names.iter().map(|n| rules.choose(n, true)).collect();
-        let Some(Some(scheme)) = schemes.first().copied() else {
-            continue;
-        };
-        if schemes.iter().any(|s| *s != Some(scheme)) {
-            continue;
-        }
-        let block = &model.blocks()[layer];
-        let linears: Vec<&Linear> = match point {
-            CapturePoint::Attention => vec![&block.q_proj, &block.k_proj, &block.v_proj],
-            CapturePoint::Mlp => vec![&block.gate_proj, &block.up_proj],
-            _ => vec![&block.down_proj],
-        };
-        let weights: Vec<(Vec<f32>, usize)> = linears
-            .iter()
-            .zip(&names)
-            .map(|(l, n)| Ok((dense_values(l, n)?, l.out_features())))
-            .collect::<Result<_>>()?;
-        let views: Vec<(&[f32], usize)> = weights.iter().map(|(w, o)| (&w[..], *o)).collect();
-        let (x, tokens) = &captured[index];
-        let result = awq_search(x, *tokens, &views, &scheme, options)
-            .map_err(|e| Error::invalid(format!("{prefix} AWQ: {e}")))?;
-        let scales = result.scales;
-        let block = &mut model.blocks_mut()[layer];
-        match point {
-            CapturePoint::Attention => {
-                for (n, s) in block.input_norm.iter_mut().zip(&scales) {
-                    *n /= s;
-                }
-                scale_columns(&mut block.q_proj, &scales, &names[0])?;
-                scale_columns(&mut block.k_proj, &scales, &names[1])?;
-                scale_columns(&mut block.v_proj, &scales, &names[2])?;
-            }
-            CapturePoint::Mlp => {
-                for (n, s) in block.post_attention_norm.iter_mut().zip(&scales) {
-                    *n /= s;
-                }
-                scale_columns(&mut block.gate_proj, &scales, &names[0])?;
-                scale_columns(&mut block.up_proj, &scales, &names[1])?;
-            }
-            _ => {
-                // down_proj's input is silu(gate) * up: scaling up_proj's output rows by 1/s
-                // scales the input of down_proj by 1/s.
-                let up_name = format!("{prefix}.mlp.up_proj");
-                let [out, width] = block.up_proj.weight.shape();
-                let mut up = dense_values(&block.up_proj, &up_name)?;
-                for (row, s) in up.chunks_exact_mut(width).zip(&scales) {
-                    for v in row {
-                        *v /= s;
-                    }
-                }
-                if let Some(bias) = &mut block.up_proj.bias {
-                    for (b, s) in bias.iter_mut().zip(&scales) {
-                        *b /= s;
-                    }
-                }
-                block.up_proj.weight = Weight::Dense(Tensor::from_f32(vec![out, width], up));
-                scale_columns(&mut block.down_proj, &scales, &names[0])?;
-            }
         }
     }
     Ok(())

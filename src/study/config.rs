@@ -38,7 +38,7 @@ use crate::quant::QuantScheme;
 pub struct StudyConfig {
     /// `"default"` (the embedded default model) or checkpoint paths.
     pub models: Vec<String>,
-    /// Quantization methods: `rtn`, `gptq`, `awq`.
+    /// Quantization methods: `rtn`, `gptq`, `awq`, `smoothquant`, `smoothquant+gptq`.
     pub methods: Vec<String>,
     /// Scheme names (see [`QuantScheme::parse`]).
     pub schemes: Vec<String>,
@@ -140,9 +140,9 @@ impl Default for EfficiencyConfig {
 }
 
 /// Calibrated methods (those that take calibration budgets).
-pub const CALIBRATED: [&str; 2] = ["gptq", "awq"];
+pub const CALIBRATED: [&str; 4] = ["gptq", "awq", "smoothquant", "smoothquant+gptq"];
 /// Every method name a study accepts.
-pub const METHODS: [&str; 3] = ["rtn", "gptq", "awq"];
+pub const METHODS: [&str; 5] = ["rtn", "gptq", "awq", "smoothquant", "smoothquant+gptq"];
 
 impl StudyConfig {
     /// Parses a study file; relative paths in it are taken relative to the file's folder.
@@ -197,7 +197,10 @@ impl StudyConfig {
         }
         for m in &self.methods {
             if !METHODS.contains(&m.as_str()) {
-                return bad(format!("methods: unknown method '{m}' (rtn, gptq, awq)"));
+                return bad(format!(
+                    "methods: unknown method '{m}' ({})",
+                    METHODS.join(", ")
+                ));
             }
         }
         for s in &self.schemes {
@@ -217,7 +220,7 @@ impl StudyConfig {
                 || self.calibration.seq_len == 0)
         {
             return bad(
-                "calibration: gptq/awq need files, non-zero budgets and a non-zero seq_len".into(),
+                "calibration: calibrated methods need files, non-zero budgets and a non-zero seq_len".into(),
             );
         }
         if self.efficiency.prompt_tokens == 0 || self.efficiency.decode_tokens == 0 {

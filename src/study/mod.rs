@@ -28,7 +28,7 @@ use crate::checkpoint::{default_model, Checkpoint};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, TaskOptions};
 use crate::model::{Model, Weight};
-use crate::quant::awq::AwqOptions;
+use crate::quant::smoothquant::DEFAULT_SMOOTHING_ALPHA;
 use crate::quant::calibration::{quantize_sequential, CalibrationSet, CalibrationSource, Method};
 use crate::quant::{quantize_model, GptqOptions, QuantRules, QuantScheme, RtnOptions};
 
@@ -294,7 +294,15 @@ fn run_cell(
                     config.calibration.seed,
                 )?;
                 let method = match method {
-                    "awq" => Method::Awq(AwqOptions::default()),
+                    "awq" => Method::awq(),
+                    "smoothquant" => Method::SmoothQuant {
+                        alpha: DEFAULT_SMOOTHING_ALPHA,
+                        gptq: None,
+                    },
+                    "smoothquant+gptq" => Method::SmoothQuant {
+                        alpha: DEFAULT_SMOOTHING_ALPHA,
+                        gptq: Some(GptqOptions::default()),
+                    },
                     _ => Method::Gptq(GptqOptions::default()),
                 };
                 quantize_sequential(
