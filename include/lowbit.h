@@ -346,9 +346,12 @@ typedef struct lowbit_quantize_params {
     /**
      * The quantization method, case ignored: `"rtn"` (round-to-nearest, the default; NULL
      * means `"rtn"`), `"gptq"` (error-compensating rounding with the Hessian of each
-     * projection's inputs) or `"awq"` (activation-aware per-channel scales folded into the
-     * preceding norms, then round-to-nearest). `"gptq"` and `"awq"` need calibration text
-     * (`calibration_files`) and quantize block by block in memory. Methods added by later
+     * projection's inputs), `"awq"` (activation-aware per-channel scales folded into the
+     * preceding norms, AutoAWQ's clipping search, then round-to-nearest), `"smoothquant"`
+     * (activation outliers migrated into the weights with alpha 0.5, then round-to-nearest;
+     * meant for 8-bit activation schemes) or `"smoothquant+gptq"` (the same smoothing, then
+     * GPTQ). All but `"rtn"` need calibration text (`calibration_files`) and quantize block
+     * by block in memory. Methods added by later
      * versions are new names here; an unknown name gives `LOWBIT_ERR_INVALID_ARGUMENT`
      * listing the available ones.
      */
