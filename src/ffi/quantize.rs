@@ -12,8 +12,8 @@ use crate::checkpoint::Checkpoint;
 use crate::error::Error;
 use crate::model::Model;
 use crate::quant::apply::{checkpoint_from_model, quantize_model_with_progress};
-use crate::quant::smoothquant::DEFAULT_SMOOTHING_ALPHA;
 use crate::quant::calibration::{quantize_sequential, CalibrationSet, CalibrationSource, Method};
+use crate::quant::smoothquant::DEFAULT_SMOOTHING_ALPHA;
 use crate::quant::{quantize_checkpoint, GptqOptions, QuantRules, QuantScheme, RtnOptions};
 
 /// The scheme of `lowbit_quantize_default_params()`: 4-bit symmetric integer weights, one

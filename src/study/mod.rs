@@ -28,8 +28,8 @@ use crate::checkpoint::{default_model, Checkpoint};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, TaskOptions};
 use crate::model::{Model, Weight};
-use crate::quant::smoothquant::DEFAULT_SMOOTHING_ALPHA;
 use crate::quant::calibration::{quantize_sequential, CalibrationSet, CalibrationSource, Method};
+use crate::quant::smoothquant::DEFAULT_SMOOTHING_ALPHA;
 use crate::quant::{quantize_model, GptqOptions, QuantRules, QuantScheme, RtnOptions};
 
 /// The data bundled for the default study (small sets made from GSM8K, MIT licence): a text for
