@@ -129,12 +129,12 @@ fn overlapping_offsets_are_rejected() {
 fn unsupported_dtype_names_the_tensor() {
     let dir = synthetic_dir("dtype");
     let header =
-        r#"{"model.embed_tokens.weight":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#;
+        r#"{"model.embed_tokens.weight":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#;
     raw_safetensors(&dir.join("model.safetensors"), header, &[0u8; 8]);
     let (e, text) = error_text(Checkpoint::open(&dir));
     assert!(matches!(e, Error::UnsupportedDtype { .. }), "{text}");
     assert!(
-        text.contains("model.embed_tokens.weight") && text.contains("I64"),
+        text.contains("model.embed_tokens.weight") && text.contains("F64"),
         "{text}"
     );
 }
