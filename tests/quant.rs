@@ -417,7 +417,7 @@ fn quantized_checkpoint_round_trips_through_disk() {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).unwrap();
     for (from, to, expect) in [
-        ("\"lowbit\"", "\"gptq\"", "quant_method"),
+        ("\"lowbit\"", "\"bitsandbytes\"", "quant_method"),
         ("\"w8a16\"", "\"w3a16\"", "w3a16"),
     ] {
         std::fs::write(&config_path, text.replacen(from, to, 1)).unwrap();

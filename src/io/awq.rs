@@ -14,7 +14,7 @@
 
 use serde_json::Value;
 
-use super::{candidate_modules, field, int_layer_from_unsigned, words, ImportedLayer};
+use super::{field, import_packed_modules, int_layer_from_unsigned, words, ImportedLayer};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::quant::Granularity;
@@ -67,27 +67,12 @@ pub(crate) fn import_layers(checkpoint: &Checkpoint) -> Result<Vec<ImportedLayer
             )))
         }
     };
-    candidate_modules(checkpoint, &["qweight"])
-        .into_iter()
-        .map(|module| {
-            let tensor = read_layer(checkpoint, &module, granularity).map_err(|e| match e {
-                Error::InvalidArgument(why) => {
-                    Error::format(path, format!("AWQ layer {module}: {why}"))
-                }
-                other => other,
-            })?;
-            let consumed = ["qweight", "qzeros", "scales"]
-                .iter()
-                .map(|s| format!("{module}.{s}"))
-                .filter(|n| checkpoint.has_tensor(n))
-                .collect();
-            Ok(ImportedLayer {
-                module,
-                tensor,
-                consumed,
-            })
-        })
-        .collect()
+    import_packed_modules(
+        checkpoint,
+        "AWQ",
+        &["qweight", "qzeros", "scales"],
+        |module| read_layer(checkpoint, module, granularity),
+    )
 }
 
 fn read_layer(

@@ -17,7 +17,9 @@
 
 use serde_json::Value;
 
-use super::{candidate_modules, field, int_layer_from_unsigned, int_values, words, ImportedLayer};
+use super::{
+    field, import_packed_modules, int_layer_from_unsigned, int_values, words, ImportedLayer,
+};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::quant::Granularity;
@@ -55,29 +57,12 @@ pub(crate) fn import_layers(checkpoint: &Checkpoint) -> Result<Vec<ImportedLayer
         }
     };
     let bits = bits as usize;
-    candidate_modules(checkpoint, &["qweight"])
-        .into_iter()
-        .map(|module| {
-            let tensor = read_layer(checkpoint, &module, bits, granularity, zero_offset).map_err(
-                |e| match e {
-                    Error::InvalidArgument(why) => {
-                        Error::format(path, format!("GPTQ layer {module}: {why}"))
-                    }
-                    other => other,
-                },
-            )?;
-            let consumed = ["qweight", "qzeros", "scales", "g_idx"]
-                .iter()
-                .map(|s| format!("{module}.{s}"))
-                .filter(|n| checkpoint.has_tensor(n))
-                .collect();
-            Ok(ImportedLayer {
-                module,
-                tensor,
-                consumed,
-            })
-        })
-        .collect()
+    import_packed_modules(
+        checkpoint,
+        "GPTQ",
+        &["qweight", "qzeros", "scales", "g_idx"],
+        |module| read_layer(checkpoint, module, bits, granularity, zero_offset),
+    )
 }
 
 fn read_layer(

@@ -165,6 +165,37 @@ pub(crate) fn candidate_modules(checkpoint: &Checkpoint, suffixes: &[&str]) -> V
         .collect()
 }
 
+/// Imports every module of `checkpoint` that stores a `qweight` (the GPTQ and AWQ layouts) with
+/// `read`; `layout` names the layout in errors, `tensors` the per-module tensors it replaces.
+pub(crate) fn import_packed_modules(
+    checkpoint: &Checkpoint,
+    layout: &str,
+    tensors: &[&str],
+    read: impl Fn(&str) -> Result<QuantizedTensor>,
+) -> Result<Vec<ImportedLayer>> {
+    candidate_modules(checkpoint, &["qweight"])
+        .into_iter()
+        .map(|module| {
+            let tensor = read(&module).map_err(|e| match e {
+                Error::InvalidArgument(why) => {
+                    Error::format(checkpoint.path(), format!("{layout} layer {module}: {why}"))
+                }
+                other => other,
+            })?;
+            let consumed = tensors
+                .iter()
+                .map(|s| format!("{module}.{s}"))
+                .filter(|n| checkpoint.has_tensor(n))
+                .collect();
+            Ok(ImportedLayer {
+                module,
+                tensor,
+                consumed,
+            })
+        })
+        .collect()
+}
+
 /// Integer values of an I32 or I64 tensor, exactly (packed words must not pass through f32).
 pub(crate) fn int_values(t: &Tensor, name: &str) -> Result<Vec<i64>> {
     let bytes = t.raw_bytes();
