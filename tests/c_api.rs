@@ -4,12 +4,12 @@
 //! model, quantize.c with the default model quantized through lowbit_quantize, eval.c scoring
 //! the default model on the fixtures in tests/fixtures/eval).
 
+mod common;
+
 use std::ffi::CStr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use std::sync::OnceLock;
-
+use common::root;
 use lowbit::checkpoint::default_model;
 use lowbit::model::{GenerateParams, Model};
 use lowbit::quant::{quantize_model, QuantRules, QuantScheme, RtnOptions};
@@ -17,10 +17,6 @@ use lowbit::quant::{quantize_model, QuantRules, QuantScheme, RtnOptions};
 const PROMPT: &str = "The capital of France is";
 /// generate.c asks for this many new tokens, greedily.
 const NEW_TOKENS: usize = 16;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 #[test]
 fn committed_header_is_current() {
@@ -74,49 +70,6 @@ fn version_macros_agree_with_the_library() {
     assert_eq!(lowbit::VERSION, dotted);
 }
 
-/// `cargo test` builds the library only as an rlib; the C program needs the cdylib, so this
-/// builds it into the same target directory, with the profile this test was built with.
-/// Returns the directory holding liblowbit.so (or .dylib). Built once per test process.
-fn build_cdylib() -> PathBuf {
-    static LIB_DIR: OnceLock<PathBuf> = OnceLock::new();
-    LIB_DIR.get_or_init(build_cdylib_once).clone()
-}
-
-fn build_cdylib_once() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile dir>/deps/c_api-<hash>
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let target_dir = profile_dir.parent().unwrap();
-    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cargo
-        .args(["build", "--lib", "--manifest-path"])
-        .arg(root().join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
-    // `cargo test` builds into target/debug with the test profile, `cargo test --release`
-    // into target/release (release settings); build the cdylib with the same settings.
-    // (`cargo build` resolves features without dev-dependencies, so it recompiles the
-    // library once more; that is cargo's usual build/test alternation.)
-    match profile_dir.file_name().and_then(|n| n.to_str()).unwrap() {
-        "debug" => cargo.args(["--profile", "test"]),
-        "release" => cargo.arg("--release"),
-        custom => cargo.args(["--profile", custom]),
-    };
-    let status = cargo.status().expect("running cargo build --lib");
-    assert!(status.success(), "cargo build --lib failed");
-    let name = if cfg!(target_os = "macos") {
-        "liblowbit.dylib"
-    } else {
-        "liblowbit.so"
-    };
-    assert!(
-        profile_dir.join(name).is_file(),
-        "{} was not built",
-        profile_dir.join(name).display()
-    );
-    profile_dir
-}
-
 /// What the Rust API generates for `prompt` with generate.c's settings.
 fn rust_generation(prompt: &str) -> String {
     let dir = default_model::ensure().unwrap_or_else(|e| panic!("default model: {e}"));
@@ -139,45 +92,17 @@ fn greedy_generation(model: &Model, prompt: &str) -> String {
 /// Compiles ffi-examples/c/`example`.c against the header and the cdylib, runs it with `args`,
 /// and returns its standard output after checking that it exited successfully.
 fn run_c_example(example: &str, args: &[&str]) -> String {
-    let lib_dir = build_cdylib();
-    let program =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{example}-{}", std::process::id()));
-    let compiler = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
-    let compiled = Command::new(&compiler)
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I"])
-        .arg(root().join("include"))
-        .arg(root().join(format!("ffi-examples/c/{example}.c")))
-        .arg("-L")
-        .arg(&lib_dir)
-        .args(["-llowbit", "-o"])
-        .arg(&program)
-        .output()
-        .unwrap_or_else(|e| panic!("running {compiler:?}: {e}"));
-    assert!(
-        compiled.status.success(),
-        "compiling {example}.c failed:\n{}",
-        String::from_utf8_lossy(&compiled.stderr)
+    let program = common::compile(
+        &common::c_compiler(),
+        &["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic"],
+        &[root().join(format!("ffi-examples/c/{example}.c"))],
+        common::Link::Shared,
+        example,
     );
-
-    let library_path_var = if cfg!(target_os = "macos") {
-        "DYLD_LIBRARY_PATH"
-    } else {
-        "LD_LIBRARY_PATH"
-    };
-    let run = Command::new(&program)
-        .args(args)
-        .env(library_path_var, &lib_dir)
-        .output()
-        .unwrap();
+    let run = common::run(&program, args);
     let _ = std::fs::remove_file(&program);
-    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&run.stderr);
+    let stdout = common::stdout_of_success(&run, &format!("{example}.c"));
     println!("{stdout}");
-    assert!(
-        run.status.success(),
-        "{example}.c exited with {}:\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        run.status
-    );
     assert!(stdout.contains(&format!("lowbit {} (header", lowbit::VERSION)));
     assert!(stdout.trim_end().ends_with("ok"));
     stdout
