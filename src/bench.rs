@@ -11,6 +11,8 @@
 //! 3. decode: `decode_tokens` successive single-token forward passes with the KV cache, each
 //!    feeding back the previous greedy token (end-of-sequence tokens do not stop it).
 //!
+//! [`measure_batch_decode`] times the serving case: several sequences decoded together.
+//!
 //! Resident memory comes from `/proc/self/status` on Linux (`VmRSS` now, `VmHWM` the peak) and
 //! is `None` elsewhere. The peak is the whole process's: it includes whatever the process held
 //! before [`measure`] was called, unless the caller resets it first with [`reset_peak_rss`].
@@ -23,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::Dtype;
 use crate::error::{Error, Result};
 use crate::model::sampling::argmax;
-use crate::model::{Model, Weight};
+use crate::model::{KvCache, Logits, Model, Weight};
 
 /// What one [`measure`] call found. Sizes are bytes, times seconds, rates per second.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -126,6 +128,71 @@ pub fn measure(
         kv_cache_bytes: cache.bytes() as u64,
         rss_bytes: memory.map(|m| m.rss_bytes),
         peak_rss_bytes: memory.map(|m| m.peak_rss_bytes),
+    })
+}
+
+/// What one [`measure_batch_decode`] call found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchDecodeReport {
+    /// Sequences decoded together.
+    pub batch: usize,
+    /// Prompt tokens of each sequence (prefilled together, not timed).
+    pub prompt_tokens: usize,
+    /// Decode steps timed; each step gives every sequence one token.
+    pub decode_tokens: usize,
+    /// Seconds of all decode steps together.
+    pub decode_s: f64,
+    /// Tokens generated per second over the whole batch: `batch * decode_tokens / decode_s`.
+    pub tokens_per_s: f64,
+}
+
+/// Measures decoding `batch` sequences together (the serving case): each sequence is prefilled
+/// with its own `prompt_tokens` ids (one batched pass, not timed), then `decode_tokens` steps
+/// run one forward pass over one new greedy token of every sequence, so each weight matrix is
+/// read once per step for the whole batch.
+///
+/// Errors: as [`measure`], and [`Error::InvalidArgument`] when `batch` is 0.
+pub fn measure_batch_decode(
+    model: &Model,
+    batch: usize,
+    prompt_tokens: usize,
+    decode_tokens: usize,
+) -> Result<BatchDecodeReport> {
+    let config = model.config();
+    if batch == 0 || prompt_tokens == 0 || decode_tokens == 0 {
+        return Err(Error::invalid(format!(
+            "batched decode needs at least one sequence, prompt token and decode token \
+             (got batch {batch}, {prompt_tokens} prompt, {decode_tokens} decode)"
+        )));
+    }
+    if prompt_tokens.saturating_add(decode_tokens) > config.max_position_embeddings {
+        return Err(Error::invalid(format!(
+            "{prompt_tokens} prompt + {decode_tokens} decode tokens exceed the model's context \
+             of {} positions",
+            config.max_position_embeddings
+        )));
+    }
+    // Distinct prompts: sequence i starts i steps further along the same walk.
+    let walk = prompt_ids(config.vocab_size, prompt_tokens + batch);
+    let prompts: Vec<&[u32]> = (0..batch).map(|i| &walk[i..i + prompt_tokens]).collect();
+    let mut caches: Vec<KvCache> = (0..batch).map(|_| model.new_cache()).collect();
+    let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+    let logits = model.forward_batch(&prompts, &mut refs, Logits::Last)?;
+    let mut tokens: Vec<u32> = logits.iter().map(|l| argmax(l) as u32).collect();
+
+    let started = Instant::now();
+    for _ in 0..decode_tokens {
+        let inputs: Vec<&[u32]> = tokens.iter().map(std::slice::from_ref).collect();
+        let logits = model.forward_batch(&inputs, &mut refs, Logits::Last)?;
+        tokens = logits.iter().map(|l| argmax(l) as u32).collect();
+    }
+    let decode_s = started.elapsed().as_secs_f64();
+    Ok(BatchDecodeReport {
+        batch,
+        prompt_tokens,
+        decode_tokens,
+        decode_s,
+        tokens_per_s: (batch * decode_tokens) as f64 / decode_s.max(f64::MIN_POSITIVE),
     })
 }
 

@@ -74,6 +74,42 @@ fn calibration_sets_mix_sources_deterministically() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+#[test]
+fn saved_calibration_tokens_read_back_exactly() {
+    let model = model();
+    let tok = model.require_tokenizer().unwrap();
+    let (dir, sources) = sources("saved");
+    let drawn = CalibrationSet::from_sources(tok, &sources, 16, 24, 5).unwrap();
+    let saved = dir.join("saved.jsonl");
+    drawn.write_jsonl(&saved).unwrap();
+    let from_file = vec![CalibrationSource {
+        path: saved.clone(),
+        weight: 1.0,
+    }];
+    // All 16 records, drawn in another order by another seed, are the same token sequences.
+    let mut back = CalibrationSet::from_sources(tok, &from_file, 16, 24, 9).unwrap();
+    let mut expected = drawn.samples.clone();
+    back.samples.sort();
+    expected.sort();
+    assert_eq!(back.samples, expected);
+    // A shorter seq_len truncates the saved tokens like text.
+    let short = CalibrationSet::from_sources(tok, &from_file, 16, 5, 9).unwrap();
+    assert!(short.samples.iter().all(|s| s.len() <= 5));
+
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"input_ids\": [1, 2, 100000]}\n").unwrap();
+    let bad_source = vec![CalibrationSource {
+        path: bad.clone(),
+        weight: 1.0,
+    }];
+    let err = CalibrationSet::from_sources(tok, &bad_source, 1, 24, 0).unwrap_err();
+    assert!(err.to_string().contains("outside the vocabulary"), "{err}");
+    std::fs::write(&bad, "{\"input_ids\": [1, -2]}\n").unwrap();
+    let err = CalibrationSet::from_sources(tok, &bad_source, 1, 24, 0).unwrap_err();
+    assert!(err.to_string().contains("token ids"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// One f32 rounding per product-sum within a chunk of `CHUNK_TOKENS` tokens, and one more for
 /// the f64 sums (see `lowbit::quant::hessian`).
 const HESSIAN_RELATIVE: f64 = (CHUNK_TOKENS as f64 + 2.0) * (f32::EPSILON as f64 / 2.0);

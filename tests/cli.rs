@@ -62,3 +62,52 @@ fn bad_arguments_fail_with_a_message() {
         assert!(stderr.contains("lowbit:"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn eval_max_length_alone_bounds_perplexity_windows() {
+    // The synthetic Qwen3 checkpoint with a byte-level tokenizer.
+    let source = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/synthetic/qwen3"
+    );
+    let tmp = std::env::temp_dir().join(format!("lowbit-cli-eval-{}", std::process::id()));
+    let model = tmp.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(format!("{source}/{file}"), model.join(file)).unwrap();
+    }
+    std::fs::write(
+        model.join("tokenizer.json"),
+        lowbit::checkpoint::synthetic::byte_tokenizer_json(),
+    )
+    .unwrap();
+    let dir = model.to_str().unwrap();
+    let text = tmp.join("text.txt");
+    std::fs::write(
+        &text,
+        "the quick brown fox jumps over the lazy dog. ".repeat(8),
+    )
+    .unwrap();
+    let task = format!("text:{}", text.display());
+    let run = |extra: &[&str]| {
+        lowbit()
+            .args(["eval", "--model", dir, "--tasks", &task, "--no-samples"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // 360 byte tokens in windows of at most 64: the default window (2048) follows --max-length.
+    let out = run(&["--max-length", "64"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("token_perplexity"),
+        "{stderr}"
+    );
+    // An explicit --context longer than --max-length is still a clear error.
+    let out = run(&["--max-length", "64", "--context", "128"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("exceeds max_length 64"), "{stderr}");
+    std::fs::remove_dir_all(tmp).ok();
+}

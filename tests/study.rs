@@ -169,6 +169,11 @@ fn fixed_results() -> Vec<CellResult> {
                 BTreeMap::from([("acc".to_string(), acc), ("acc_norm".to_string(), acc)]),
             ),
         ]),
+        // Accuracy over 40 documents: the harness' standard error.
+        stderr: BTreeMap::from([(
+            "arc_easy".to_string(),
+            BTreeMap::from([("acc".to_string(), (acc * (1.0 - acc) / 39.0).sqrt())]),
+        )]),
         linear_bytes: (bits * 1e6) as u64,
         bits_per_weight: bits,
         model_bytes: (bits * 2e6) as u64,
@@ -177,6 +182,7 @@ fn fixed_results() -> Vec<CellResult> {
         ttft_s: 0.01,
         prefill_tokens_per_s: 800.0,
         decode_tokens_per_s: 40.0 * 32.0 / bits,
+        batch_decode_tokens_per_s: Some(400.0 * 32.0 / bits),
         peak_rss_bytes: Some(500_000_000),
         cell,
     };
@@ -213,4 +219,83 @@ fn report_layout_is_pinned() {
     }
     // Every cell is a point of the Pareto plots.
     assert_eq!(plots[0].1.matches("<circle").count(), results.len());
+}
+
+#[test]
+fn recommendation_counts_a_drop_within_the_noise_as_close() {
+    let mut results = fixed_results();
+    // Both GPTQ cells score below RTN here.
+    for (r, acc) in results[3..].iter_mut().zip([0.40, 0.42]) {
+        r.metrics
+            .get_mut("arc_easy")
+            .unwrap()
+            .insert("acc".into(), acc);
+    }
+    let verdict = |results: &[CellResult]| {
+        let md = markdown(results);
+        md.lines()
+            .find(|l| l.starts_with("- **arc_easy**"))
+            .unwrap_or_else(|| panic!("no arc_easy recommendation in\n{md}"))
+            .to_string()
+    };
+    // With 40 documents the 5-point drop of rtn w4a16-g32 is noise (about ±22 points at 95%), so the
+    // 4.5-bit cell is recommended and the line says why.
+    let noisy = verdict(&results);
+    assert!(noisy.contains("rtn w4a16-g32 at 4.50"), "{noisy}");
+    assert!(noisy.contains("within the noise"), "{noisy}");
+    // With errors 20x smaller the same drop is real: the smallest cell within 1 point is
+    // w8a16, which matches the baseline.
+    for r in &mut results {
+        for se in r.stderr.values_mut().flat_map(|m| m.values_mut()) {
+            *se /= 20.0;
+        }
+    }
+    let precise = verdict(&results);
+    assert!(precise.contains("rtn w8a16 at 8.00"), "{precise}");
+    assert!(precise.contains("within the slack"), "{precise}");
+    // Without any standard error the slack alone decides, as before.
+    for r in &mut results {
+        r.stderr.clear();
+    }
+    assert_eq!(verdict(&results), precise);
+}
+
+#[test]
+fn the_command_line_runs_a_study_file() {
+    let out = temp_dir("cli");
+    let model = synthetic(&out);
+    let file = out.join("study.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+models = ["{}"]
+cells = ["rtn w8a16"]
+[tasks]
+names = ["arc_easy"]
+limit = 2
+[efficiency]
+prompt_tokens = 4
+decode_tokens = 2
+batch = 2
+"#,
+            model.display()
+        ),
+    )
+    .unwrap();
+    let report_dir = out.join("report");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_lowbit"))
+        .arg("study")
+        .arg(&file)
+        .arg("--out")
+        .arg(&report_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let report = std::fs::read_to_string(report_dir.join("report.md")).unwrap();
+    assert!(report.contains("| rtn w8a16 |"), "{report}");
+    let csv = std::fs::read_to_string(report_dir.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let _ = std::fs::remove_dir_all(out);
 }

@@ -31,10 +31,12 @@ Usage:
                   [--method rtn|gptq|awq|smoothquant|smoothquant+gptq]
                   [--override PATTERN=SCHEME|PATTERN=skip]...
                   [--calib FILE[:WEIGHT],... --samples N --seq-len L --seed S]
+                  [--save-calib FILE.jsonl]
                   [--act-order] [--alpha A] [--no-clip]
   lowbit study    [STUDY.toml] [--out DIR]
   lowbit export   --model DIR --out DIR [--format compressed-tensors] [--dtype f32|bf16|f16]
-  lowbit bench    [--model PATH] [--schemes LIST] [--prompt-tokens N] [--decode-tokens N] [--json]
+  lowbit bench    [--model PATH] [--schemes LIST] [--prompt-tokens N] [--decode-tokens N]
+                  [--batch N] [--json]
   lowbit fetch    (download and convert the default model; prints its directory)
 
 PATH is a Hugging Face directory (config.json + safetensors), a .safetensors file or a .gguf
@@ -447,6 +449,12 @@ fn eval(args: &Args) -> Result<(), String> {
             .transpose()
     };
     let defaults = TaskOptions::default();
+    // Perplexity windows default to at most --max-length tokens, so `--max-length N` alone
+    // bounds every model input.
+    let max_length = optional("--max-length")?;
+    let window = defaults
+        .context_length
+        .min(max_length.unwrap_or(usize::MAX));
     let options = TaskOptions {
         data_dir,
         limit: optional("--limit")?,
@@ -456,11 +464,11 @@ fn eval(args: &Args) -> Result<(), String> {
             .transpose()?,
         num_fewshot: optional("--num-fewshot")?,
         fewshot_seed: args.parsed("--fewshot-seed", defaults.fewshot_seed)?,
-        context_length: args.parsed("--context", defaults.context_length)?,
-        stride: args.parsed("--stride", defaults.stride)?,
+        context_length: args.parsed("--context", window)?,
+        stride: args.parsed("--stride", window)?,
         max_gen_tokens: args.parsed("--max-gen-tokens", defaults.max_gen_tokens)?,
         keep_samples: !args.flag("--no-samples"),
-        max_length: optional("--max-length")?,
+        max_length,
     };
     let scheme = args
         .value("--scheme")
@@ -527,6 +535,7 @@ fn quantize(args: &Args) -> Result<(), String> {
         "--mse",
         "--override",
         "--calib",
+        "--save-calib",
         "--samples",
         "--seq-len",
         "--seed",
@@ -612,6 +621,12 @@ fn quantize(args: &Args) -> Result<(), String> {
             calibration.samples.len(),
             calibration.tokens()
         );
+        if let Some(path) = args.value("--save-calib") {
+            calibration
+                .write_jsonl(std::path::Path::new(path))
+                .map_err(|e| e.to_string())?;
+            eprintln!("lowbit: wrote the calibration tokens to {path}");
+        }
         let gptq = GptqOptions {
             act_order: args.flag("--act-order"),
             ..GptqOptions::default()
@@ -661,6 +676,7 @@ fn bench(args: &Args) -> Result<(), String> {
         "--schemes",
         "--prompt-tokens",
         "--decode-tokens",
+        "--batch",
         "--json",
     ])?;
     let schemes = args
@@ -675,6 +691,10 @@ fn bench(args: &Args) -> Result<(), String> {
     let decode_tokens: usize = args.parsed("--decode-tokens", 16)?;
     if prompt_tokens == 0 || decode_tokens == 0 {
         return Err("--prompt-tokens and --decode-tokens must be at least 1".into());
+    }
+    let batch: usize = args.parsed("--batch", 16)?;
+    if batch == 0 {
+        return Err("--batch must be at least 1 (1 skips the batched decode)".into());
     }
     let json = args.flag("--json");
     let path = model_path(args)?;
@@ -700,11 +720,12 @@ fn bench(args: &Args) -> Result<(), String> {
             rayon::current_num_threads()
         );
         println!(
-            "{:<16} {:>9} {:>11} {:>13} {:>14} {:>9} {:>12}",
+            "{:<16} {:>9} {:>11} {:>13} {:>14} {:>14} {:>9} {:>12}",
             "scheme",
             "size MB*",
             "weights MB",
             "decode tok/s",
+            format!("batch-{batch} tok/s"),
             "prefill tok/s",
             "TTFT ms",
             "peak RSS MB"
@@ -727,15 +748,22 @@ fn bench(args: &Args) -> Result<(), String> {
         peak_is_per_row &= lowbit::bench::reset_peak_rss();
         let mut report = lowbit::bench::measure(&model, prompt_tokens, decode_tokens)
             .map_err(|e| format!("{name}: {e}"))?;
+        let batched = (batch > 1)
+            .then(|| {
+                lowbit::bench::measure_batch_decode(&model, batch, prompt_tokens, decode_tokens)
+            })
+            .transpose()
+            .map_err(|e| format!("{name}: {e}"))?;
         drop(model);
         if scheme.is_none() {
             report.checkpoint_bytes = Some(disk_bytes);
         }
         if json {
-            println!(
-                "{}",
-                serde_json::to_string(&report).map_err(|e| e.to_string())?
-            );
+            let mut line = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+            if let Some(batched) = &batched {
+                line["batch_decode"] = serde_json::to_value(batched).map_err(|e| e.to_string())?;
+            }
+            println!("{line}");
             continue;
         }
         let mb = |bytes: u64| bytes as f64 / 1e6;
@@ -743,12 +771,14 @@ fn bench(args: &Args) -> Result<(), String> {
         let peak = report
             .peak_rss_bytes
             .map_or("n/a".to_string(), |b| format!("{:.1}", mb(b)));
+        let batched = batched.map_or("-".to_string(), |b| format!("{:.1}", b.tokens_per_s));
         println!(
-            "{:<16} {:>9.1} {:>11.1} {:>13.1} {:>14.1} {:>9.1} {:>12}",
+            "{:<16} {:>9.1} {:>11.1} {:>13.1} {:>14} {:>14.1} {:>9.1} {:>12}",
             report.scheme,
             mb(size),
             mb(report.weight_bytes),
             report.decode_tokens_per_s,
+            batched,
             report.prefill_tokens_per_s,
             report.time_to_first_token_s * 1e3,
             peak
@@ -778,14 +808,24 @@ fn main() -> ExitCode {
         eprint!("{USAGE}");
         return ExitCode::from(2);
     };
-    let args = match Args::parse(&raw[1..]) {
+    // `study` takes a positional study file, which the common parser rejects.
+    let common = if command == "study" {
+        Args::parse(&[])
+    } else {
+        Args::parse(&raw[1..])
+    };
+    let args = match common {
         Ok(a) => a,
         Err(e) => {
             eprintln!("lowbit: {e}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
-    if args.flag("--help") || command == "--help" || command == "help" {
+    if args.flag("--help")
+        || command == "--help"
+        || command == "help"
+        || raw[1..].iter().any(|a| a == "--help")
+    {
         print!("{USAGE}");
         return ExitCode::SUCCESS;
     }

@@ -38,7 +38,8 @@ pub struct CalibrationSet {
 #[derive(Clone, Debug)]
 pub struct CalibrationSource {
     /// A text file (one sample per blank-line-separated paragraph) or JSON Lines (`text`, or
-    /// `question` + `answer`, or chat `messages` with `role`/`content`).
+    /// `question` + `answer`, or chat `messages` with `role`/`content`, or `input_ids` taken as
+    /// tokens as they are, as [`CalibrationSet::write_jsonl`] writes them).
     pub path: std::path::PathBuf,
     /// Share of the samples drawn from this source, relative to the other sources.
     pub weight: f64,
@@ -66,6 +67,7 @@ impl CalibrationSet {
                 "calibration source weights must be positive".into(),
             ));
         }
+        let vocab = tokenizer.vocab_size();
         let mut rng = PyRandom::new(seed);
         let mut out = Vec::with_capacity(samples);
         let mut assigned = 0;
@@ -77,10 +79,20 @@ impl CalibrationSet {
             }
             .min(samples - assigned);
             assigned += want;
-            let texts = read_texts(&source.path)?;
             let mut records = Vec::new();
-            for t in texts {
-                let mut ids = tokenizer.encode(&t, true)?;
+            for record in read_records(&source.path)? {
+                let mut ids = match record {
+                    Record::Text(t) => tokenizer.encode(&t, true)?,
+                    Record::Tokens(ids) => {
+                        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                            return Err(Error::InvalidArgument(format!(
+                                "{}: token id {id} is outside the vocabulary ({vocab} tokens)",
+                                source.path.display()
+                            )));
+                        }
+                        ids
+                    }
+                };
                 ids.truncate(seq_len);
                 if ids.len() >= 2 {
                     records.push(ids);
@@ -104,10 +116,28 @@ impl CalibrationSet {
     pub fn tokens(&self) -> usize {
         self.samples.iter().map(Vec::len).sum()
     }
+
+    /// Writes the samples as JSON Lines, one `{"input_ids": [...]}` per sample: the format
+    /// [`CalibrationSet::from_sources`] reads back token for token, and the column a Hugging
+    /// Face `datasets` calibration set for other quantizers takes.
+    pub fn write_jsonl(&self, path: &Path) -> Result<()> {
+        let mut text = String::new();
+        for sample in &self.samples {
+            text.push_str(&serde_json::json!({ "input_ids": sample }).to_string());
+            text.push('\n');
+        }
+        std::fs::write(path, text).map_err(|e| Error::io(path, e))
+    }
 }
 
-/// The texts of a calibration file.
-fn read_texts(path: &Path) -> Result<Vec<String>> {
+/// One calibration record: text to tokenize, or tokens given as they are.
+enum Record {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+/// The records of a calibration file.
+fn read_records(path: &Path) -> Result<Vec<Record>> {
     let is_jsonl = path
         .extension()
         .is_some_and(|e| e == "jsonl" || e == "json");
@@ -117,7 +147,7 @@ fn read_texts(path: &Path) -> Result<Vec<String>> {
             .split("\n\n")
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .map(str::to_string)
+            .map(|p| Record::Text(p.to_string()))
             .collect());
     }
     let rows = crate::eval::data::read_jsonl(path)?;
@@ -125,13 +155,24 @@ fn read_texts(path: &Path) -> Result<Vec<String>> {
         .enumerate()
         .map(|(i, row)| {
             if let Some(t) = row.get("text").and_then(|v| v.as_str()) {
-                return Ok(t.to_string());
+                return Ok(Record::Text(t.to_string()));
+            }
+            if let Some(ids) = row.get("input_ids").and_then(|v| v.as_array()) {
+                return ids
+                    .iter()
+                    .map(|v| v.as_u64().and_then(|id| u32::try_from(id).ok()))
+                    .collect::<Option<Vec<u32>>>()
+                    .map(Record::Tokens)
+                    .ok_or_else(|| Error::Format {
+                        path: path.to_path_buf(),
+                        reason: format!("line {}: 'input_ids' must be token ids", i + 1),
+                    });
             }
             if let (Some(q), Some(a)) = (
                 row.get("question").and_then(|v| v.as_str()),
                 row.get("answer").and_then(|v| v.as_str()),
             ) {
-                return Ok(format!("Question: {q}\nAnswer: {a}"));
+                return Ok(Record::Text(format!("Question: {q}\nAnswer: {a}")));
             }
             if let Some(messages) = row.get("messages").and_then(|v| v.as_array()) {
                 let mut chat = String::new();
@@ -140,12 +181,12 @@ fn read_texts(path: &Path) -> Result<Vec<String>> {
                     let content = m.get("content").and_then(|v| v.as_str()).unwrap_or("");
                     chat.push_str(&format!("<|im_start|>{role}\n{content}<|im_end|>\n"));
                 }
-                return Ok(chat);
+                return Ok(Record::Text(chat));
             }
             Err(Error::Format {
                 path: path.to_path_buf(),
                 reason: format!(
-                    "line {}: expected 'text', 'question'+'answer' or 'messages'",
+                    "line {}: expected 'text', 'question'+'answer', 'messages' or 'input_ids'",
                     i + 1
                 ),
             })

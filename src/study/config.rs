@@ -6,6 +6,8 @@
 //! models = ["default"]                 # "default" or checkpoint paths
 //! methods = ["rtn", "gptq", "awq"]     # the f32/bf16 baseline is always run
 //! schemes = ["w4a16-g64", "w8a16", "w8a8", "nf4", "fp8"]
+//! # or, instead of methods x schemes, the cells themselves ("METHOD SCHEME [@SAMPLES]"):
+//! # cells = ["rtn w4a16-g128", "gptq w4a16-g128 @128", "awq w4a16-g128 @128", "rtn fp8"]
 //! output = "study"                     # directory of cells, CSV, report and plots
 //!
 //! [calibration]                        # for gptq and awq
@@ -23,6 +25,7 @@
 //! [efficiency]
 //! prompt_tokens = 64
 //! decode_tokens = 32
+//! batch = 16                           # also decode this many sequences together (1: off)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -42,6 +45,10 @@ pub struct StudyConfig {
     pub methods: Vec<String>,
     /// Scheme names (see [`QuantScheme::parse`]).
     pub schemes: Vec<String>,
+    /// Explicit cells, `"METHOD SCHEME"` or `"METHOD SCHEME @SAMPLES"` (calibrated methods;
+    /// without `@`, one cell per calibration budget); when given, they replace
+    /// `methods` x `schemes`.
+    pub cells: Vec<String>,
     /// Output directory.
     pub output: PathBuf,
     /// Calibration data of the calibrated methods.
@@ -88,6 +95,8 @@ pub struct EfficiencyConfig {
     pub prompt_tokens: usize,
     /// Greedy decode steps timed.
     pub decode_tokens: usize,
+    /// Sequences of the batched decode measurement (1: measure batch 1 only).
+    pub batch: usize,
 }
 
 impl Default for StudyConfig {
@@ -98,6 +107,7 @@ impl Default for StudyConfig {
             schemes: ["w4a16-g64", "w4a16-g64-asym", "w8a16", "w8a8", "nf4", "fp8"]
                 .map(String::from)
                 .to_vec(),
+            cells: Vec::new(),
             output: PathBuf::from("study"),
             calibration: CalibrationConfig::default(),
             tasks: TasksConfig::default(),
@@ -124,7 +134,7 @@ impl Default for TasksConfig {
                 .map(String::from)
                 .to_vec(),
             data_dir: "builtin".into(),
-            limit: Some(40),
+            limit: Some(30),
             context: 512,
         }
     }
@@ -135,8 +145,43 @@ impl Default for EfficiencyConfig {
         EfficiencyConfig {
             prompt_tokens: 64,
             decode_tokens: 32,
+            batch: 16,
         }
     }
+}
+
+/// Splits a cell spec `"METHOD SCHEME [@SAMPLES]"` into its parts, checking each.
+pub fn parse_cell(spec: &str) -> std::result::Result<(String, String, Option<usize>), String> {
+    let parts: Vec<&str> = spec.split_whitespace().collect();
+    let (method, scheme, samples) = match parts.as_slice() {
+        [m, s] => (*m, *s, None),
+        [m, s, n] => {
+            let n = n
+                .strip_prefix('@')
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("cell '{spec}': samples are written @N with N >= 1"))?;
+            (*m, *s, Some(n))
+        }
+        _ => {
+            return Err(format!(
+                "cell '{spec}': expected \"METHOD SCHEME [@SAMPLES]\""
+            ))
+        }
+    };
+    if !METHODS.contains(&method) {
+        return Err(format!(
+            "cell '{spec}': unknown method '{method}' ({})",
+            METHODS.join(", ")
+        ));
+    }
+    QuantScheme::parse(scheme).map_err(|e| format!("cell '{spec}': {e}"))?;
+    if samples.is_some() && !CALIBRATED.contains(&method) {
+        return Err(format!(
+            "cell '{spec}': {method} takes no calibration samples"
+        ));
+    }
+    Ok((method.to_string(), scheme.to_string(), samples))
 }
 
 /// Calibrated methods (those that take calibration budgets).
@@ -206,25 +251,39 @@ impl StudyConfig {
         for s in &self.schemes {
             QuantScheme::parse(s).map_err(|e| Error::config(path, format!("schemes: {e}")))?;
         }
+        let mut cell_methods = Vec::new();
+        for c in &self.cells {
+            let (method, _, samples) = parse_cell(c).map_err(|e| Error::config(path, e))?;
+            if samples.is_none() {
+                cell_methods.push(method);
+            }
+        }
         if self.tasks.names.is_empty() {
             return bad("tasks.names: at least one task".into());
         }
-        let calibrated = self
-            .methods
-            .iter()
-            .any(|m| CALIBRATED.contains(&m.as_str()));
-        if calibrated
-            && (self.calibration.files.is_empty()
-                || self.calibration.budgets.is_empty()
-                || self.calibration.budgets.contains(&0)
-                || self.calibration.seq_len == 0)
+        let methods = if self.cells.is_empty() {
+            &self.methods
+        } else {
+            &cell_methods
+        };
+        let calibrated = methods.iter().any(|m| CALIBRATED.contains(&m.as_str()));
+        let listed_samples = self.cells.iter().any(|c| c.contains('@'));
+        if (calibrated
+            && (self.calibration.budgets.is_empty() || self.calibration.budgets.contains(&0)))
+            || ((calibrated || listed_samples)
+                && (self.calibration.files.is_empty() || self.calibration.seq_len == 0))
         {
             return bad(
                 "calibration: calibrated methods need files, non-zero budgets and a non-zero seq_len".into(),
             );
         }
-        if self.efficiency.prompt_tokens == 0 || self.efficiency.decode_tokens == 0 {
-            return bad("efficiency: prompt_tokens and decode_tokens must be at least 1".into());
+        if self.efficiency.prompt_tokens == 0
+            || self.efficiency.decode_tokens == 0
+            || self.efficiency.batch == 0
+        {
+            return bad(
+                "efficiency: prompt_tokens, decode_tokens and batch must be at least 1".into(),
+            );
         }
         if self.tasks.context < 2 {
             return bad("tasks.context must be at least 2".into());
@@ -244,6 +303,24 @@ mod tests {
     }
 
     #[test]
+    fn listed_cells_replace_the_cross_product() {
+        let text = "cells = [\"rtn w4a16-g128\", \"gptq w4a16-g128 @64\", \"awq nf4\"]\n\
+                    [calibration]\nbudgets = [8, 16]";
+        let c = StudyConfig::from_toml(text, Path::new("s.toml")).unwrap();
+        let labels: Vec<String> = crate::study::plan(&c).iter().map(|c| c.label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "baseline",
+                "rtn w4a16-g128",
+                "gptq w4a16-g128 @64",
+                "awq nf4 @8",
+                "awq nf4 @16"
+            ]
+        );
+    }
+
+    #[test]
     fn mistakes_are_named() {
         for (text, needle) in [
             ("methods = [\"gptx\"]", "gptx"),
@@ -254,6 +331,12 @@ mod tests {
                 "budgets",
             ),
             ("[tasks]\nnames = []", "tasks.names"),
+            ("cells = [\"gptq\"]", "METHOD SCHEME"),
+            ("cells = [\"gptx w4a16-g128\"]", "gptx"),
+            ("cells = [\"rtn w3a16\"]", "w3a16"),
+            ("cells = [\"rtn w4a16-g128 @128\"]", "takes no calibration"),
+            ("cells = [\"gptq w4a16-g128 @0\"]", "@N"),
+            ("[efficiency]\nbatch = 0", "batch"),
         ] {
             let err = StudyConfig::from_toml(text, Path::new("s.toml")).unwrap_err();
             assert!(err.to_string().contains(needle), "{text}: {err}");

@@ -10,7 +10,8 @@
 //!
 //! Efficiency per cell: weight bytes and bits per weight of the decoder-block projections,
 //! peak resident memory while the cell ran (Linux), time to first token, prefill and decode
-//! tokens per second at batch 1 (see [`crate::bench::measure`]).
+//! tokens per second at batch 1 (see [`crate::bench::measure`]), and decode tokens per second
+//! over a batch of sequences (`efficiency.batch`, see [`crate::bench::measure_batch_decode`]).
 
 pub mod config;
 pub mod plot;
@@ -84,6 +85,10 @@ pub struct CellResult {
     pub key: String,
     /// Metrics per task (`task -> metric -> value`).
     pub metrics: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
+    /// Standard errors of the metrics that have one (`task -> metric -> stderr`): accuracies,
+    /// as the harness computes them (sample standard deviation over the documents / sqrt(n)).
+    #[serde(default)]
+    pub stderr: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
     /// Bytes of the decoder-block projection weights (codes, scales, zero points).
     pub linear_bytes: u64,
     /// Bits per weight of those projections.
@@ -100,11 +105,16 @@ pub struct CellResult {
     pub prefill_tokens_per_s: f64,
     /// Decode tokens per second, batch 1.
     pub decode_tokens_per_s: f64,
+    /// Decode tokens per second over `efficiency.batch` sequences decoded together (`None`
+    /// when the study's batch is 1).
+    #[serde(default)]
+    pub batch_decode_tokens_per_s: Option<f64>,
     /// Peak resident memory of the process while the cell ran (Linux).
     pub peak_rss_bytes: Option<u64>,
 }
 
-/// The cells of `config`, baseline first for each model.
+/// The cells of `config`, baseline first for each model: the listed `cells` where the study
+/// names them, else every method x scheme (x budget for calibrated methods).
 pub fn plan(config: &StudyConfig) -> Vec<Cell> {
     let mut cells = Vec::new();
     for model in &config.models {
@@ -114,19 +124,28 @@ pub fn plan(config: &StudyConfig) -> Vec<Cell> {
             scheme: None,
             samples: None,
         });
-        for method in &config.methods {
-            for scheme in &config.schemes {
-                let budgets: Vec<Option<usize>> = if config::CALIBRATED.contains(&method.as_str()) {
-                    config
-                        .calibration
-                        .budgets
-                        .iter()
-                        .map(|&b| Some(b))
-                        .collect()
-                } else {
-                    vec![None]
+        if !config.cells.is_empty() {
+            for spec in &config.cells {
+                let (method, scheme, samples) =
+                    config::parse_cell(spec).expect("cells are checked by validate");
+                let budgets = match samples {
+                    Some(n) => vec![Some(n)],
+                    None => budgets_of(config, &method),
                 };
                 for samples in budgets {
+                    cells.push(Cell {
+                        model: model.clone(),
+                        method: method.clone(),
+                        scheme: Some(scheme.clone()),
+                        samples,
+                    });
+                }
+            }
+            continue;
+        }
+        for method in &config.methods {
+            for scheme in &config.schemes {
+                for samples in budgets_of(config, method) {
                     cells.push(Cell {
                         model: model.clone(),
                         method: method.clone(),
@@ -138,6 +157,20 @@ pub fn plan(config: &StudyConfig) -> Vec<Cell> {
         }
     }
     cells
+}
+
+/// The calibration budgets a method runs at: every budget for calibrated methods, none else.
+fn budgets_of(config: &StudyConfig, method: &str) -> Vec<Option<usize>> {
+    if config::CALIBRATED.contains(&method) {
+        config
+            .calibration
+            .budgets
+            .iter()
+            .map(|&b| Some(b))
+            .collect()
+    } else {
+        vec![None]
+    }
 }
 
 /// Progress of a study: `(cell index, cell count, cell, what is happening)`.
@@ -257,7 +290,11 @@ fn cell_key(config: &StudyConfig, cell: &Cell, checkpoint: &Checkpoint, builtin:
         "tasks": tasks,
         "limit": options.limit,
         "context": options.context_length,
-        "efficiency": [config.efficiency.prompt_tokens, config.efficiency.decode_tokens],
+        "efficiency": [
+            config.efficiency.prompt_tokens,
+            config.efficiency.decode_tokens,
+            config.efficiency.batch,
+        ],
     });
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in identity.to_string().bytes() {
@@ -327,10 +364,25 @@ fn run_cell(
         config.efficiency.prompt_tokens,
         config.efficiency.decode_tokens,
     )?;
+    let batched = (config.efficiency.batch > 1)
+        .then(|| {
+            crate::bench::measure_batch_decode(
+                &model,
+                config.efficiency.batch,
+                config.efficiency.prompt_tokens,
+                config.efficiency.decode_tokens,
+            )
+        })
+        .transpose()?;
     let (linear_bytes, linear_weights) = projection_size(&model);
     Ok(CellResult {
         cell: cell.clone(),
         key,
+        stderr: scored
+            .iter()
+            .filter(|r| !r.stderr.is_empty())
+            .map(|r| (r.task.clone(), r.stderr.clone()))
+            .collect(),
         metrics: scored.into_iter().map(|r| (r.task, r.metrics)).collect(),
         linear_bytes,
         bits_per_weight: linear_bytes as f64 * 8.0 / linear_weights.max(1) as f64,
@@ -340,6 +392,7 @@ fn run_cell(
         ttft_s: efficiency.time_to_first_token_s,
         prefill_tokens_per_s: efficiency.prefill_tokens_per_s,
         decode_tokens_per_s: efficiency.decode_tokens_per_s,
+        batch_decode_tokens_per_s: batched.map(|b| b.tokens_per_s),
         peak_rss_bytes: efficiency.peak_rss_bytes,
     })
 }

@@ -98,6 +98,11 @@ pub fn csv(results: &[CellResult]) -> String {
                 if !metric_columns.contains(&col) {
                     metric_columns.push(col);
                 }
+                let has_stderr = r.stderr.get(task).is_some_and(|s| s.contains_key(name));
+                let col = (task.clone(), format!("{name}_stderr"));
+                if has_stderr && !metric_columns.contains(&col) {
+                    metric_columns.push(col);
+                }
             }
         }
     }
@@ -106,7 +111,8 @@ pub fn csv(results: &[CellResult]) -> String {
     for (task, name) in &metric_columns {
         out += &format!(",{}", csv_field(&format!("{task}:{name}")));
     }
-    out += ",quantize_s,eval_s,ttft_s,prefill_tokens_per_s,decode_tokens_per_s,peak_rss_bytes\n";
+    out += ",quantize_s,eval_s,ttft_s,prefill_tokens_per_s,decode_tokens_per_s,\
+            batch_decode_tokens_per_s,peak_rss_bytes\n";
     for r in results {
         let c = &r.cell;
         let _ = write!(
@@ -121,17 +127,22 @@ pub fn csv(results: &[CellResult]) -> String {
             r.model_bytes
         );
         for (task, name) in &metric_columns {
-            let v = r.metrics.get(task).and_then(|m| m.get(name));
+            let v = match name.strip_suffix("_stderr") {
+                Some(metric) => r.stderr.get(task).and_then(|m| m.get(metric)),
+                None => r.metrics.get(task).and_then(|m| m.get(name)),
+            };
             out += &v.map_or(",".to_string(), |v| format!(",{v}"));
         }
         let _ = writeln!(
             out,
-            ",{:.3},{:.3},{:.5},{:.2},{:.2},{}",
+            ",{:.3},{:.3},{:.5},{:.2},{:.2},{},{}",
             r.quantize_s,
             r.eval_s,
             r.ttft_s,
             r.prefill_tokens_per_s,
             r.decode_tokens_per_s,
+            r.batch_decode_tokens_per_s
+                .map_or(String::new(), |v| format!("{v:.2}")),
             r.peak_rss_bytes.map_or(String::new(), |b| b.to_string())
         );
     }
@@ -154,14 +165,31 @@ fn format_delta(name: &str, v: f64, base: f64) -> String {
     }
 }
 
-/// Whether `value` is within the slack of `base`.
-fn close(name: &str, value: f64, base: f64, higher: bool) -> bool {
+/// The standard error of metric `name` of `task` in `result`, where the task reports one.
+fn stderr_of(result: &CellResult, task: &str, name: &str) -> Option<f64> {
+    result.stderr.get(task).and_then(|m| m.get(name)).copied()
+}
+
+/// Half-width in points of the 95% interval of the difference of two accuracies with these
+/// standard errors (independent samples, normal approximation); 0 when either is unknown.
+fn noise_points(a: Option<f64>, b: Option<f64>) -> f64 {
+    match (a, b) {
+        (Some(a), Some(b)) => 1.96 * (a * a + b * b).sqrt() * 100.0,
+        _ => 0.0,
+    }
+}
+
+/// Whether `value` is within the slack of `base`: perplexity within [`PERPLEXITY_SLACK`];
+/// accuracy within [`ACCURACY_SLACK_POINTS`], or within `noise` points where that is wider
+/// (a drop the data cannot tell from chance).
+fn close(name: &str, value: f64, base: f64, higher: bool, noise: f64) -> bool {
+    let slack = ACCURACY_SLACK_POINTS.max(noise);
     if name.contains("perplexity") {
         value <= base * (1.0 + PERPLEXITY_SLACK)
     } else if higher {
-        (base - value) * 100.0 <= ACCURACY_SLACK_POINTS
+        (base - value) * 100.0 <= slack
     } else {
-        (value - base) * 100.0 <= ACCURACY_SLACK_POINTS
+        (value - base) * 100.0 <= slack
     }
 }
 
@@ -172,8 +200,10 @@ pub fn markdown(results: &[CellResult]) -> String {
     let mut out = String::from("# Quantization study\n\n");
     let _ = writeln!(
         out,
-        "{} cells. Accuracy in percent (delta in points), perplexity as is (delta in percent); \
-         bits per weight and size count the decoder-block projections; speeds at batch 1.\n",
+        "{} cells. Accuracy in percent with its standard error (delta in points), perplexity \
+         as is (delta in percent); bits per weight and size count the decoder-block \
+         projections; speeds at batch 1, and decoding a batch of sequences together where \
+         measured.\n",
         results.len()
     );
     let models: Vec<&str> = {
@@ -199,8 +229,8 @@ pub fn markdown(results: &[CellResult]) -> String {
             let _ = write!(header, " {} {metric} | delta |", task_label(t));
             rule += "---:|---:|";
         }
-        header += " TTFT ms | prefill tok/s | decode tok/s | peak RSS MB |";
-        rule += "---:|---:|---:|---:|";
+        header += " TTFT ms | prefill tok/s | decode tok/s | batched decode tok/s | peak RSS MB |";
+        rule += "---:|---:|---:|---:|---:|";
         let _ = writeln!(out, "{header}\n{rule}");
         for r in &rows {
             let _ = write!(
@@ -217,17 +247,23 @@ pub fn markdown(results: &[CellResult]) -> String {
                             .and_then(|b| main_metric(b, t))
                             .filter(|_| r.cell.method != "baseline")
                             .map_or("".to_string(), |(_, b, _)| format_delta(name, v, b));
-                        let _ = write!(out, " {} | {delta} |", format_metric(name, v));
+                        let shown = match stderr_of(r, t, name) {
+                            Some(se) => format!("{} ±{:.1}", format_metric(name, v), se * 100.0),
+                            None => format_metric(name, v),
+                        };
+                        let _ = write!(out, " {shown} | {delta} |");
                     }
                     None => out += " | |",
                 }
             }
             let _ = writeln!(
                 out,
-                " {:.1} | {:.1} | {:.1} | {} |",
+                " {:.1} | {:.1} | {:.1} | {} | {} |",
                 r.ttft_s * 1e3,
                 r.prefill_tokens_per_s,
                 r.decode_tokens_per_s,
+                r.batch_decode_tokens_per_s
+                    .map_or("".to_string(), |v| format!("{v:.1}")),
                 r.peak_rss_bytes
                     .map_or("".to_string(), |b| format!("{:.0}", b as f64 / 1e6))
             );
@@ -246,8 +282,8 @@ pub fn markdown(results: &[CellResult]) -> String {
     out
 }
 
-/// The smallest quantized cell within the slack of the baseline on `task`; without one, the
-/// best-scoring quantized cell.
+/// The smallest quantized cell within the slack (or the noise) of the baseline on `task`;
+/// without one, the best-scoring quantized cell.
 fn recommend(rows: &[&CellResult], baseline: Option<&CellResult>, task: &str) -> String {
     let quantized: Vec<(&CellResult, &'static str, f64, bool)> = rows
         .iter()
@@ -258,10 +294,16 @@ fn recommend(rows: &[&CellResult], baseline: Option<&CellResult>, task: &str) ->
         return "no quantized cell scored this task".into();
     }
     let base = baseline.and_then(|b| main_metric(b, task));
+    let noise = |r: &CellResult, name: &str| {
+        noise_points(
+            stderr_of(r, task, name),
+            baseline.and_then(|b| stderr_of(b, task, name)),
+        )
+    };
     let within: Vec<_> = match base {
         Some((_, b, _)) => quantized
             .iter()
-            .filter(|(_, n, v, h)| close(n, *v, b, *h))
+            .filter(|(r, n, v, h)| close(n, *v, b, *h, noise(r, n)))
             .collect(),
         None => Vec::new(),
     };
@@ -290,11 +332,16 @@ fn recommend(rows: &[&CellResult], baseline: Option<&CellResult>, task: &str) ->
         format!(" ({} vs baseline)", format_delta(name, v, b))
     });
     let verdict = match base {
-        Some((_, b, _)) if close(name, v, b, higher) => {
-            "the smallest cell within the slack of the baseline"
+        Some((_, b, _)) if close(name, v, b, higher, 0.0) => {
+            "the smallest cell within the slack of the baseline".to_string()
         }
-        Some(_) => "no cell is within the slack of the baseline; this one scores best",
-        None => "best score (no baseline)",
+        Some((_, b, _)) if close(name, v, b, higher, noise(r, name)) => format!(
+            "the smallest cell whose drop is within the noise of this data (±{:.1} points at \
+             95%); more documents would tell it from the baseline",
+            noise(r, name)
+        ),
+        Some(_) => "no cell is within the slack of the baseline; this one scores best".into(),
+        None => "best score (no baseline)".into(),
     };
     format!(
         "{} at {:.2} bits/weight, {name} {}{delta}: {verdict}",

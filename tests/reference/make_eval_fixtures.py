@@ -2,7 +2,12 @@
 made from GSM8K (MIT licence, grade-school-math commit 3101c7d), because the real ARC, MMLU,
 LAMBADA and WikiText files are not available here.
 
-usage: python3 tests/reference/make_eval_fixtures.py GSM8K_DIR
+usage: python3 tests/reference/make_eval_fixtures.py GSM8K_DIR [OUT_DIR --large]
+
+With OUT_DIR and --large it writes the same layout, larger, for studies on a real model
+(`benches/studies/smollm2.toml`): ARC from test rows 0..500, LAMBADA from rows 500..1000 and the
+perplexity text from rows 1000..1100 (question and answer), all disjoint from each other and
+from the training split the calibration sets draw from.
 
 - arc/ARC-Easy-Test.jsonl (AI2 layout): a GSM8K question, the right number and three wrong ones.
 - mmlu/test/gsm8k_arithmetic_test.csv, mmlu/dev/gsm8k_arithmetic_dev.csv (MMLU CSV layout).
@@ -18,7 +23,8 @@ import random
 import sys
 
 src = sys.argv[1]
-out = os.path.join(os.path.dirname(__file__), "..", "fixtures", "eval")
+out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(__file__), "..", "fixtures", "eval")
+large = "--large" in sys.argv[3:]
 
 
 def rows(name):
@@ -53,7 +59,8 @@ def write(rel, text):
 
 
 lines = []
-for i, row in enumerate(test[:100]):
+arc_rows = test[:500] if large else test[:100]
+for i, row in enumerate(arc_rows):
     texts, g = choices(i, row)
     labels = ["A", "B", "C", "D"]
     lines.append(json.dumps({
@@ -77,7 +84,9 @@ def mmlu_csv(items, offset):
 
 write("mmlu/test/gsm8k_arithmetic_test.csv", mmlu_csv(test[100:140], 100))
 write("mmlu/dev/gsm8k_arithmetic_dev.csv", mmlu_csv(train[:5], 10_000))
+lambada_rows = test[500:1000] if large else test[140:240]
 write("lambada/lambada_test.jsonl",
-      "\n".join(json.dumps({"text": r["question"].strip()}) for r in test[140:240]) + "\n")
-write("text.txt", "\n\n".join(f"Question: {r['question']}\nAnswer: {r['answer']}" for r in train[:30]))
+      "\n".join(json.dumps({"text": r["question"].strip()}) for r in lambada_rows) + "\n")
+text_rows = test[1000:1040] if large else train[:30]
+write("text.txt", "\n\n".join(f"Question: {r['question']}\nAnswer: {r['answer']}" for r in text_rows))
 write("gsm8k/test.jsonl", "\n".join(json.dumps(r) for r in test[:8]) + "\n")
