@@ -109,10 +109,14 @@ fn compressed_tensors_export_round_trips_and_matches_transformers() {
     let source = source();
     let exports = reference["exports"].as_object().unwrap();
     assert!(
-        exports.len() >= 9,
+        exports.len() >= 8,
         "every exportable scheme has a reference"
     );
     for (name, expected) in exports {
+        // Refused on the synthetic model's 64-wide layers (see the test of refusals below).
+        if name == "w8a8-fp8-block" {
+            continue;
+        }
         let scheme = QuantScheme::parse(name).unwrap();
         let quantized = quantize_checkpoint(
             &source,
@@ -193,6 +197,25 @@ fn schemes_without_a_compressed_tensors_form_are_errors() {
         err.to_string().contains("not a multiple of the group size"),
         "{err}"
     );
+    // Dynamic FP8 activations in groups of 128 need whole groups too (compressed-tensors'
+    // own forward fails on a 64-wide input); weight-only 128x128 blocks export.
+    for (scheme, refused) in [("w8a8-fp8-block", true), ("fp8-block", false)] {
+        let quantized = quantize_checkpoint(
+            &source(),
+            &QuantRules::new(QuantScheme::parse(scheme).unwrap()),
+            &RtnOptions::default(),
+            &mut |_, _, _| true,
+        )
+        .unwrap();
+        match compressed_tensors::export(&quantized, None) {
+            Err(err) if refused => assert!(
+                err.to_string().contains("not a multiple of 128"),
+                "{scheme}: {err}"
+            ),
+            Ok(_) if !refused => {}
+            other => panic!("{scheme}: {:?}", other.map(|_| "exported")),
+        }
+    }
     let err = compressed_tensors::export(&source(), None).unwrap_err();
     assert!(err.to_string().contains("not quantized"), "{err}");
 }

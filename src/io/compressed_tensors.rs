@@ -651,6 +651,16 @@ fn export_layer(q: &QuantizedTensor, module: &str) -> Result<(Format, BTreeMap<S
             )));
         }
     }
+    if scheme.activation == ActivationFormat::Fp8
+        && scheme.granularity == Granularity::Block128
+        && !cols.is_multiple_of(FP8_BLOCK)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{module}: {cols} input features are not a multiple of {FP8_BLOCK}; dynamic FP8 \
+             activations in groups of {FP8_BLOCK} need whole groups in compressed-tensors (and \
+             vLLM): export w8a8-fp8 (per-token activations) or fp8-block (weight-only) instead"
+        )));
+    }
     let format = match (scheme.weight, scheme.activation) {
         (WeightFormat::Int { bits, .. }, _)
             if bits == 4 || scheme.activation == ActivationFormat::Float =>
