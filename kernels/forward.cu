@@ -1,0 +1,273 @@
+// The decoder's forward pass apart from the projections (src/backend/cuda/model.rs runs it):
+// embedding gather, RMSNorm (fused with the residual add), q/k/v post-processing (bias, Qwen3's
+// per-head RMSNorm, RoPE, KV-cache append), attention over the KV cache, SwiGLU, and logits.
+//
+// Layout (T new tokens of a ragged batch, row-major, token-major):
+//   residual x      f32  [T, hidden]   (the stream the blocks add into)
+//   projection in   bf16 [T, features] (what the quantized and cuBLAS products read)
+//   projection out  bf16 [T, features], its bias applied by the kernel that consumes it
+//   q after RoPE    f32  [T, heads * head_dim]
+//   KV cache        f32, one buffer per (sequence, layer) for keys and one for values:
+//                   [position][kv_head][head_dim], post-RoPE keys (as the CPU cache)
+//   kv_table        u64  [layers][sequences][2]: device addresses of those buffers (keys, values)
+//   seq_of, pos     i32  [T]: the token's sequence and absolute position
+//   cos, sin        f32  [T, head_dim / 2], computed on the host by src/model/rope.rs
+// bf16 travels as its 16 bits (u16); conversions round to nearest even.
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned long long u64;
+
+__device__ __forceinline__ float bf16_to_f32(u16 b) { return __uint_as_float(((u32)b) << 16); }
+
+__device__ __forceinline__ u16 f32_to_bf16(float f) {
+    u16 d;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(d) : "f"(f));
+    return d;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
+__device__ float block_sum(float v) {
+    __shared__ float partial[32];
+    __shared__ float total;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float s = lane < (int)(blockDim.x >> 5) ? partial[lane] : 0.f;
+        s = warp_sum(s);
+        if (lane == 0) total = s;
+    }
+    __syncthreads();
+    return total;
+}
+
+__device__ float block_max(float v) {
+    __shared__ float partial[32];
+    __shared__ float total;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float s = lane < (int)(blockDim.x >> 5) ? partial[lane] : -INFINITY;
+        s = warp_max(s);
+        if (lane == 0) total = s;
+    }
+    __syncthreads();
+    return total;
+}
+
+// x[t] = table[tokens[t]] as f32. Grid: T blocks.
+extern "C" __global__ void embed_f32(const float* __restrict__ table, const u32* __restrict__ tokens,
+                                     int hidden, float* __restrict__ x) {
+    const long row = (long)tokens[blockIdx.x] * hidden;
+    float* dst = x + (long)blockIdx.x * hidden;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = table[row + i];
+}
+
+extern "C" __global__ void embed_bf16(const u16* __restrict__ table, const u32* __restrict__ tokens,
+                                      int hidden, float* __restrict__ x) {
+    const long row = (long)tokens[blockIdx.x] * hidden;
+    float* dst = x + (long)blockIdx.x * hidden;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = bf16_to_f32(table[row + i]);
+}
+
+// Row r (one block each): when delta is given, x[r] += delta[r] + bias (bias may be null) and
+// is written back; then out[r] = bf16(weight * (x[r] / sqrt(mean(x[r]^2) + eps))), the CPU's
+// order of operations.
+extern "C" __global__ void add_rms_norm(float* __restrict__ x, const u16* __restrict__ delta,
+                                        const float* __restrict__ bias,
+                                        const float* __restrict__ weight, u16* __restrict__ out,
+                                        int hidden, float eps) {
+    float* row = x + (long)blockIdx.x * hidden;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
+        float v = row[i];
+        if (delta) {
+            v += bf16_to_f32(delta[(long)blockIdx.x * hidden + i]) + (bias ? bias[i] : 0.f);
+            row[i] = v;
+        }
+        ss += v * v;
+    }
+    const float inv = 1.f / sqrtf(block_sum(ss) / hidden + eps);
+    u16* dst = out + (long)blockIdx.x * hidden;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = f32_to_bf16(weight[i] * (row[i] * inv));
+}
+
+// Most head_dim the q/k/v and attention kernels take.
+#define MAX_HEAD_DIM 256
+#define QKV_WARPS 8
+
+// One block of QKV_WARPS warps per token; warp w takes heads w, w + QKV_WARPS, ... of the
+// n_heads query, n_kv key and n_kv value heads. Each head: bias, then (query and key heads)
+// the per-head RMSNorm when its weight is given, then RoPE; queries go to q_out, keys and
+// values into the cache at the token's position.
+extern "C" __global__ void qkv_rope(const u16* __restrict__ q, const u16* __restrict__ k,
+                                    const u16* __restrict__ v, const float* __restrict__ q_bias,
+                                    const float* __restrict__ k_bias, const float* __restrict__ v_bias,
+                                    const float* __restrict__ q_norm, const float* __restrict__ k_norm,
+                                    const float* __restrict__ cos_table, const float* __restrict__ sin_table,
+                                    const int* __restrict__ seq_of, const int* __restrict__ pos,
+                                    const u64* __restrict__ kv_table, int sequences, int layer,
+                                    int n_heads, int n_kv, int head_dim, float eps,
+                                    float* __restrict__ q_out) {
+    __shared__ float buf[QKV_WARPS][MAX_HEAD_DIM];
+    const int t = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int half = head_dim / 2, q_width = n_heads * head_dim, kv_width = n_kv * head_dim;
+    const u64* entry = kv_table + 2 * ((long)layer * sequences + seq_of[t]);
+    float* k_cache = (float*)entry[0] + (long)pos[t] * kv_width;
+    float* v_cache = (float*)entry[1] + (long)pos[t] * kv_width;
+    const float* c = cos_table + (long)t * half;
+    const float* s = sin_table + (long)t * half;
+    float* b = buf[warp];
+    for (int head = warp; head < n_heads + 2 * n_kv; head += QKV_WARPS) {
+        const u16* src;
+        const float *bias, *norm;
+        float* dst;
+        bool rotate = true;
+        if (head < n_heads) {
+            src = q + (long)t * q_width + head * head_dim;
+            bias = q_bias ? q_bias + head * head_dim : 0;
+            norm = q_norm;
+            dst = q_out + (long)t * q_width + head * head_dim;
+        } else if (head < n_heads + n_kv) {
+            const int h = head - n_heads;
+            src = k + (long)t * kv_width + h * head_dim;
+            bias = k_bias ? k_bias + h * head_dim : 0;
+            norm = k_norm;
+            dst = k_cache + h * head_dim;
+        } else {
+            const int h = head - n_heads - n_kv;
+            src = v + (long)t * kv_width + h * head_dim;
+            bias = v_bias ? v_bias + h * head_dim : 0;
+            norm = 0;
+            dst = v_cache + h * head_dim;
+            rotate = false;
+        }
+        float ss = 0.f;
+        for (int d = lane; d < head_dim; d += 32) {
+            const float val = bf16_to_f32(src[d]) + (bias ? bias[d] : 0.f);
+            b[d] = val;
+            ss += val * val;
+        }
+        if (norm) {
+            const float inv = 1.f / sqrtf(warp_sum(ss) / head_dim + eps);
+            for (int d = lane; d < head_dim; d += 32) b[d] = norm[d] * (b[d] * inv);
+        }
+        __syncwarp();
+        if (rotate) {
+            for (int d = lane; d < half; d += 32) {
+                const float x1 = b[d], x2 = b[d + half];
+                dst[d] = x1 * c[d] - x2 * s[d];
+                dst[d + half] = x2 * c[d] + x1 * s[d];
+            }
+        } else {
+            for (int d = lane; d < head_dim; d += 32) dst[d] = b[d];
+        }
+        __syncwarp();
+    }
+}
+
+#define ATT_THREADS 128
+
+// Causal attention of token t, query head h (grid: n_heads x T, ATT_THREADS threads) over
+// positions 0..pos[t] of its sequence's cache, in tiles of ATT_THREADS keys with an online
+// softmax: each thread scores one key of the tile; the running output is kept in shared memory
+// as `groups` partial sums over the keys j = g (mod groups), so each element has one owner.
+// Output bf16 [T, n_heads * head_dim].
+extern "C" __global__ void attention(const float* __restrict__ q, const u64* __restrict__ kv_table,
+                                     int sequences, int layer, const int* __restrict__ seq_of,
+                                     const int* __restrict__ pos, int n_heads, int n_kv,
+                                     int head_dim, float scale, u16* __restrict__ out) {
+    __shared__ float q_s[MAX_HEAD_DIM];
+    __shared__ float p_s[ATT_THREADS];
+    __shared__ float acc[ATT_THREADS > MAX_HEAD_DIM ? ATT_THREADS : MAX_HEAD_DIM];
+    const int head = blockIdx.x, t = blockIdx.y, tid = threadIdx.x;
+    const int q_width = n_heads * head_dim, kv_width = n_kv * head_dim;
+    const int kv_head = head / (n_heads / n_kv);
+    const u64* entry = kv_table + 2 * ((long)layer * sequences + seq_of[t]);
+    const float* keys = (const float*)entry[0] + kv_head * head_dim;
+    const float* values = (const float*)entry[1] + kv_head * head_dim;
+    const int visible = pos[t] + 1;
+    const int groups = head_dim <= ATT_THREADS ? ATT_THREADS / head_dim : 1;
+    const int owned = groups * head_dim;
+    for (int d = tid; d < head_dim; d += ATT_THREADS) q_s[d] = q[(long)t * q_width + head * head_dim + d];
+    for (int i = tid; i < owned; i += ATT_THREADS) acc[i] = 0.f;
+    __syncthreads();
+    float running_max = -INFINITY, running_sum = 0.f;
+    for (int start = 0; start < visible; start += ATT_THREADS) {
+        const int j = start + tid;
+        float score = -INFINITY;
+        if (j < visible) {
+            const float4* key = (const float4*)(keys + (long)j * kv_width);
+            float dot = 0.f;
+            for (int d4 = 0; d4 < head_dim / 4; ++d4) {
+                const float4 kk = key[d4];
+                dot += q_s[4 * d4] * kk.x + q_s[4 * d4 + 1] * kk.y + q_s[4 * d4 + 2] * kk.z +
+                       q_s[4 * d4 + 3] * kk.w;
+            }
+            score = dot * scale;
+        }
+        const float new_max = fmaxf(running_max, block_max(score));
+        const float p = j < visible ? expf(score - new_max) : 0.f;
+        p_s[tid] = p;
+        const float correction = expf(running_max - new_max);
+        running_sum = running_sum * correction + block_sum(p);
+        running_max = new_max;
+        const int tile = min(ATT_THREADS, visible - start);
+        for (int i = tid; i < owned; i += ATT_THREADS) {
+            const int g = i / head_dim, d = i % head_dim;
+            float partial = 0.f;
+            for (int jj = g; jj < tile; jj += groups)
+                partial += p_s[jj] * values[(long)(start + jj) * kv_width + d];
+            acc[i] = acc[i] * correction + partial;
+        }
+        __syncthreads();
+    }
+    const float inv = 1.f / running_sum;
+    for (int d = tid; d < head_dim; d += ATT_THREADS) {
+        float total = 0.f;
+        for (int g = 0; g < groups; ++g) total += acc[g * head_dim + d];
+        out[(long)t * q_width + head * head_dim + d] = f32_to_bf16(total * inv);
+    }
+}
+
+// out = bf16(silu(gate + gate_bias) * (up + up_bias)) over [rows, width]; biases may be null.
+extern "C" __global__ void swiglu(const u16* __restrict__ gate, const u16* __restrict__ up,
+                                  const float* __restrict__ gate_bias, const float* __restrict__ up_bias,
+                                  long n, int width, u16* __restrict__ out) {
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        const int f = (int)(i % width);
+        const float g = bf16_to_f32(gate[i]) + (gate_bias ? gate_bias[f] : 0.f);
+        const float u = bf16_to_f32(up[i]) + (up_bias ? up_bias[f] : 0.f);
+        out[i] = f32_to_bf16(g / (1.f + expf(-g)) * u);
+    }
+}
+
+// out[i] = src[rows[i]] for bf16 rows of `width` values. Grid: one block per selected row.
+extern "C" __global__ void gather_rows(const u16* __restrict__ src, const int* __restrict__ rows,
+                                       int width, u16* __restrict__ out) {
+    const u16* from = src + (long)rows[blockIdx.x] * width;
+    u16* to = out + (long)blockIdx.x * width;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) to[i] = from[i];
+}
+
+// Logits of a head whose product is bf16 (the quantized kernels): widened to f32.
+extern "C" __global__ void widen_bf16(const u16* __restrict__ src, long n, float* __restrict__ out) {
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        out[i] = bf16_to_f32(src[i]);
+}

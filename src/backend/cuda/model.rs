@@ -1,0 +1,610 @@
+//! The whole decoder on the GPU: [`CudaModel`] uploads a [`Model`] once and runs its forward pass
+//! over a ragged batch with per-sequence KV caches on the device ([`CudaKvCache`]), returning
+//! logits to the host. It implements [`Decoder`], so generation, scoring and benchmarks run on it
+//! unchanged.
+//!
+//! Precision: the residual stream, q after RoPE, the KV cache, softmax and logits are f32; the
+//! inputs and outputs of the projections (norm outputs, q/k/v, attention output, SwiGLU) are
+//! bf16, as the quantized kernels and cuBLAS take them. Quantized projections run the fused
+//! kernels for up to [`GEMV_MAX_TOKENS`] tokens and dequantize-then-cuBLAS above; dense ones are
+//! bf16 through cuBLAS. The step order is the CPU's (`src/model/forward.rs`).
+
+use std::sync::Mutex;
+
+use cudarc::driver::CudaSlice;
+use half::bf16;
+
+use super::blas::Blas;
+use super::device::{driver_error, CudaDevice};
+use super::kv_cache::CudaKvCache;
+use super::linear::{CudaQuantLinear, GEMV_MAX_TOKENS};
+use super::ops::{AttentionShape, EmbeddingRef, ForwardKernels, TokenTables, MAX_HEAD_DIM};
+use super::workspace::Workspace;
+use crate::checkpoint::Dtype;
+use crate::error::{Error, Result};
+use crate::model::rope::Rope;
+use crate::model::{Cache, Decoder, Linear, Logits, Model, Weight};
+
+/// A projection's weight on the device.
+enum DeviceWeight {
+    /// Packed codes for the fused kernels.
+    Quantized(CudaQuantLinear),
+    /// bf16, row-major `[rows, cols]`, for cuBLAS.
+    Dense(CudaSlice<bf16>),
+}
+
+/// A projection on the device. Its bias is applied by the kernel that reads its output.
+struct DeviceLinear {
+    weight: DeviceWeight,
+    bias: Option<CudaSlice<f32>>,
+    rows: usize,
+    cols: usize,
+}
+
+struct DeviceBlock {
+    input_norm: CudaSlice<f32>,
+    post_attention_norm: CudaSlice<f32>,
+    q_norm: Option<CudaSlice<f32>>,
+    k_norm: Option<CudaSlice<f32>>,
+    q_proj: DeviceLinear,
+    k_proj: DeviceLinear,
+    v_proj: DeviceLinear,
+    o_proj: DeviceLinear,
+    gate_proj: DeviceLinear,
+    up_proj: DeviceLinear,
+    down_proj: DeviceLinear,
+}
+
+enum DeviceEmbedding {
+    F32(CudaSlice<f32>),
+    Bf16(CudaSlice<bf16>),
+}
+
+/// A model uploaded to one GPU.
+pub struct CudaModel<'a> {
+    model: &'a Model,
+    device: &'a CudaDevice,
+    blas: Blas,
+    kernels: ForwardKernels,
+    embedding: DeviceEmbedding,
+    blocks: Vec<DeviceBlock>,
+    final_norm: CudaSlice<f32>,
+    lm_head: DeviceLinear,
+    rope: Rope,
+    /// Largest quantized weight, in values: the dequantization buffer's size.
+    dequant_values: usize,
+    workspace: Mutex<Option<Workspace>>,
+    device_bytes: usize,
+}
+
+fn upload_f32(device: &CudaDevice, values: &[f32], what: &str) -> Result<CudaSlice<f32>> {
+    device
+        .stream()
+        .clone_htod(values)
+        .map_err(driver_error(&format!("uploading {what}")))
+}
+
+fn upload_bf16(device: &CudaDevice, values: &[f32], what: &str) -> Result<CudaSlice<bf16>> {
+    let converted: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
+    device
+        .stream()
+        .clone_htod(&converted)
+        .map_err(driver_error(&format!("uploading {what}")))
+}
+
+impl DeviceLinear {
+    fn new(device: &CudaDevice, linear: &Linear, name: &str) -> Result<Self> {
+        let [rows, cols] = linear.weight.shape();
+        let weight = match &linear.weight {
+            Weight::Quantized(q) => DeviceWeight::Quantized(
+                CudaQuantLinear::new(device, q).map_err(|e| context(e, name))?,
+            ),
+            Weight::Dense(t) => DeviceWeight::Dense(upload_bf16(device, &t.to_f32_vec(), name)?),
+        };
+        let bias = match &linear.bias {
+            Some(b) => Some(upload_f32(device, b, name)?),
+            None => None,
+        };
+        Ok(DeviceLinear {
+            weight,
+            bias,
+            rows,
+            cols,
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        let weight = match &self.weight {
+            DeviceWeight::Quantized(q) => q.device_bytes(),
+            DeviceWeight::Dense(w) => w.len() * 2,
+        };
+        weight + self.bias.as_ref().map_or(0, |b| b.len() * 4)
+    }
+
+    /// `y = x W^T` for `m` rows (bias not applied).
+    fn forward(
+        &self,
+        cuda: &CudaModel<'_>,
+        x: &CudaSlice<bf16>,
+        m: usize,
+        y: &mut CudaSlice<bf16>,
+        dequantized: &mut CudaSlice<bf16>,
+    ) -> Result<()> {
+        match &self.weight {
+            DeviceWeight::Dense(w) => cuda.blas.linear(x, w, y, [m, self.rows, self.cols]),
+            DeviceWeight::Quantized(q) if m <= GEMV_MAX_TOKENS => q.forward(cuda.device, x, m, y),
+            DeviceWeight::Quantized(q) => {
+                q.dequantize_into(cuda.device, dequantized)?;
+                cuda.blas
+                    .linear(x, dequantized, y, [m, self.rows, self.cols])
+            }
+        }
+    }
+}
+
+fn context(e: Error, name: &str) -> Error {
+    match e {
+        Error::InvalidArgument(m) => Error::InvalidArgument(format!("{name}: {m}")),
+        Error::Device(m) => Error::Device(format!("{name}: {m}")),
+        other => other,
+    }
+}
+
+impl<'a> CudaModel<'a> {
+    /// Uploads every weight of `model` to `device`. Errors: [`Error::Device`] when the GPU
+    /// fails; [`Error::InvalidArgument`] for shapes or schemes the kernels do not take (head_dim
+    /// over 256 or not a multiple of 4, quantized activations, ...).
+    pub fn new(model: &'a Model, device: &'a CudaDevice) -> Result<Self> {
+        let cfg = model.config();
+        let hd = cfg.head_dim;
+        if hd > MAX_HEAD_DIM || !hd.is_multiple_of(4) {
+            return Err(Error::InvalidArgument(format!(
+                "GPU attention: head_dim {hd} must be a multiple of 4 and at most {MAX_HEAD_DIM}"
+            )));
+        }
+        if cfg.num_key_value_heads == 0
+            || !cfg
+                .num_attention_heads
+                .is_multiple_of(cfg.num_key_value_heads)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "GPU attention: {} query heads are not a multiple of {} key/value heads",
+                cfg.num_attention_heads, cfg.num_key_value_heads
+            )));
+        }
+        if model.lm_head().bias.is_some() {
+            return Err(Error::InvalidArgument("GPU: an LM head with bias".into()));
+        }
+        let blas = Blas::new(device)?;
+        let kernels = ForwardKernels::new(device)?;
+        let embed = model.embed_tokens();
+        let embedding = match embed.dtype() {
+            Dtype::BF16 => DeviceEmbedding::Bf16(
+                device
+                    .stream()
+                    .clone_htod(
+                        embed
+                            .as_bf16()
+                            .ok_or_else(|| Error::invalid("embedding: misaligned bf16 tensor"))?,
+                    )
+                    .map_err(driver_error("uploading the embedding"))?,
+            ),
+            _ => DeviceEmbedding::F32(upload_f32(device, &embed.to_f32_vec(), "the embedding")?),
+        };
+        let mut blocks = Vec::with_capacity(model.blocks().len());
+        let mut dequant_values = 0;
+        for (i, b) in model.blocks().iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            let lin = |l: &Linear, n: &str| DeviceLinear::new(device, l, &format!("{p}.{n}"));
+            let opt = |v: &Option<Vec<f32>>| -> Result<Option<CudaSlice<f32>>> {
+                v.as_ref().map(|v| upload_f32(device, v, &p)).transpose()
+            };
+            for l in b.linears() {
+                if matches!(l.weight, Weight::Quantized(_)) {
+                    dequant_values = dequant_values.max(l.out_features() * l.in_features());
+                }
+            }
+            blocks.push(DeviceBlock {
+                input_norm: upload_f32(device, &b.input_norm, &p)?,
+                post_attention_norm: upload_f32(device, &b.post_attention_norm, &p)?,
+                q_norm: opt(&b.q_norm)?,
+                k_norm: opt(&b.k_norm)?,
+                q_proj: lin(&b.q_proj, "self_attn.q_proj")?,
+                k_proj: lin(&b.k_proj, "self_attn.k_proj")?,
+                v_proj: lin(&b.v_proj, "self_attn.v_proj")?,
+                o_proj: lin(&b.o_proj, "self_attn.o_proj")?,
+                gate_proj: lin(&b.gate_proj, "mlp.gate_proj")?,
+                up_proj: lin(&b.up_proj, "mlp.up_proj")?,
+                down_proj: lin(&b.down_proj, "mlp.down_proj")?,
+            });
+        }
+        let lm_head = DeviceLinear::new(device, model.lm_head(), "lm_head")?;
+        if matches!(lm_head.weight, DeviceWeight::Quantized(_)) {
+            dequant_values = dequant_values.max(lm_head.rows * lm_head.cols);
+        }
+        let final_norm = upload_f32(device, model.final_norm(), "model.norm")?;
+        let device_bytes = blocks
+            .iter()
+            .flat_map(|b| {
+                [
+                    &b.q_proj,
+                    &b.k_proj,
+                    &b.v_proj,
+                    &b.o_proj,
+                    &b.gate_proj,
+                    &b.up_proj,
+                    &b.down_proj,
+                ]
+            })
+            .map(DeviceLinear::bytes)
+            .sum::<usize>()
+            + lm_head.bytes()
+            + match &embedding {
+                DeviceEmbedding::F32(e) => e.len() * 4,
+                DeviceEmbedding::Bf16(e) => e.len() * 2,
+            };
+        device.synchronize()?;
+        Ok(CudaModel {
+            model,
+            device,
+            blas,
+            kernels,
+            embedding,
+            blocks,
+            final_norm,
+            lm_head,
+            rope: Rope::new(cfg),
+            dequant_values,
+            workspace: Mutex::new(None),
+            device_bytes,
+        })
+    }
+
+    /// The device.
+    pub fn device(&self) -> &CudaDevice {
+        self.device
+    }
+
+    /// Bytes of weights on the device (projections as packed, the embedding, the LM head).
+    pub fn device_bytes(&self) -> usize {
+        self.device_bytes
+    }
+
+    /// Fills every activation buffer and the logits of the workspace with NaN, so that a
+    /// value the next pass should write but does not is seen (checks call this before a pass).
+    pub fn poison_workspace(&self) -> Result<()> {
+        let mut guard = self
+            .workspace
+            .lock()
+            .map_err(|_| Error::Device("the forward workspace lock is poisoned".into()))?;
+        if let Some(ws) = guard.as_mut() {
+            ws.poison(self.device)?;
+        }
+        Ok(())
+    }
+
+    /// A new, empty GPU cache for one sequence.
+    pub fn new_device_cache(&self) -> CudaKvCache {
+        let cfg = self.model.config();
+        CudaKvCache::new(
+            self.device.stream(),
+            cfg.num_hidden_layers,
+            cfg.num_key_value_heads * cfg.head_dim,
+        )
+    }
+
+    /// The forward pass over a ragged batch (see [`Model::forward_batch`]) with GPU caches.
+    pub fn forward_device(
+        &self,
+        inputs: &[&[u32]],
+        caches: &mut [&mut CudaKvCache],
+        which: Logits,
+    ) -> Result<Vec<Vec<f32>>> {
+        let cfg = self.model.config();
+        validate(self.model, inputs, caches)?;
+        let plan = Plan::new(&self.rope, inputs, caches, which, cfg.head_dim);
+        for (cache, seq) in caches.iter_mut().zip(inputs) {
+            cache.reserve(cache.len() + seq.len())?;
+        }
+        let mut guard = self
+            .workspace
+            .lock()
+            .map_err(|_| Error::Device("the forward workspace lock is poisoned".into()))?;
+        if let Some(sizes) =
+            Workspace::grown(guard.as_ref(), [plan.total, inputs.len(), plan.rows.len()])
+        {
+            *guard = None;
+            *guard = Some(Workspace::new(
+                self.device,
+                cfg,
+                sizes,
+                self.dequant_values,
+            )?);
+        }
+        let ws = guard.as_mut().expect("allocated above");
+        let mut kv_table = vec![0u64; cfg.num_hidden_layers * inputs.len() * 2];
+        for layer in 0..cfg.num_hidden_layers {
+            for (s, cache) in caches.iter().enumerate() {
+                let at = 2 * (layer * inputs.len() + s);
+                kv_table[at..at + 2].copy_from_slice(&cache.addresses(layer));
+            }
+        }
+        ws.upload(self.device, &plan, &kv_table)?;
+        self.run(ws, &plan, inputs.len(), which)?;
+        let vocab = cfg.vocab_size;
+        let logits = self
+            .device
+            .stream()
+            .clone_dtoh(&ws.logits.slice(..plan.rows.len() * vocab))
+            .map_err(driver_error("reading the logits"))?;
+        for (cache, seq) in caches.iter_mut().zip(inputs) {
+            cache.advance(seq.len());
+        }
+        Ok(match which {
+            Logits::Last => logits.chunks_exact(vocab).map(|c| c.to_vec()).collect(),
+            Logits::All => plan
+                .lengths
+                .iter()
+                .enumerate()
+                .map(|(s, &len)| {
+                    logits[plan.starts[s] * vocab..(plan.starts[s] + len) * vocab].to_vec()
+                })
+                .collect(),
+        })
+    }
+
+    /// Queues the pass's kernels; the workspace holds the uploaded tables.
+    fn run(&self, ws: &mut Workspace, plan: &Plan, sequences: usize, which: Logits) -> Result<()> {
+        let cfg = self.model.config();
+        let device = self.device;
+        let k = &self.kernels;
+        let total = plan.total;
+        let (hidden, inter, vocab) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let eps = cfg.rms_norm_eps as f32;
+        let shape = AttentionShape {
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim,
+        };
+        let scale = 1.0 / (cfg.head_dim as f32).sqrt();
+        let Workspace {
+            tokens,
+            seq_of,
+            position,
+            cos,
+            sin,
+            rows,
+            kv_table,
+            x,
+            h,
+            q,
+            k: key,
+            v,
+            q_rot,
+            attn,
+            proj,
+            gate,
+            up,
+            inner,
+            selected,
+            logits_bf16,
+            logits,
+            dequantized,
+            ..
+        } = ws;
+        let tables = TokenTables {
+            seq_of,
+            position,
+            cos,
+            sin,
+            kv_table,
+            sequences,
+        };
+        let embedding = match &self.embedding {
+            DeviceEmbedding::F32(t) => EmbeddingRef::F32(t),
+            DeviceEmbedding::Bf16(t) => EmbeddingRef::Bf16(t),
+        };
+        k.embed(device, embedding, tokens, total, hidden, x)?;
+        let first_norm = self
+            .blocks
+            .first()
+            .map_or(&self.final_norm, |b| &b.input_norm);
+        k.add_rms_norm(device, x, None, None, first_norm, h, [total, hidden], eps)?;
+        for (layer, b) in self.blocks.iter().enumerate() {
+            b.q_proj.forward(self, h, total, q, dequantized)?;
+            b.k_proj.forward(self, h, total, key, dequantized)?;
+            b.v_proj.forward(self, h, total, v, dequantized)?;
+            k.qkv_rope(
+                device,
+                [q, key, v],
+                [
+                    b.q_proj.bias.as_ref(),
+                    b.k_proj.bias.as_ref(),
+                    b.v_proj.bias.as_ref(),
+                ],
+                [b.q_norm.as_ref(), b.k_norm.as_ref()],
+                &tables,
+                layer,
+                total,
+                shape,
+                eps,
+                q_rot,
+            )?;
+            k.attention(device, q_rot, &tables, layer, total, shape, scale, attn)?;
+            b.o_proj.forward(self, attn, total, proj, dequantized)?;
+            k.add_rms_norm(
+                device,
+                x,
+                Some(proj),
+                b.o_proj.bias.as_ref(),
+                &b.post_attention_norm,
+                h,
+                [total, hidden],
+                eps,
+            )?;
+            b.gate_proj.forward(self, h, total, gate, dequantized)?;
+            b.up_proj.forward(self, h, total, up, dequantized)?;
+            k.swiglu(
+                device,
+                gate,
+                up,
+                [b.gate_proj.bias.as_ref(), b.up_proj.bias.as_ref()],
+                total * inter,
+                inter,
+                inner,
+            )?;
+            b.down_proj.forward(self, inner, total, proj, dequantized)?;
+            let next_norm = self
+                .blocks
+                .get(layer + 1)
+                .map_or(&self.final_norm, |n| &n.input_norm);
+            k.add_rms_norm(
+                device,
+                x,
+                Some(proj),
+                b.down_proj.bias.as_ref(),
+                next_norm,
+                h,
+                [total, hidden],
+                eps,
+            )?;
+        }
+        let count = plan.rows.len();
+        let head_input = if which == Logits::All {
+            &*h
+        } else {
+            k.gather_rows(device, h, rows, count, hidden, selected)?;
+            &*selected
+        };
+        match &self.lm_head.weight {
+            DeviceWeight::Dense(w) => {
+                self.blas
+                    .linear_f32_out(head_input, w, logits, [count, vocab, hidden])?
+            }
+            DeviceWeight::Quantized(_) => {
+                self.lm_head
+                    .forward(self, head_input, count, logits_bf16, dequantized)?;
+                k.widen(device, logits_bf16, count * vocab, logits)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a batch as the CPU pass does.
+fn validate(model: &Model, inputs: &[&[u32]], caches: &[&mut CudaKvCache]) -> Result<()> {
+    let cfg = model.config();
+    if inputs.len() != caches.len() {
+        return Err(Error::invalid("one KV cache is needed per input sequence"));
+    }
+    if inputs.is_empty() {
+        return Err(Error::invalid("no input sequence"));
+    }
+    for (i, seq) in inputs.iter().enumerate() {
+        if seq.is_empty() {
+            return Err(Error::invalid(format!("sequence {i} has no tokens")));
+        }
+        if let Some(&bad) = seq.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(Error::invalid(format!(
+                "token id {bad} is outside the vocabulary ({} entries)",
+                cfg.vocab_size
+            )));
+        }
+    }
+    if caches.iter().any(|c| c.layers() != cfg.num_hidden_layers) {
+        return Err(Error::invalid("KV cache was made for another model"));
+    }
+    Ok(())
+}
+
+/// The host side of one pass: token bookkeeping, RoPE angles and the rows that get logits.
+pub(super) struct Plan {
+    pub(super) total: usize,
+    pub(super) lengths: Vec<usize>,
+    pub(super) starts: Vec<usize>,
+    pub(super) tokens: Vec<u32>,
+    pub(super) seq_of: Vec<i32>,
+    pub(super) position: Vec<i32>,
+    pub(super) cos: Vec<f32>,
+    pub(super) sin: Vec<f32>,
+    pub(super) rows: Vec<i32>,
+}
+
+impl Plan {
+    fn new(
+        rope: &Rope,
+        inputs: &[&[u32]],
+        caches: &[&mut CudaKvCache],
+        which: Logits,
+        head_dim: usize,
+    ) -> Plan {
+        let total: usize = inputs.iter().map(|s| s.len()).sum();
+        let mut seq_of = Vec::with_capacity(total);
+        let mut position = Vec::with_capacity(total);
+        let mut starts = Vec::with_capacity(inputs.len());
+        for (s, seq) in inputs.iter().enumerate() {
+            starts.push(seq_of.len());
+            let past = caches[s].len();
+            for i in 0..seq.len() {
+                seq_of.push(s as i32);
+                position.push((past + i) as i32);
+            }
+        }
+        let max_position = position.iter().copied().max().unwrap_or(0) as usize;
+        let rope = rope.for_call(max_position);
+        let half = head_dim / 2;
+        let mut cos = vec![0f32; total * half];
+        let mut sin = vec![0f32; total * half];
+        for t in 0..total {
+            let range = t * half..(t + 1) * half;
+            rope.angles(
+                position[t] as usize,
+                &mut cos[range.clone()],
+                &mut sin[range],
+            );
+        }
+        let lengths: Vec<usize> = inputs.iter().map(|s| s.len()).collect();
+        let rows = match which {
+            Logits::All => (0..total as i32).collect(),
+            Logits::Last => lengths
+                .iter()
+                .zip(&starts)
+                .map(|(&len, &start)| (start + len - 1) as i32)
+                .collect(),
+        };
+        Plan {
+            total,
+            lengths,
+            starts,
+            tokens: inputs.iter().flat_map(|s| s.iter().copied()).collect(),
+            seq_of,
+            position,
+            cos,
+            sin,
+            rows,
+        }
+    }
+}
+
+impl Decoder for CudaModel<'_> {
+    fn model(&self) -> &Model {
+        self.model
+    }
+
+    fn new_cache(&self) -> Result<Cache> {
+        Ok(Cache::new(self.new_device_cache()))
+    }
+
+    fn forward_batch(
+        &self,
+        inputs: &[&[u32]],
+        caches: &mut [&mut Cache],
+        which: Logits,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut own = caches
+            .iter_mut()
+            .map(|c| c.downcast_mut::<CudaKvCache>())
+            .collect::<Result<Vec<_>>>()?;
+        self.forward_device(inputs, &mut own, which)
+    }
+}
