@@ -18,6 +18,9 @@ typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned long long u64;
 
+// NVRTC has no math.h: minus infinity from its bits.
+#define NEG_INF __int_as_float(0xff800000)
+
 __device__ __forceinline__ float bf16_to_f32(u16 b) { return __uint_as_float(((u32)b) << 16); }
 
 __device__ __forceinline__ u16 f32_to_bf16(float f) {
@@ -63,7 +66,7 @@ __device__ float block_max(float v) {
     if (lane == 0) partial[warp] = v;
     __syncthreads();
     if (warp == 0) {
-        float s = lane < (int)(blockDim.x >> 5) ? partial[lane] : -INFINITY;
+        float s = lane < (int)(blockDim.x >> 5) ? partial[lane] : NEG_INF;
         s = warp_max(s);
         if (lane == 0) total = s;
     }
@@ -208,10 +211,10 @@ extern "C" __global__ void attention(const float* __restrict__ q, const u64* __r
     for (int d = tid; d < head_dim; d += ATT_THREADS) q_s[d] = q[(long)t * q_width + head * head_dim + d];
     for (int i = tid; i < owned; i += ATT_THREADS) acc[i] = 0.f;
     __syncthreads();
-    float running_max = -INFINITY, running_sum = 0.f;
+    float running_max = NEG_INF, running_sum = 0.f;
     for (int start = 0; start < visible; start += ATT_THREADS) {
         const int j = start + tid;
-        float score = -INFINITY;
+        float score = NEG_INF;
         if (j < visible) {
             const float4* key = (const float4*)(keys + (long)j * kv_width);
             float dot = 0.f;
