@@ -257,7 +257,13 @@ fn forward_kernels_compile_for_hopper_and_ampere() {
     for arch in ["compute_90a", "compute_80"] {
         match compile(FORWARD, arch, &[]) {
             Ok(ptx) => {
-                for name in ["embed_f32", "add_rms_norm", "qkv_rope", "attention", "swiglu"] {
+                for name in [
+                    "embed_f32",
+                    "add_rms_norm",
+                    "qkv_rope",
+                    "attention",
+                    "swiglu",
+                ] {
                     assert!(ptx.contains(&format!(".entry {name}")), "{arch}: {name}");
                 }
             }
