@@ -8,10 +8,15 @@ use half::bf16;
 use super::device::CudaDevice;
 use crate::error::{Error, Result};
 
+/// Bytes of the workspace given to cuBLAS (its default size on Hopper), so it allocates nothing
+/// while a CUDA graph is being captured.
+const WORKSPACE_BYTES: usize = 32 << 20;
+
 /// A cuBLAS handle bound to the device's stream.
 pub struct Blas {
     handle: CudaBlas,
     stream: std::sync::Arc<cudarc::driver::CudaStream>,
+    _workspace: CudaSlice<u8>,
 }
 
 impl Blas {
@@ -23,9 +28,22 @@ impl Blas {
         }
         let handle = CudaBlas::new(device.stream().clone())
             .map_err(|e| Error::Device(format!("creating a cuBLAS handle: {e:?}")))?;
+        let stream = device.stream().clone();
+        let mut workspace = stream
+            .alloc_zeros::<u8>(WORKSPACE_BYTES)
+            .map_err(|e| Error::Device(format!("allocating the cuBLAS workspace: {e:?}")))?;
+        {
+            let (ptr, _record) = workspace.device_ptr_mut(&stream);
+            // SAFETY: the buffer is WORKSPACE_BYTES long and lives as long as the handle (both
+            // fields of Blas); the handle uses it on the same stream.
+            unsafe { sys::cublasSetWorkspace_v2(*handle.handle(), ptr as *mut _, WORKSPACE_BYTES) }
+                .result()
+                .map_err(|e| Error::Device(format!("setting the cuBLAS workspace: {e:?}")))?;
+        }
         Ok(Blas {
             handle,
-            stream: device.stream().clone(),
+            stream,
+            _workspace: workspace,
         })
     }
 

@@ -8,10 +8,18 @@
 //! bf16, as the quantized kernels and cuBLAS take them. Quantized projections run the fused
 //! kernels for up to [`GEMV_MAX_TOKENS`] tokens and dequantize-then-cuBLAS above; dense ones are
 //! bf16 through cuBLAS. The step order is the CPU's (`src/model/forward.rs`).
+//!
+//! Decode steps (one new token per sequence, logits of the last) are captured in a CUDA graph
+//! per batch size on first use and replayed after: each step's tables (tokens, positions, RoPE
+//! angles, cache addresses) are uploaded to fixed workspace buffers before the replay, and the
+//! kernels read lengths and addresses from there, so one graph serves every later step. Graphs
+//! are dropped whenever the workspace is reallocated.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
-use cudarc::driver::CudaSlice;
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{CudaGraph, CudaSlice};
 use half::bf16;
 
 use super::blas::Blas;
@@ -73,8 +81,17 @@ pub struct CudaModel<'a> {
     rope: Rope,
     /// Largest quantized weight, in values: the dequantization buffer's size.
     dequant_values: usize,
-    workspace: Mutex<Option<Workspace>>,
+    state: Mutex<State>,
+    graphs_enabled: bool,
     device_bytes: usize,
+}
+
+/// The buffers of a pass and the decode graphs captured over them.
+#[derive(Default)]
+struct State {
+    workspace: Option<Workspace>,
+    /// By batch size.
+    graphs: HashMap<usize, CudaGraph>,
 }
 
 fn upload_f32(device: &CudaDevice, values: &[f32], what: &str) -> Result<CudaSlice<f32>> {
@@ -255,9 +272,19 @@ impl<'a> CudaModel<'a> {
             lm_head,
             rope: Rope::new(cfg),
             dequant_values,
-            workspace: Mutex::new(None),
+            state: Mutex::new(State::default()),
+            graphs_enabled: true,
             device_bytes,
         })
+    }
+
+    /// Whether decode steps run as CUDA graphs (on by default; off, every kernel is launched
+    /// from the host each step, for comparison).
+    pub fn set_graphs(&mut self, enabled: bool) {
+        self.graphs_enabled = enabled;
+        if let Ok(state) = self.state.get_mut() {
+            state.graphs.clear();
+        }
     }
 
     /// The device.
@@ -273,14 +300,17 @@ impl<'a> CudaModel<'a> {
     /// Fills every activation buffer and the logits of the workspace with NaN, so that a
     /// value the next pass should write but does not is seen (checks call this before a pass).
     pub fn poison_workspace(&self) -> Result<()> {
-        let mut guard = self
-            .workspace
-            .lock()
-            .map_err(|_| Error::Device("the forward workspace lock is poisoned".into()))?;
-        if let Some(ws) = guard.as_mut() {
+        let mut state = self.lock()?;
+        if let Some(ws) = state.workspace.as_mut() {
             ws.poison(self.device)?;
         }
         Ok(())
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::Device("the forward workspace lock is poisoned".into()))
     }
 
     /// A new, empty GPU cache for one sequence.
@@ -306,22 +336,23 @@ impl<'a> CudaModel<'a> {
         for (cache, seq) in caches.iter_mut().zip(inputs) {
             cache.reserve(cache.len() + seq.len())?;
         }
-        let mut guard = self
-            .workspace
-            .lock()
-            .map_err(|_| Error::Device("the forward workspace lock is poisoned".into()))?;
-        if let Some(sizes) =
-            Workspace::grown(guard.as_ref(), [plan.total, inputs.len(), plan.rows.len()])
-        {
-            *guard = None;
-            *guard = Some(Workspace::new(
+        let mut guard = self.lock()?;
+        let state = &mut *guard;
+        if let Some(sizes) = Workspace::grown(
+            state.workspace.as_ref(),
+            [plan.total, inputs.len(), plan.rows.len()],
+        ) {
+            // Graphs hold the old buffers' addresses.
+            state.graphs.clear();
+            state.workspace = None;
+            state.workspace = Some(Workspace::new(
                 self.device,
                 cfg,
                 sizes,
                 self.dequant_values,
             )?);
         }
-        let ws = guard.as_mut().expect("allocated above");
+        let ws = state.workspace.as_mut().expect("allocated above");
         let mut kv_table = vec![0u64; cfg.num_hidden_layers * inputs.len() * 2];
         for layer in 0..cfg.num_hidden_layers {
             for (s, cache) in caches.iter().enumerate() {
@@ -330,7 +361,19 @@ impl<'a> CudaModel<'a> {
             }
         }
         ws.upload(self.device, &plan, &kv_table)?;
-        self.run(ws, &plan, inputs.len(), which)?;
+        let decode = which == Logits::Last && plan.total == inputs.len();
+        if self.graphs_enabled && decode {
+            let batch = inputs.len();
+            if !state.graphs.contains_key(&batch) {
+                let graph = self.capture(ws, &plan, batch)?;
+                state.graphs.insert(batch, graph);
+            }
+            state.graphs[&batch]
+                .launch()
+                .map_err(driver_error("replaying the decode graph"))?;
+        } else {
+            self.run(ws, &plan, inputs.len(), which)?;
+        }
         let vocab = cfg.vocab_size;
         let logits = self
             .device
@@ -351,6 +394,21 @@ impl<'a> CudaModel<'a> {
                 })
                 .collect(),
         })
+    }
+
+    /// Records a decode step of `batch` sequences as a graph (nothing runs while capturing).
+    fn capture(&self, ws: &mut Workspace, plan: &Plan, batch: usize) -> Result<CudaGraph> {
+        let stream = self.device.stream();
+        stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(driver_error("starting a graph capture"))?;
+        let recorded = self.run(ws, plan, batch, Logits::Last);
+        // The capture is ended whatever happened, so the stream is usable again.
+        let graph = stream.end_capture(CUgraphInstantiate_flags(0));
+        recorded?;
+        graph
+            .map_err(driver_error("capturing the decode graph"))?
+            .ok_or_else(|| Error::Device("the decode graph captured nothing".into()))
     }
 
     /// Queues the pass's kernels; the workspace holds the uploaded tables.
