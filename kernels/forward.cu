@@ -185,67 +185,129 @@ extern "C" __global__ void qkv_rope(const u16* __restrict__ q, const u16* __rest
     }
 }
 
-#define ATT_THREADS 128
+#define ATT_THREADS 256
+#define ATT_WARPS (ATT_THREADS / 32)
+// Keys per tile (scores kept in shared memory).
+#define ATT_TILE 256
+// float2 pieces of a head row per lane: head_dim <= 2 * 32 * ATT_CHUNKS = MAX_HEAD_DIM.
+#define ATT_CHUNKS (MAX_HEAD_DIM / 64)
+// Keys each warp loads at once (loads in flight per lane).
+#define ATT_UNROLL 4
 
 // Causal attention of token t, query head h (grid: n_heads x T, ATT_THREADS threads) over
-// positions 0..pos[t] of its sequence's cache, in tiles of ATT_THREADS keys with an online
-// softmax: each thread scores one key of the tile; the running output is kept in shared memory
-// as `groups` partial sums over the keys j = g (mod groups), so each element has one owner.
-// Output bf16 [T, n_heads * head_dim].
+// positions 0..pos[t] of its sequence's cache, in tiles of ATT_TILE keys with an online
+// softmax. Warp w takes keys w, w + ATT_WARPS, ... of a tile, ATT_UNROLL at a time; its lanes
+// split each head row into float2 pieces (coalesced 8-byte loads), so q . k is a warp sum and
+// each lane accumulates its pieces of sum(p v). The warps' partial outputs are added at the end.
+// Output bf16 [T, n_heads * head_dim]. head_dim must be even and at most MAX_HEAD_DIM.
 extern "C" __global__ void attention(const float* __restrict__ q, const u64* __restrict__ kv_table,
                                      int sequences, int layer, const int* __restrict__ seq_of,
                                      const int* __restrict__ pos, int n_heads, int n_kv,
                                      int head_dim, float scale, u16* __restrict__ out) {
-    __shared__ float q_s[MAX_HEAD_DIM];
-    __shared__ float p_s[ATT_THREADS];
-    __shared__ float acc[ATT_THREADS > MAX_HEAD_DIM ? ATT_THREADS : MAX_HEAD_DIM];
+    __shared__ float p_s[ATT_TILE];
+    __shared__ float2 acc_s[ATT_WARPS][MAX_HEAD_DIM / 2];
     const int head = blockIdx.x, t = blockIdx.y, tid = threadIdx.x;
+    const int lane = tid & 31, warp = tid >> 5;
     const int q_width = n_heads * head_dim, kv_width = n_kv * head_dim;
     const int kv_head = head / (n_heads / n_kv);
+    const int pieces = head_dim / 2;
     const u64* entry = kv_table + 2 * ((long)layer * sequences + seq_of[t]);
     const float* keys = (const float*)entry[0] + kv_head * head_dim;
     const float* values = (const float*)entry[1] + kv_head * head_dim;
     const int visible = pos[t] + 1;
-    const int groups = head_dim <= ATT_THREADS ? ATT_THREADS / head_dim : 1;
-    const int owned = groups * head_dim;
-    for (int d = tid; d < head_dim; d += ATT_THREADS) q_s[d] = q[(long)t * q_width + head * head_dim + d];
-    for (int i = tid; i < owned; i += ATT_THREADS) acc[i] = 0.f;
-    __syncthreads();
+    const float2* q2 = (const float2*)(q + (long)t * q_width + head * head_dim);
+    float2 qr[ATT_CHUNKS], acc[ATT_CHUNKS];
+#pragma unroll
+    for (int c = 0; c < ATT_CHUNKS; ++c) {
+        const int i = lane + 32 * c;
+        qr[c] = i < pieces ? q2[i] : make_float2(0.f, 0.f);
+        acc[c] = make_float2(0.f, 0.f);
+    }
     float running_max = NEG_INF, running_sum = 0.f;
-    for (int start = 0; start < visible; start += ATT_THREADS) {
-        const int j = start + tid;
-        float score = NEG_INF;
-        if (j < visible) {
-            const float4* key = (const float4*)(keys + (long)j * kv_width);
-            float dot = 0.f;
-            for (int d4 = 0; d4 < head_dim / 4; ++d4) {
-                const float4 kk = key[d4];
-                dot += q_s[4 * d4] * kk.x + q_s[4 * d4 + 1] * kk.y + q_s[4 * d4 + 2] * kk.z +
-                       q_s[4 * d4 + 3] * kk.w;
+    for (int start = 0; start < visible; start += ATT_TILE) {
+        const int tile = min(ATT_TILE, visible - start);
+        for (int base = warp; base < tile; base += ATT_UNROLL * ATT_WARPS) {
+            float dot[ATT_UNROLL];
+#pragma unroll
+            for (int u = 0; u < ATT_UNROLL; ++u) {
+                const int jj = base + u * ATT_WARPS;
+                float d = 0.f;
+                if (jj < tile) {
+                    const float2* key = (const float2*)(keys + (long)(start + jj) * kv_width);
+#pragma unroll
+                    for (int c = 0; c < ATT_CHUNKS; ++c) {
+                        const int i = lane + 32 * c;
+                        if (i < pieces) {
+                            const float2 kk = key[i];
+                            d += qr[c].x * kk.x + qr[c].y * kk.y;
+                        }
+                    }
+                }
+                dot[u] = d;
             }
-            score = dot * scale;
+#pragma unroll
+            for (int u = 0; u < ATT_UNROLL; ++u) {
+                const float d = warp_sum(dot[u]);
+                const int jj = base + u * ATT_WARPS;
+                if (lane == 0 && jj < tile) p_s[jj] = d * scale;
+            }
         }
-        const float new_max = fmaxf(running_max, block_max(score));
-        const float p = j < visible ? expf(score - new_max) : 0.f;
-        p_s[tid] = p;
+        __syncthreads();
+        float m = NEG_INF;
+        for (int jj = tid; jj < tile; jj += ATT_THREADS) m = fmaxf(m, p_s[jj]);
+        const float new_max = fmaxf(running_max, block_max(m));
+        float sum = 0.f;
+        for (int jj = tid; jj < tile; jj += ATT_THREADS) {
+            const float p = expf(p_s[jj] - new_max);
+            p_s[jj] = p;
+            sum += p;
+        }
         const float correction = expf(running_max - new_max);
-        running_sum = running_sum * correction + block_sum(p);
+        // block_sum's barriers also publish p_s to every warp.
+        running_sum = running_sum * correction + block_sum(sum);
         running_max = new_max;
-        const int tile = min(ATT_THREADS, visible - start);
-        for (int i = tid; i < owned; i += ATT_THREADS) {
-            const int g = i / head_dim, d = i % head_dim;
-            float partial = 0.f;
-            for (int jj = g; jj < tile; jj += groups)
-                partial += p_s[jj] * values[(long)(start + jj) * kv_width + d];
-            acc[i] = acc[i] * correction + partial;
+#pragma unroll
+        for (int c = 0; c < ATT_CHUNKS; ++c) {
+            acc[c].x *= correction;
+            acc[c].y *= correction;
+        }
+        for (int base = warp; base < tile; base += ATT_UNROLL * ATT_WARPS) {
+#pragma unroll
+            for (int u = 0; u < ATT_UNROLL; ++u) {
+                const int jj = base + u * ATT_WARPS;
+                if (jj < tile) {
+                    const float p = p_s[jj];
+                    const float2* val = (const float2*)(values + (long)(start + jj) * kv_width);
+#pragma unroll
+                    for (int c = 0; c < ATT_CHUNKS; ++c) {
+                        const int i = lane + 32 * c;
+                        if (i < pieces) {
+                            const float2 vv = val[i];
+                            acc[c].x += p * vv.x;
+                            acc[c].y += p * vv.y;
+                        }
+                    }
+                }
+            }
         }
         __syncthreads();
     }
+#pragma unroll
+    for (int c = 0; c < ATT_CHUNKS; ++c) {
+        const int i = lane + 32 * c;
+        if (i < pieces) acc_s[warp][i] = acc[c];
+    }
+    __syncthreads();
     const float inv = 1.f / running_sum;
-    for (int d = tid; d < head_dim; d += ATT_THREADS) {
-        float total = 0.f;
-        for (int g = 0; g < groups; ++g) total += acc[g * head_dim + d];
-        out[(long)t * q_width + head * head_dim + d] = f32_to_bf16(total * inv);
+    u16* dst = out + (long)t * q_width + head * head_dim;
+    for (int i = tid; i < pieces; i += ATT_THREADS) {
+        float2 total = make_float2(0.f, 0.f);
+        for (int w = 0; w < ATT_WARPS; ++w) {
+            total.x += acc_s[w][i].x;
+            total.y += acc_s[w][i].y;
+        }
+        dst[2 * i] = f32_to_bf16(total.x * inv);
+        dst[2 * i + 1] = f32_to_bf16(total.y * inv);
     }
 }
 

@@ -27,7 +27,7 @@ use super::device::{driver_error, CudaDevice};
 use super::kv_cache::CudaKvCache;
 use super::linear::{CudaQuantLinear, GEMV_MAX_TOKENS};
 use super::ops::{AttentionShape, EmbeddingRef, ForwardKernels, TokenTables, MAX_HEAD_DIM};
-use super::workspace::Workspace;
+use super::workspace::{Tables, Workspace};
 use crate::checkpoint::Dtype;
 use crate::error::{Error, Result};
 use crate::model::rope::Rope;
@@ -375,11 +375,7 @@ impl<'a> CudaModel<'a> {
             self.run(ws, &plan, inputs.len(), which)?;
         }
         let vocab = cfg.vocab_size;
-        let logits = self
-            .device
-            .stream()
-            .clone_dtoh(&ws.logits.slice(..plan.rows.len() * vocab))
-            .map_err(driver_error("reading the logits"))?;
+        let logits = ws.download_logits(self.device, plan.rows.len() * vocab)?;
         for (cache, seq) in caches.iter_mut().zip(inputs) {
             cache.advance(seq.len());
         }
@@ -426,13 +422,8 @@ impl<'a> CudaModel<'a> {
         };
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
         let Workspace {
-            tokens,
-            seq_of,
-            position,
-            cos,
-            sin,
-            rows,
-            kv_table,
+            layout,
+            tables: table_buffer,
             x,
             h,
             q,
@@ -450,19 +441,25 @@ impl<'a> CudaModel<'a> {
             dequantized,
             ..
         } = ws;
+        let views = Tables::new(
+            table_buffer,
+            layout,
+            [total, sequences, plan.rows.len()],
+            cfg,
+        );
         let tables = TokenTables {
-            seq_of,
-            position,
-            cos,
-            sin,
-            kv_table,
+            seq_of: &views.seq_of,
+            position: &views.position,
+            cos: &views.cos,
+            sin: &views.sin,
+            kv_table: &views.kv_table,
             sequences,
         };
         let embedding = match &self.embedding {
             DeviceEmbedding::F32(t) => EmbeddingRef::F32(t),
             DeviceEmbedding::Bf16(t) => EmbeddingRef::Bf16(t),
         };
-        k.embed(device, embedding, tokens, total, hidden, x)?;
+        k.embed(device, embedding, &views.tokens, total, hidden, x)?;
         let first_norm = self
             .blocks
             .first()
@@ -531,7 +528,7 @@ impl<'a> CudaModel<'a> {
         let head_input = if which == Logits::All {
             &*h
         } else {
-            k.gather_rows(device, h, rows, count, hidden, selected)?;
+            k.gather_rows(device, h, &views.rows, count, hidden, selected)?;
             &*selected
         };
         match &self.lm_head.weight {

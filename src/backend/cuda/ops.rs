@@ -2,7 +2,7 @@
 //! RoPE, attention, SwiGLU, row gather, logits widening). Each wrapper checks the sizes the
 //! kernel relies on, then queues the launch on the device's stream.
 
-use cudarc::driver::{CudaFunction, CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchArgs, LaunchConfig, PushKernelArg};
 use half::bf16;
 
 use super::device::{driver_error, CudaDevice, FORWARD};
@@ -13,7 +13,7 @@ const ROW_THREADS: u32 = 256;
 /// Threads of the q/k/v kernel (`QKV_WARPS` warps in forward.cu).
 const QKV_THREADS: u32 = 256;
 /// Threads of the attention kernel (`ATT_THREADS` in forward.cu).
-const ATT_THREADS: u32 = 128;
+const ATT_THREADS: u32 = 256;
 /// Most head_dim the kernels take (`MAX_HEAD_DIM` in forward.cu).
 pub const MAX_HEAD_DIM: usize = 256;
 
@@ -43,15 +43,15 @@ pub struct AttentionShape {
 /// The per-token bookkeeping of a pass on the device.
 pub struct TokenTables<'a> {
     /// Sequence of each token.
-    pub seq_of: &'a CudaSlice<i32>,
+    pub seq_of: &'a CudaView<'a, i32>,
     /// Absolute position of each token.
-    pub position: &'a CudaSlice<i32>,
+    pub position: &'a CudaView<'a, i32>,
     /// RoPE cosines, `[tokens, head_dim / 2]`.
-    pub cos: &'a CudaSlice<f32>,
+    pub cos: &'a CudaView<'a, f32>,
     /// RoPE sines, `[tokens, head_dim / 2]`.
-    pub sin: &'a CudaSlice<f32>,
+    pub sin: &'a CudaView<'a, f32>,
     /// Cache addresses, `[layers][sequences][keys, values]`.
-    pub kv_table: &'a CudaSlice<u64>,
+    pub kv_table: &'a CudaView<'a, u64>,
     /// Sequences in the pass.
     pub sequences: usize,
 }
@@ -103,7 +103,7 @@ impl ForwardKernels {
         &self,
         device: &CudaDevice,
         table: EmbeddingRef<'_>,
-        tokens: &CudaSlice<u32>,
+        tokens: &CudaView<'_, u32>,
         count: usize,
         hidden: usize,
         x: &mut CudaSlice<f32>,
@@ -304,7 +304,7 @@ impl ForwardKernels {
         &self,
         device: &CudaDevice,
         src: &CudaSlice<bf16>,
-        rows: &CudaSlice<i32>,
+        rows: &CudaView<'_, i32>,
         count: usize,
         width: usize,
         out: &mut CudaSlice<bf16>,

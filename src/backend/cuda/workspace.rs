@@ -1,8 +1,12 @@
 //! The device buffers of a forward pass, kept between passes and grown (never shrunk) when a
 //! pass has more tokens or sequences than any before: per-token tables uploaded from the host,
 //! and the activations of one block (reused by every block).
+//!
+//! The tables travel in one copy per pass: they are laid out in one pinned host buffer and one
+//! device buffer ([`TableLayout`]), and the logits come back through a pinned buffer too, so a
+//! decode step costs two copies and no staging of pageable memory.
 
-use cudarc::driver::{CudaSlice, DeviceRepr, DriverError, ValidAsZeroBits};
+use cudarc::driver::{CudaSlice, CudaView, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
 use half::bf16;
 
 use super::device::{driver_error, CudaDevice};
@@ -16,13 +20,13 @@ pub(super) struct Workspace {
     tokens_capacity: usize,
     sequences_capacity: usize,
     rows_capacity: usize,
-    pub(super) tokens: CudaSlice<u32>,
-    pub(super) seq_of: CudaSlice<i32>,
-    pub(super) position: CudaSlice<i32>,
-    pub(super) cos: CudaSlice<f32>,
-    pub(super) sin: CudaSlice<f32>,
-    pub(super) rows: CudaSlice<i32>,
-    pub(super) kv_table: CudaSlice<u64>,
+    pub(super) layout: TableLayout,
+    /// The tables on the host, pinned, laid out as `layout` says.
+    staging: PinnedHostSlice<u8>,
+    /// The same on the device.
+    pub(super) tables: CudaSlice<u8>,
+    /// Logits on their way back, pinned.
+    logits_host: PinnedHostSlice<f32>,
     pub(super) x: CudaSlice<f32>,
     pub(super) h: CudaSlice<bf16>,
     pub(super) q: CudaSlice<bf16>,
@@ -38,6 +42,54 @@ pub(super) struct Workspace {
     pub(super) logits_bf16: CudaSlice<bf16>,
     pub(super) logits: CudaSlice<f32>,
     pub(super) dequantized: CudaSlice<bf16>,
+}
+
+/// Byte offsets of the per-pass tables inside one buffer (each 256-byte aligned): token ids
+/// (u32), sequence and position of each token (i32), rows that get logits (i32), RoPE cos and
+/// sin (f32, `[tokens, head_dim / 2]`) and the cache addresses (u64, `[layers][sequences][2]`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct TableLayout {
+    tokens: usize,
+    seq_of: usize,
+    position: usize,
+    rows: usize,
+    cos: usize,
+    sin: usize,
+    kv_table: usize,
+    bytes: usize,
+}
+
+impl TableLayout {
+    fn new(cfg: &ModelConfig, [tokens, sequences, rows]: [usize; 3]) -> Self {
+        let half = cfg.head_dim / 2;
+        let mut at = 0;
+        let mut take = |bytes: usize| {
+            let start = at;
+            at = (at + bytes).next_multiple_of(256);
+            start
+        };
+        TableLayout {
+            tokens: take(4 * tokens),
+            seq_of: take(4 * tokens),
+            position: take(4 * tokens),
+            rows: take(4 * rows),
+            cos: take(4 * tokens * half),
+            sin: take(4 * tokens * half),
+            kv_table: take(8 * 2 * sequences * cfg.num_hidden_layers),
+            bytes: at.max(256),
+        }
+    }
+}
+
+/// Typed views of the device tables of one pass.
+pub(super) struct Tables<'a> {
+    pub(super) tokens: CudaView<'a, u32>,
+    pub(super) seq_of: CudaView<'a, i32>,
+    pub(super) position: CudaView<'a, i32>,
+    pub(super) rows: CudaView<'a, i32>,
+    pub(super) cos: CudaView<'a, f32>,
+    pub(super) sin: CudaView<'a, f32>,
+    pub(super) kv_table: CudaView<'a, u64>,
 }
 
 fn zeros<T: DeviceRepr + ValidAsZeroBits>(device: &CudaDevice, n: usize) -> Result<CudaSlice<T>> {
@@ -60,17 +112,27 @@ impl Workspace {
         let (hidden, inter) = (cfg.hidden_size, cfg.intermediate_size);
         let q_width = cfg.num_attention_heads * cfg.head_dim;
         let kv_width = cfg.num_key_value_heads * cfg.head_dim;
+        let layout = TableLayout::new(cfg, [tokens, sequences, rows]);
+        // SAFETY: pinned host memory the workspace owns; it is written only through
+        // `as_mut_slice`, which waits for the copies that read it.
+        let staging = unsafe { device.context().alloc_pinned::<u8>(layout.bytes) }.map_err(
+            driver_error("allocating pinned memory for the pass's tables"),
+        )?;
+        // SAFETY: as above; the copies into it complete before `as_slice` returns.
+        let logits_host = unsafe {
+            device
+                .context()
+                .alloc_pinned::<f32>((rows * cfg.vocab_size).max(1))
+        }
+        .map_err(driver_error("allocating pinned memory for the logits"))?;
         Ok(Workspace {
             tokens_capacity: tokens,
             sequences_capacity: sequences,
             rows_capacity: rows,
-            tokens: zeros(device, t)?,
-            seq_of: zeros(device, t)?,
-            position: zeros(device, t)?,
-            cos: zeros(device, t * cfg.head_dim / 2)?,
-            sin: zeros(device, t * cfg.head_dim / 2)?,
-            rows: zeros(device, rows)?,
-            kv_table: zeros(device, 2 * sequences * cfg.num_hidden_layers)?,
+            layout,
+            staging,
+            tables: zeros(device, layout.bytes)?,
+            logits_host,
             x: zeros(device, t * hidden)?,
             h: zeros(device, t * hidden)?,
             q: zeros(device, t * q_width)?,
@@ -135,37 +197,88 @@ impl Workspace {
         Ok(())
     }
 
-    /// Copies the pass's tables to the device.
+    /// Copies the pass's tables to the device (one copy from pinned memory).
     pub(super) fn upload(
         &mut self,
         device: &CudaDevice,
         plan: &Plan,
         kv_table: &[u64],
     ) -> Result<()> {
-        let stream = device.stream();
-        let up = |e: DriverError| driver_error("uploading the pass's tables")(e);
-        let n = plan.total;
-        stream
-            .memcpy_htod(&plan.tokens, &mut self.tokens.slice_mut(..n))
-            .map_err(&up)?;
-        stream
-            .memcpy_htod(&plan.seq_of, &mut self.seq_of.slice_mut(..n))
-            .map_err(&up)?;
-        stream
-            .memcpy_htod(&plan.position, &mut self.position.slice_mut(..n))
-            .map_err(&up)?;
-        stream
-            .memcpy_htod(&plan.cos, &mut self.cos.slice_mut(..plan.cos.len()))
-            .map_err(&up)?;
-        stream
-            .memcpy_htod(&plan.sin, &mut self.sin.slice_mut(..plan.sin.len()))
-            .map_err(&up)?;
-        stream
-            .memcpy_htod(&plan.rows, &mut self.rows.slice_mut(..plan.rows.len()))
-            .map_err(&up)?;
-        stream
-            .memcpy_htod(kv_table, &mut self.kv_table.slice_mut(..kv_table.len()))
-            .map_err(&up)?;
-        Ok(())
+        let layout = self.layout;
+        let staging = self
+            .staging
+            .as_mut_slice()
+            .map_err(driver_error("waiting for the last table upload"))?;
+        fn put<T: bytemuck::Pod>(dst: &mut [u8], at: usize, values: &[T]) {
+            let bytes: &[u8] = bytemuck::cast_slice(values);
+            dst[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        put(staging, layout.tokens, &plan.tokens);
+        put(staging, layout.seq_of, &plan.seq_of);
+        put(staging, layout.position, &plan.position);
+        put(staging, layout.rows, &plan.rows);
+        put(staging, layout.cos, &plan.cos);
+        put(staging, layout.sin, &plan.sin);
+        put(staging, layout.kv_table, kv_table);
+        device
+            .stream()
+            .memcpy_htod(&self.staging, &mut self.tables)
+            .map_err(driver_error("uploading the pass's tables"))
+    }
+}
+
+impl<'a> Tables<'a> {
+    /// Typed views of the device tables in `buffer` (laid out as `layout`) for `tokens` tokens,
+    /// `sequences` sequences and `rows` logit rows.
+    pub(super) fn new(
+        buffer: &'a CudaSlice<u8>,
+        layout: &TableLayout,
+        [tokens, sequences, rows]: [usize; 3],
+        cfg: &ModelConfig,
+    ) -> Tables<'a> {
+        let l = *layout;
+        let half = cfg.head_dim / 2;
+        let view = |at: usize, bytes: usize| buffer.slice(at..at + bytes);
+        // SAFETY: every table lies inside the buffer at a 256-byte aligned offset (TableLayout)
+        // and holds plain integers or floats, valid for any bit pattern.
+        unsafe {
+            Tables {
+                tokens: view(l.tokens, 4 * tokens)
+                    .transmute(tokens)
+                    .expect("in bounds"),
+                seq_of: view(l.seq_of, 4 * tokens)
+                    .transmute(tokens)
+                    .expect("in bounds"),
+                position: view(l.position, 4 * tokens)
+                    .transmute(tokens)
+                    .expect("in bounds"),
+                rows: view(l.rows, 4 * rows).transmute(rows).expect("in bounds"),
+                cos: view(l.cos, 4 * tokens * half)
+                    .transmute(tokens * half)
+                    .expect("in bounds"),
+                sin: view(l.sin, 4 * tokens * half)
+                    .transmute(tokens * half)
+                    .expect("in bounds"),
+                kv_table: view(l.kv_table, 16 * sequences * cfg.num_hidden_layers)
+                    .transmute(2 * sequences * cfg.num_hidden_layers)
+                    .expect("in bounds"),
+            }
+        }
+    }
+}
+
+impl Workspace {
+    /// Copies the first `n` logits back to the host (one copy into pinned memory) and returns
+    /// them once they are there.
+    pub(super) fn download_logits(&mut self, device: &CudaDevice, n: usize) -> Result<&[f32]> {
+        device
+            .stream()
+            .memcpy_dtoh(&self.logits.slice(..n), &mut self.logits_host)
+            .map_err(driver_error("reading the logits"))?;
+        let host = self
+            .logits_host
+            .as_slice()
+            .map_err(driver_error("waiting for the logits"))?;
+        Ok(&host[..n])
     }
 }
