@@ -12,6 +12,7 @@
 //   kv_table        u64  [layers][sequences][2]: device addresses of those buffers (keys, values)
 //   seq_of, pos     i32  [T]: the token's sequence and absolute position
 //   cos, sin        f32  [T, head_dim / 2], computed on the host by src/model/rope.rs
+// Compiled per model with HEAD_DIM (head_dim) defined, so the attention's loops unroll.
 // bf16 travels as its 16 bits (u16); conversions round to nearest even.
 
 typedef unsigned int u32;
@@ -115,12 +116,14 @@ extern "C" __global__ void add_rms_norm(float* __restrict__ x, const u16* __rest
 #define MAX_HEAD_DIM 256
 #define QKV_WARPS 8
 
+// q, k and v rows are q_stride and kv_stride apart (one stacked product puts them side by side).
 // One block of QKV_WARPS warps per token; warp w takes heads w, w + QKV_WARPS, ... of the
 // n_heads query, n_kv key and n_kv value heads. Each head: bias, then (query and key heads)
 // the per-head RMSNorm when its weight is given, then RoPE; queries go to q_out, keys and
 // values into the cache at the token's position.
 extern "C" __global__ void qkv_rope(const u16* __restrict__ q, const u16* __restrict__ k,
-                                    const u16* __restrict__ v, const float* __restrict__ q_bias,
+                                    const u16* __restrict__ v, int q_stride, int kv_stride,
+                                    const float* __restrict__ q_bias,
                                     const float* __restrict__ k_bias, const float* __restrict__ v_bias,
                                     const float* __restrict__ q_norm, const float* __restrict__ k_norm,
                                     const float* __restrict__ cos_table, const float* __restrict__ sin_table,
@@ -143,19 +146,19 @@ extern "C" __global__ void qkv_rope(const u16* __restrict__ q, const u16* __rest
         float* dst;
         bool rotate = true;
         if (head < n_heads) {
-            src = q + (long)t * q_width + head * head_dim;
+            src = q + (long)t * q_stride + head * head_dim;
             bias = q_bias ? q_bias + head * head_dim : 0;
             norm = q_norm;
             dst = q_out + (long)t * q_width + head * head_dim;
         } else if (head < n_heads + n_kv) {
             const int h = head - n_heads;
-            src = k + (long)t * kv_width + h * head_dim;
+            src = k + (long)t * kv_stride + h * head_dim;
             bias = k_bias ? k_bias + h * head_dim : 0;
             norm = k_norm;
             dst = k_cache + h * head_dim;
         } else {
             const int h = head - n_heads - n_kv;
-            src = v + (long)t * kv_width + h * head_dim;
+            src = v + (long)t * kv_stride + h * head_dim;
             bias = v_bias ? v_bias + h * head_dim : 0;
             norm = 0;
             dst = v_cache + h * head_dim;
@@ -187,25 +190,26 @@ extern "C" __global__ void qkv_rope(const u16* __restrict__ q, const u16* __rest
 
 #define ATT_THREADS 256
 #define ATT_WARPS (ATT_THREADS / 32)
-// Keys per tile (scores kept in shared memory).
-#define ATT_TILE 256
-// float2 pieces of a head row per lane: head_dim <= 2 * 32 * ATT_CHUNKS = MAX_HEAD_DIM.
-#define ATT_CHUNKS (MAX_HEAD_DIM / 64)
-// Keys each warp loads at once (loads in flight per lane).
-#define ATT_UNROLL 4
+#ifndef HEAD_DIM
+#define HEAD_DIM MAX_HEAD_DIM
+#endif
+// float2 pieces of a head row per lane (HEAD_DIM is set per model when compiling).
+#define ATT_CHUNKS ((HEAD_DIM + 63) / 64)
+// Keys each warp loads at once: loads in flight per lane.
+#define ATT_UNROLL (ATT_CHUNKS >= 2 ? 4 : 8)
 
 // Causal attention of token t, query head h (grid: n_heads x T, ATT_THREADS threads) over
-// positions 0..pos[t] of its sequence's cache, in tiles of ATT_TILE keys with an online
-// softmax. Warp w takes keys w, w + ATT_WARPS, ... of a tile, ATT_UNROLL at a time; its lanes
-// split each head row into float2 pieces (coalesced 8-byte loads), so q . k is a warp sum and
-// each lane accumulates its pieces of sum(p v). The warps' partial outputs are added at the end.
-// Output bf16 [T, n_heads * head_dim]. head_dim must be even and at most MAX_HEAD_DIM.
+// positions 0..pos[t] of its sequence's cache (flash-decoding within the block). Warp w takes
+// keys w, w + ATT_WARPS, ... ATT_UNROLL at a time, loading their key and value rows together
+// (lanes split a row into float2 pieces, so loads are coalesced and q . k is a warp sum), and
+// keeps its own online softmax (running max, sum, and sum of p v); the warps' states are merged
+// at the end. Output bf16 [T, n_heads * head_dim]; head_dim == HEAD_DIM.
 extern "C" __global__ void attention(const float* __restrict__ q, const u64* __restrict__ kv_table,
                                      int sequences, int layer, const int* __restrict__ seq_of,
                                      const int* __restrict__ pos, int n_heads, int n_kv,
                                      int head_dim, float scale, u16* __restrict__ out) {
-    __shared__ float p_s[ATT_TILE];
-    __shared__ float2 acc_s[ATT_WARPS][MAX_HEAD_DIM / 2];
+    __shared__ float2 acc_s[ATT_WARPS][HEAD_DIM / 2];
+    __shared__ float max_s[ATT_WARPS], sum_s[ATT_WARPS];
     const int head = blockIdx.x, t = blockIdx.y, tid = threadIdx.x;
     const int lane = tid & 31, warp = tid >> 5;
     const int q_width = n_heads * head_dim, kv_width = n_kv * head_dim;
@@ -224,101 +228,97 @@ extern "C" __global__ void attention(const float* __restrict__ q, const u64* __r
         acc[c] = make_float2(0.f, 0.f);
     }
     float running_max = NEG_INF, running_sum = 0.f;
-    for (int start = 0; start < visible; start += ATT_TILE) {
-        const int tile = min(ATT_TILE, visible - start);
-        for (int base = warp; base < tile; base += ATT_UNROLL * ATT_WARPS) {
-            float dot[ATT_UNROLL];
+    for (int base = warp; base < visible; base += ATT_UNROLL * ATT_WARPS) {
+        float dot[ATT_UNROLL];
+        float2 v[ATT_UNROLL][ATT_CHUNKS];
 #pragma unroll
-            for (int u = 0; u < ATT_UNROLL; ++u) {
-                const int jj = base + u * ATT_WARPS;
-                float d = 0.f;
-                if (jj < tile) {
-                    const float2* key = (const float2*)(keys + (long)(start + jj) * kv_width);
+        for (int u = 0; u < ATT_UNROLL; ++u) {
+            const int j = base + u * ATT_WARPS;
+            float d = 0.f;
 #pragma unroll
-                    for (int c = 0; c < ATT_CHUNKS; ++c) {
-                        const int i = lane + 32 * c;
-                        if (i < pieces) {
-                            const float2 kk = key[i];
-                            d += qr[c].x * kk.x + qr[c].y * kk.y;
-                        }
-                    }
+            for (int c = 0; c < ATT_CHUNKS; ++c) {
+                const int i = lane + 32 * c;
+                v[u][c] = make_float2(0.f, 0.f);
+                if (j < visible && i < pieces) {
+                    const float2 kk = ((const float2*)(keys + (long)j * kv_width))[i];
+                    v[u][c] = ((const float2*)(values + (long)j * kv_width))[i];
+                    d += qr[c].x * kk.x + qr[c].y * kk.y;
                 }
-                dot[u] = d;
             }
+            dot[u] = d;
+        }
+        float round_max = NEG_INF;
 #pragma unroll
-            for (int u = 0; u < ATT_UNROLL; ++u) {
-                const float d = warp_sum(dot[u]);
-                const int jj = base + u * ATT_WARPS;
-                if (lane == 0 && jj < tile) p_s[jj] = d * scale;
-            }
+        for (int u = 0; u < ATT_UNROLL; ++u) {
+            const int j = base + u * ATT_WARPS;
+            dot[u] = j < visible ? warp_sum(dot[u]) * scale : NEG_INF;
+            round_max = fmaxf(round_max, dot[u]);
         }
-        __syncthreads();
-        float m = NEG_INF;
-        for (int jj = tid; jj < tile; jj += ATT_THREADS) m = fmaxf(m, p_s[jj]);
-        const float new_max = fmaxf(running_max, block_max(m));
-        float sum = 0.f;
-        for (int jj = tid; jj < tile; jj += ATT_THREADS) {
-            const float p = expf(p_s[jj] - new_max);
-            p_s[jj] = p;
-            sum += p;
-        }
+        // base < visible, so the round has a key and round_max is finite.
+        const float new_max = fmaxf(running_max, round_max);
         const float correction = expf(running_max - new_max);
-        // block_sum's barriers also publish p_s to every warp.
-        running_sum = running_sum * correction + block_sum(sum);
-        running_max = new_max;
+        running_sum *= correction;
 #pragma unroll
         for (int c = 0; c < ATT_CHUNKS; ++c) {
             acc[c].x *= correction;
             acc[c].y *= correction;
         }
-        for (int base = warp; base < tile; base += ATT_UNROLL * ATT_WARPS) {
 #pragma unroll
-            for (int u = 0; u < ATT_UNROLL; ++u) {
-                const int jj = base + u * ATT_WARPS;
-                if (jj < tile) {
-                    const float p = p_s[jj];
-                    const float2* val = (const float2*)(values + (long)(start + jj) * kv_width);
+        for (int u = 0; u < ATT_UNROLL; ++u) {
+            const float p = expf(dot[u] - new_max);
+            running_sum += p;
 #pragma unroll
-                    for (int c = 0; c < ATT_CHUNKS; ++c) {
-                        const int i = lane + 32 * c;
-                        if (i < pieces) {
-                            const float2 vv = val[i];
-                            acc[c].x += p * vv.x;
-                            acc[c].y += p * vv.y;
-                        }
-                    }
-                }
+            for (int c = 0; c < ATT_CHUNKS; ++c) {
+                acc[c].x += p * v[u][c].x;
+                acc[c].y += p * v[u][c].y;
             }
         }
-        __syncthreads();
+        running_max = new_max;
     }
 #pragma unroll
     for (int c = 0; c < ATT_CHUNKS; ++c) {
         const int i = lane + 32 * c;
         if (i < pieces) acc_s[warp][i] = acc[c];
     }
+    if (lane == 0) {
+        max_s[warp] = running_max;
+        sum_s[warp] = running_sum;
+    }
     __syncthreads();
-    const float inv = 1.f / running_sum;
+    // Warps that saw no key have max -inf and sum 0: their weight below is 0.
+    float total_max = NEG_INF;
+    for (int w = 0; w < ATT_WARPS; ++w) total_max = fmaxf(total_max, max_s[w]);
+    float weight[ATT_WARPS];
+    float total_sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; ++w) {
+        weight[w] = expf(max_s[w] - total_max);
+        total_sum += sum_s[w] * weight[w];
+    }
+    const float inv = 1.f / total_sum;
     u16* dst = out + (long)t * q_width + head * head_dim;
     for (int i = tid; i < pieces; i += ATT_THREADS) {
         float2 total = make_float2(0.f, 0.f);
+#pragma unroll
         for (int w = 0; w < ATT_WARPS; ++w) {
-            total.x += acc_s[w][i].x;
-            total.y += acc_s[w][i].y;
+            total.x += acc_s[w][i].x * weight[w];
+            total.y += acc_s[w][i].y * weight[w];
         }
         dst[2 * i] = f32_to_bf16(total.x * inv);
         dst[2 * i + 1] = f32_to_bf16(total.y * inv);
     }
 }
 
-// out = bf16(silu(gate + gate_bias) * (up + up_bias)) over [rows, width]; biases may be null.
+// out = bf16(silu(gate + gate_bias) * (up + up_bias)) over [rows, width] (n = rows * width
+// values, out packed); input rows are `stride` apart; biases may be null.
 extern "C" __global__ void swiglu(const u16* __restrict__ gate, const u16* __restrict__ up,
                                   const float* __restrict__ gate_bias, const float* __restrict__ up_bias,
-                                  long n, int width, u16* __restrict__ out) {
+                                  long n, int width, int stride, u16* __restrict__ out) {
     for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
         const int f = (int)(i % width);
-        const float g = bf16_to_f32(gate[i]) + (gate_bias ? gate_bias[f] : 0.f);
-        const float u = bf16_to_f32(up[i]) + (up_bias ? up_bias[f] : 0.f);
+        const long at = (i / width) * stride + f;
+        const float g = bf16_to_f32(gate[at]) + (gate_bias ? gate_bias[f] : 0.f);
+        const float u = bf16_to_f32(up[at]) + (up_bias ? up_bias[f] : 0.f);
         out[i] = f32_to_bf16(g / (1.f + expf(-g)) * u);
     }
 }

@@ -254,8 +254,12 @@ fn bad_inputs_are_errors() {
 #[test]
 fn forward_kernels_compile_for_hopper_and_ampere() {
     use lowbit::backend::cuda::device::{compile, FORWARD};
-    for arch in ["compute_90a", "compute_80"] {
-        match compile(FORWARD, arch, &[]) {
+    for (arch, head_dim) in [
+        ("compute_90a", 64),
+        ("compute_90a", 256),
+        ("compute_80", 16),
+    ] {
+        match compile(FORWARD, arch, &[("HEAD_DIM", head_dim.to_string())]) {
             Ok(ptx) => {
                 for name in [
                     "embed_f32",

@@ -23,6 +23,8 @@ pub mod device;
 #[cfg(feature = "cuda")]
 pub mod kv_cache;
 #[cfg(feature = "cuda")]
+mod layers;
+#[cfg(feature = "cuda")]
 pub mod linear;
 #[cfg(feature = "cuda")]
 pub mod model;

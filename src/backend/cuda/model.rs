@@ -6,7 +6,7 @@
 //! Precision: the residual stream, q after RoPE, the KV cache, softmax and logits are f32; the
 //! inputs and outputs of the projections (norm outputs, q/k/v, attention output, SwiGLU) are
 //! bf16, as the quantized kernels and cuBLAS take them. Quantized projections run the fused
-//! kernels for up to [`GEMV_MAX_TOKENS`] tokens and dequantize-then-cuBLAS above; dense ones are
+//! kernels for up to `GEMV_MAX_TOKENS` tokens and dequantize-then-cuBLAS above; dense ones are
 //! bf16 through cuBLAS. The step order is the CPU's (`src/model/forward.rs`).
 //!
 //! Decode steps (one new token per sequence, logits of the last) are captured in a CUDA graph
@@ -25,41 +25,26 @@ use half::bf16;
 use super::blas::Blas;
 use super::device::{driver_error, CudaDevice};
 use super::kv_cache::CudaKvCache;
-use super::linear::{CudaQuantLinear, GEMV_MAX_TOKENS};
+use super::layers::{biases, upload_f32, DeviceLinear, DeviceWeight, Stacked};
 use super::ops::{AttentionShape, EmbeddingRef, ForwardKernels, TokenTables, MAX_HEAD_DIM};
 use super::workspace::{Tables, Workspace};
 use crate::checkpoint::Dtype;
 use crate::error::{Error, Result};
 use crate::model::rope::Rope;
-use crate::model::{Cache, Decoder, Linear, Logits, Model, Weight};
-
-/// A projection's weight on the device.
-enum DeviceWeight {
-    /// Packed codes for the fused kernels.
-    Quantized(CudaQuantLinear),
-    /// bf16, row-major `[rows, cols]`, for cuBLAS.
-    Dense(CudaSlice<bf16>),
-}
-
-/// A projection on the device. Its bias is applied by the kernel that reads its output.
-struct DeviceLinear {
-    weight: DeviceWeight,
-    bias: Option<CudaSlice<f32>>,
-    rows: usize,
-    cols: usize,
-}
+use crate::model::{Cache, Decoder, Logits, Model};
 
 struct DeviceBlock {
     input_norm: CudaSlice<f32>,
     post_attention_norm: CudaSlice<f32>,
     q_norm: Option<CudaSlice<f32>>,
     k_norm: Option<CudaSlice<f32>>,
-    q_proj: DeviceLinear,
-    k_proj: DeviceLinear,
-    v_proj: DeviceLinear,
+    /// q, k, v projections and their biases.
+    qkv: Stacked,
+    qkv_bias: Vec<Option<CudaSlice<f32>>>,
     o_proj: DeviceLinear,
-    gate_proj: DeviceLinear,
-    up_proj: DeviceLinear,
+    /// gate and up projections and their biases.
+    gate_up: Stacked,
+    gate_up_bias: Vec<Option<CudaSlice<f32>>>,
     down_proj: DeviceLinear,
 }
 
@@ -94,79 +79,6 @@ struct State {
     graphs: HashMap<usize, CudaGraph>,
 }
 
-fn upload_f32(device: &CudaDevice, values: &[f32], what: &str) -> Result<CudaSlice<f32>> {
-    device
-        .stream()
-        .clone_htod(values)
-        .map_err(driver_error(&format!("uploading {what}")))
-}
-
-fn upload_bf16(device: &CudaDevice, values: &[f32], what: &str) -> Result<CudaSlice<bf16>> {
-    let converted: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
-    device
-        .stream()
-        .clone_htod(&converted)
-        .map_err(driver_error(&format!("uploading {what}")))
-}
-
-impl DeviceLinear {
-    fn new(device: &CudaDevice, linear: &Linear, name: &str) -> Result<Self> {
-        let [rows, cols] = linear.weight.shape();
-        let weight = match &linear.weight {
-            Weight::Quantized(q) => DeviceWeight::Quantized(
-                CudaQuantLinear::new(device, q).map_err(|e| context(e, name))?,
-            ),
-            Weight::Dense(t) => DeviceWeight::Dense(upload_bf16(device, &t.to_f32_vec(), name)?),
-        };
-        let bias = match &linear.bias {
-            Some(b) => Some(upload_f32(device, b, name)?),
-            None => None,
-        };
-        Ok(DeviceLinear {
-            weight,
-            bias,
-            rows,
-            cols,
-        })
-    }
-
-    fn bytes(&self) -> usize {
-        let weight = match &self.weight {
-            DeviceWeight::Quantized(q) => q.device_bytes(),
-            DeviceWeight::Dense(w) => w.len() * 2,
-        };
-        weight + self.bias.as_ref().map_or(0, |b| b.len() * 4)
-    }
-
-    /// `y = x W^T` for `m` rows (bias not applied).
-    fn forward(
-        &self,
-        cuda: &CudaModel<'_>,
-        x: &CudaSlice<bf16>,
-        m: usize,
-        y: &mut CudaSlice<bf16>,
-        dequantized: &mut CudaSlice<bf16>,
-    ) -> Result<()> {
-        match &self.weight {
-            DeviceWeight::Dense(w) => cuda.blas.linear(x, w, y, [m, self.rows, self.cols]),
-            DeviceWeight::Quantized(q) if m <= GEMV_MAX_TOKENS => q.forward(cuda.device, x, m, y),
-            DeviceWeight::Quantized(q) => {
-                q.dequantize_into(cuda.device, dequantized)?;
-                cuda.blas
-                    .linear(x, dequantized, y, [m, self.rows, self.cols])
-            }
-        }
-    }
-}
-
-fn context(e: Error, name: &str) -> Error {
-    match e {
-        Error::InvalidArgument(m) => Error::InvalidArgument(format!("{name}: {m}")),
-        Error::Device(m) => Error::Device(format!("{name}: {m}")),
-        other => other,
-    }
-}
-
 impl<'a> CudaModel<'a> {
     /// Uploads every weight of `model` to `device`. Errors: [`Error::Device`] when the GPU
     /// fails; [`Error::InvalidArgument`] for shapes or schemes the kernels do not take (head_dim
@@ -193,7 +105,7 @@ impl<'a> CudaModel<'a> {
             return Err(Error::InvalidArgument("GPU: an LM head with bias".into()));
         }
         let blas = Blas::new(device)?;
-        let kernels = ForwardKernels::new(device)?;
+        let kernels = ForwardKernels::new(device, hd)?;
         let embed = model.embed_tokens();
         let embedding = match embed.dtype() {
             Dtype::BF16 => DeviceEmbedding::Bf16(
@@ -209,53 +121,53 @@ impl<'a> CudaModel<'a> {
             _ => DeviceEmbedding::F32(upload_f32(device, &embed.to_f32_vec(), "the embedding")?),
         };
         let mut blocks = Vec::with_capacity(model.blocks().len());
-        let mut dequant_values = 0;
         for (i, b) in model.blocks().iter().enumerate() {
             let p = format!("model.layers.{i}");
-            let lin = |l: &Linear, n: &str| DeviceLinear::new(device, l, &format!("{p}.{n}"));
             let opt = |v: &Option<Vec<f32>>| -> Result<Option<CudaSlice<f32>>> {
                 v.as_ref().map(|v| upload_f32(device, v, &p)).transpose()
             };
-            for l in b.linears() {
-                if matches!(l.weight, Weight::Quantized(_)) {
-                    dequant_values = dequant_values.max(l.out_features() * l.in_features());
-                }
-            }
+            let named = |l, n: &str| (l, format!("{p}.{n}"));
+            let qkv = [
+                named(&b.q_proj, "self_attn.q_proj"),
+                named(&b.k_proj, "self_attn.k_proj"),
+                named(&b.v_proj, "self_attn.v_proj"),
+            ];
+            let gate_up = [
+                named(&b.gate_proj, "mlp.gate_proj"),
+                named(&b.up_proj, "mlp.up_proj"),
+            ];
             blocks.push(DeviceBlock {
                 input_norm: upload_f32(device, &b.input_norm, &p)?,
                 post_attention_norm: upload_f32(device, &b.post_attention_norm, &p)?,
                 q_norm: opt(&b.q_norm)?,
                 k_norm: opt(&b.k_norm)?,
-                q_proj: lin(&b.q_proj, "self_attn.q_proj")?,
-                k_proj: lin(&b.k_proj, "self_attn.k_proj")?,
-                v_proj: lin(&b.v_proj, "self_attn.v_proj")?,
-                o_proj: lin(&b.o_proj, "self_attn.o_proj")?,
-                gate_proj: lin(&b.gate_proj, "mlp.gate_proj")?,
-                up_proj: lin(&b.up_proj, "mlp.up_proj")?,
-                down_proj: lin(&b.down_proj, "mlp.down_proj")?,
+                qkv: Stacked::new(device, &qkv)?,
+                qkv_bias: biases(device, &qkv)?,
+                o_proj: DeviceLinear::new(device, &b.o_proj, &format!("{p}.self_attn.o_proj"))?,
+                gate_up: Stacked::new(device, &gate_up)?,
+                gate_up_bias: biases(device, &gate_up)?,
+                down_proj: DeviceLinear::new(device, &b.down_proj, &format!("{p}.mlp.down_proj"))?,
             });
         }
         let lm_head = DeviceLinear::new(device, model.lm_head(), "lm_head")?;
-        if matches!(lm_head.weight, DeviceWeight::Quantized(_)) {
-            dequant_values = dequant_values.max(lm_head.rows * lm_head.cols);
-        }
-        let final_norm = upload_f32(device, model.final_norm(), "model.norm")?;
-        let device_bytes = blocks
+        let linears: Vec<&DeviceLinear> = blocks
             .iter()
             .flat_map(|b| {
-                [
-                    &b.q_proj,
-                    &b.k_proj,
-                    &b.v_proj,
-                    &b.o_proj,
-                    &b.gate_proj,
-                    &b.up_proj,
-                    &b.down_proj,
-                ]
+                let mut v = b.qkv.linears();
+                v.extend(b.gate_up.linears());
+                v.extend([&b.o_proj, &b.down_proj]);
+                v
             })
-            .map(DeviceLinear::bytes)
-            .sum::<usize>()
-            + lm_head.bytes()
+            .chain([&lm_head])
+            .collect();
+        let dequant_values = linears
+            .iter()
+            .map(|l| l.dequantized_values())
+            .max()
+            .unwrap_or(0);
+        let weight_bytes: usize = linears.iter().map(|l| l.bytes()).sum();
+        let final_norm = upload_f32(device, model.final_norm(), "model.norm")?;
+        let device_bytes = weight_bytes
             + match &embedding {
                 DeviceEmbedding::F32(e) => e.len() * 4,
                 DeviceEmbedding::Bf16(e) => e.len() * 2,
@@ -412,6 +324,7 @@ impl<'a> CudaModel<'a> {
         let cfg = self.model.config();
         let device = self.device;
         let k = &self.kernels;
+        let blas = &self.blas;
         let total = plan.total;
         let (hidden, inter, vocab) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let eps = cfg.rms_norm_eps as f32;
@@ -429,11 +342,13 @@ impl<'a> CudaModel<'a> {
             q,
             k: key,
             v,
+            qkv: qkv_out,
             q_rot,
             attn,
             proj,
             gate,
             up,
+            gate_up: gate_up_out,
             inner,
             selected,
             logits_bf16,
@@ -466,16 +381,36 @@ impl<'a> CudaModel<'a> {
             .map_or(&self.final_norm, |b| &b.input_norm);
         k.add_rms_norm(device, x, None, None, first_norm, h, [total, hidden], eps)?;
         for (layer, b) in self.blocks.iter().enumerate() {
-            b.q_proj.forward(self, h, total, q, dequantized)?;
-            b.k_proj.forward(self, h, total, key, dequantized)?;
-            b.v_proj.forward(self, h, total, v, dequantized)?;
+            let (q_width, kv_width) = (
+                shape.heads * shape.head_dim,
+                shape.kv_heads * shape.head_dim,
+            );
+            let (q_view, k_view, v_view, strides) = match &b.qkv {
+                Stacked::One(l) => {
+                    l.forward(device, blas, h, total, qkv_out, dequantized)?;
+                    let row = q_width + 2 * kv_width;
+                    (
+                        qkv_out.slice(..),
+                        qkv_out.slice(q_width..),
+                        qkv_out.slice(q_width + kv_width..),
+                        [row, row],
+                    )
+                }
+                Stacked::Each(ls) => {
+                    ls[0].forward(device, blas, h, total, q, dequantized)?;
+                    ls[1].forward(device, blas, h, total, key, dequantized)?;
+                    ls[2].forward(device, blas, h, total, v, dequantized)?;
+                    (q.slice(..), key.slice(..), v.slice(..), [q_width, kv_width])
+                }
+            };
             k.qkv_rope(
                 device,
-                [q, key, v],
+                [&q_view, &k_view, &v_view],
+                strides,
                 [
-                    b.q_proj.bias.as_ref(),
-                    b.k_proj.bias.as_ref(),
-                    b.v_proj.bias.as_ref(),
+                    b.qkv_bias[0].as_ref(),
+                    b.qkv_bias[1].as_ref(),
+                    b.qkv_bias[2].as_ref(),
                 ],
                 [b.q_norm.as_ref(), b.k_norm.as_ref()],
                 &tables,
@@ -486,7 +421,8 @@ impl<'a> CudaModel<'a> {
                 q_rot,
             )?;
             k.attention(device, q_rot, &tables, layer, total, shape, scale, attn)?;
-            b.o_proj.forward(self, attn, total, proj, dequantized)?;
+            b.o_proj
+                .forward(device, blas, attn, total, proj, dequantized)?;
             k.add_rms_norm(
                 device,
                 x,
@@ -497,18 +433,26 @@ impl<'a> CudaModel<'a> {
                 [total, hidden],
                 eps,
             )?;
-            b.gate_proj.forward(self, h, total, gate, dequantized)?;
-            b.up_proj.forward(self, h, total, up, dequantized)?;
+            let (gate_view, up_view, stride) = match &b.gate_up {
+                Stacked::One(l) => {
+                    l.forward(device, blas, h, total, gate_up_out, dequantized)?;
+                    (gate_up_out.slice(..), gate_up_out.slice(inter..), 2 * inter)
+                }
+                Stacked::Each(ls) => {
+                    ls[0].forward(device, blas, h, total, gate, dequantized)?;
+                    ls[1].forward(device, blas, h, total, up, dequantized)?;
+                    (gate.slice(..), up.slice(..), inter)
+                }
+            };
             k.swiglu(
                 device,
-                gate,
-                up,
-                [b.gate_proj.bias.as_ref(), b.up_proj.bias.as_ref()],
-                total * inter,
-                inter,
+                [&gate_view, &up_view],
+                [b.gate_up_bias[0].as_ref(), b.gate_up_bias[1].as_ref()],
+                [total, inter, stride],
                 inner,
             )?;
-            b.down_proj.forward(self, inner, total, proj, dequantized)?;
+            b.down_proj
+                .forward(device, blas, inner, total, proj, dequantized)?;
             let next_norm = self
                 .blocks
                 .get(layer + 1)
@@ -538,7 +482,7 @@ impl<'a> CudaModel<'a> {
             }
             DeviceWeight::Quantized(_) => {
                 self.lm_head
-                    .forward(self, head_input, count, logits_bf16, dequantized)?;
+                    .forward(device, blas, head_input, count, logits_bf16, dequantized)?;
                 k.widen(device, logits_bf16, count * vocab, logits)?;
             }
         }

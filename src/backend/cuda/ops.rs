@@ -19,6 +19,7 @@ pub const MAX_HEAD_DIM: usize = 256;
 
 /// The forward-pass kernels, loaded once per model.
 pub struct ForwardKernels {
+    head_dim: usize,
     embed_f32: CudaFunction,
     embed_bf16: CudaFunction,
     add_rms_norm: CudaFunction,
@@ -82,11 +83,18 @@ fn too_small(what: &str) -> Error {
 }
 
 impl ForwardKernels {
-    /// Compiles (once per process) and loads the kernels.
-    pub fn new(device: &CudaDevice) -> Result<Self> {
-        let module = device.module(FORWARD, &[])?;
+    /// Compiles (once per process and head width) and loads the kernels for heads of
+    /// `head_dim` values (even, at most [`MAX_HEAD_DIM`]).
+    pub fn new(device: &CudaDevice, head_dim: usize) -> Result<Self> {
+        if head_dim > MAX_HEAD_DIM || !head_dim.is_multiple_of(2) || head_dim == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "GPU attention: head_dim {head_dim} must be even and at most {MAX_HEAD_DIM}"
+            )));
+        }
+        let module = device.module(FORWARD, &[("HEAD_DIM", head_dim.to_string())])?;
         let f = |name: &str| CudaDevice::function(&module, name);
         Ok(ForwardKernels {
+            head_dim,
             embed_f32: f("embed_f32")?,
             embed_bf16: f("embed_bf16")?,
             add_rms_norm: f("add_rms_norm")?,
@@ -175,7 +183,8 @@ impl ForwardKernels {
     pub fn qkv_rope(
         &self,
         device: &CudaDevice,
-        [q, k, v]: [&CudaSlice<bf16>; 3],
+        [q, k, v]: [&CudaView<'_, bf16>; 3],
+        [q_stride, kv_stride]: [usize; 2],
         biases: [Option<&CudaSlice<f32>>; 3],
         norms: [Option<&CudaSlice<f32>>; 2],
         tables: &TokenTables<'_>,
@@ -187,9 +196,12 @@ impl ForwardKernels {
     ) -> Result<()> {
         let q_width = shape.heads * shape.head_dim;
         let kv_width = shape.kv_heads * shape.head_dim;
-        if q.len() < tokens * q_width
-            || k.len() < tokens * kv_width
-            || v.len() < tokens * kv_width
+        let rows = |stride: usize, width: usize| (tokens.max(1) - 1) * stride + width;
+        if q.len() < rows(q_stride, q_width)
+            || k.len() < rows(kv_stride, kv_width)
+            || v.len() < rows(kv_stride, kv_width)
+            || q_stride < q_width
+            || kv_stride < kv_width
             || q_out.len() < tokens * q_width
             || tables.seq_of.len() < tokens
             || tables.cos.len() < tokens * shape.head_dim / 2
@@ -205,8 +217,14 @@ impl ForwardKernels {
             shape.head_dim,
         ]
         .map(|v| v as i32);
+        let strides = [q_stride as i32, kv_stride as i32];
         let mut launch = device.stream().launch_builder(&self.qkv_rope);
-        launch.arg(q).arg(k).arg(v);
+        launch
+            .arg(q)
+            .arg(k)
+            .arg(v)
+            .arg(&strides[0])
+            .arg(&strides[1]);
         for b in biases {
             optional(&mut launch, b, &null);
         }
@@ -223,8 +241,8 @@ impl ForwardKernels {
             launch.arg(i);
         }
         launch.arg(&eps).arg(q_out);
-        // SAFETY: matches qkv_rope in forward.cu; the projection buffers and q_out hold `tokens`
-        // rows (checked above); the caches were grown on the host to hold every position the
+        // SAFETY: matches qkv_rope in forward.cu; the projection views hold `tokens` rows at
+        // their strides and q_out `tokens` rows (checked above); the caches were grown on the host to hold every position the
         // tokens write, and head_dim <= MAX_HEAD_DIM was checked when the model was uploaded.
         unsafe { launch.launch(grid(tokens, QKV_THREADS)) }
             .map_err(driver_error("launching q/k/v RoPE"))?;
@@ -245,6 +263,12 @@ impl ForwardKernels {
         out: &mut CudaSlice<bf16>,
     ) -> Result<()> {
         let width = shape.heads * shape.head_dim;
+        if shape.head_dim != self.head_dim {
+            return Err(Error::InvalidArgument(format!(
+                "attention kernels built for head_dim {}, called with {}",
+                self.head_dim, shape.head_dim
+            )));
+        }
         if q.len() < tokens * width || out.len() < tokens * width || tables.seq_of.len() < tokens {
             return Err(too_small("attention"));
         }
@@ -271,29 +295,30 @@ impl ForwardKernels {
         Ok(())
     }
 
-    /// `out = silu(gate + gate_bias) * (up + up_bias)` over `n` values of rows `width` wide.
-    #[allow(clippy::too_many_arguments)]
+    /// `out = silu(gate + gate_bias) * (up + up_bias)` for `rows` rows of `width` values, the
+    /// inputs' rows `stride` apart (out is packed).
     pub fn swiglu(
         &self,
         device: &CudaDevice,
-        gate: &CudaSlice<bf16>,
-        up: &CudaSlice<bf16>,
+        [gate, up]: [&CudaView<'_, bf16>; 2],
         [gate_bias, up_bias]: [Option<&CudaSlice<f32>>; 2],
-        n: usize,
-        width: usize,
+        [rows, width, stride]: [usize; 3],
         out: &mut CudaSlice<bf16>,
     ) -> Result<()> {
-        if gate.len() < n || up.len() < n || out.len() < n {
+        let n = rows * width;
+        let span = (rows.max(1) - 1) * stride + width;
+        if gate.len() < span || up.len() < span || out.len() < n || stride < width {
             return Err(too_small("SwiGLU"));
         }
         let null = 0u64;
-        let (n_i, width_i) = (n as i64, width as i32);
+        let (n_i, width_i, stride_i) = (n as i64, width as i32, stride as i32);
         let mut launch = device.stream().launch_builder(&self.swiglu);
         launch.arg(gate).arg(up);
         optional(&mut launch, gate_bias, &null);
         optional(&mut launch, up_bias, &null);
-        launch.arg(&n_i).arg(&width_i).arg(out);
-        // SAFETY: matches swiglu (gate, up, biases or null, n, width, out); n checked above.
+        launch.arg(&n_i).arg(&width_i).arg(&stride_i).arg(out);
+        // SAFETY: matches swiglu (gate, up, biases or null, n, width, stride, out); the inputs
+        // hold `rows` rows at `stride` and out n values (checked above).
         unsafe { launch.launch(elementwise(n, device)) }
             .map_err(driver_error("launching SwiGLU"))?;
         Ok(())

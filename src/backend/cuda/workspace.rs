@@ -32,11 +32,15 @@ pub(super) struct Workspace {
     pub(super) q: CudaSlice<bf16>,
     pub(super) k: CudaSlice<bf16>,
     pub(super) v: CudaSlice<bf16>,
+    /// q, k and v side by side, from a stacked product.
+    pub(super) qkv: CudaSlice<bf16>,
     pub(super) q_rot: CudaSlice<f32>,
     pub(super) attn: CudaSlice<bf16>,
     pub(super) proj: CudaSlice<bf16>,
     pub(super) gate: CudaSlice<bf16>,
     pub(super) up: CudaSlice<bf16>,
+    /// gate and up side by side, from a stacked product.
+    pub(super) gate_up: CudaSlice<bf16>,
     pub(super) inner: CudaSlice<bf16>,
     pub(super) selected: CudaSlice<bf16>,
     pub(super) logits_bf16: CudaSlice<bf16>,
@@ -113,12 +117,13 @@ impl Workspace {
         let q_width = cfg.num_attention_heads * cfg.head_dim;
         let kv_width = cfg.num_key_value_heads * cfg.head_dim;
         let layout = TableLayout::new(cfg, [tokens, sequences, rows]);
-        // SAFETY: pinned host memory the workspace owns; it is written only through
-        // `as_mut_slice`, which waits for the copies that read it.
+        // SAFETY: pinned host memory the workspace owns; it is written only in `upload`, after
+        // the stream is synchronized, so no copy still reads it.
         let staging = unsafe { device.context().alloc_pinned::<u8>(layout.bytes) }.map_err(
             driver_error("allocating pinned memory for the pass's tables"),
         )?;
-        // SAFETY: as above; the copies into it complete before `as_slice` returns.
+        // SAFETY: as above; it is read only in `download_logits`, after the stream is
+        // synchronized, so the copy into it is complete.
         let logits_host = unsafe {
             device
                 .context()
@@ -138,11 +143,13 @@ impl Workspace {
             q: zeros(device, t * q_width)?,
             k: zeros(device, t * kv_width)?,
             v: zeros(device, t * kv_width)?,
+            qkv: zeros(device, t * (q_width + 2 * kv_width))?,
             q_rot: zeros(device, t * q_width)?,
             attn: zeros(device, t * q_width)?,
             proj: zeros(device, t * hidden)?,
             gate: zeros(device, t * inter)?,
             up: zeros(device, t * inter)?,
+            gate_up: zeros(device, 2 * t * inter)?,
             inner: zeros(device, t * inter)?,
             selected: zeros(device, rows * hidden)?,
             logits_bf16: zeros(device, rows * cfg.vocab_size)?,
@@ -187,6 +194,8 @@ impl Workspace {
             &mut self.proj,
             &mut self.gate,
             &mut self.up,
+            &mut self.qkv,
+            &mut self.gate_up,
             &mut self.inner,
             &mut self.selected,
             &mut self.logits_bf16,
@@ -205,10 +214,14 @@ impl Workspace {
         kv_table: &[u64],
     ) -> Result<()> {
         let layout = self.layout;
+        // lowbit turns cudarc's per-buffer events off (one stream), so pinned buffers are not
+        // waited for on their own: the stream is idle after this, so the last upload from
+        // `staging` is done before it is overwritten.
+        device.synchronize()?;
         let staging = self
             .staging
             .as_mut_slice()
-            .map_err(driver_error("waiting for the last table upload"))?;
+            .map_err(driver_error("reading pinned memory"))?;
         fn put<T: bytemuck::Pod>(dst: &mut [u8], at: usize, values: &[T]) {
             let bytes: &[u8] = bytemuck::cast_slice(values);
             dst[at..at + bytes.len()].copy_from_slice(bytes);
@@ -275,6 +288,8 @@ impl Workspace {
             .stream()
             .memcpy_dtoh(&self.logits.slice(..n), &mut self.logits_host)
             .map_err(driver_error("reading the logits"))?;
+        // The copy into pinned memory is asynchronous and no event tracks it (see `upload`).
+        device.synchronize()?;
         let host = self
             .logits_host
             .as_slice()
