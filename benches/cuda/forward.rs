@@ -34,6 +34,53 @@ fn qwen25_05b() -> ModelConfig {
     }
 }
 
+/// Time of the LM head product alone (cuBLAS, bf16 weights, one token), with bf16 and with f32
+/// output: the floor of a decode step's head.
+fn head_probe(device: &CudaDevice, cfg: &ModelConfig) -> Result<()> {
+    use half::bf16;
+    use lowbit::backend::cuda::blas::Blas;
+    let blas = Blas::new(device)?;
+    let stream = device.stream();
+    let (rows, cols) = (cfg.vocab_size, cfg.hidden_size);
+    let mut rng = lowbit::backend::cuda::check::Rng(3);
+    let w: Vec<bf16> = (0..rows * cols)
+        .map(|_| bf16::from_f32(rng.uniform() * 0.05))
+        .collect();
+    let x: Vec<bf16> = (0..cols).map(|_| bf16::from_f32(rng.uniform())).collect();
+    let upload = |e| lowbit::Error::Device(format!("probe: {e:?}"));
+    let w = stream.clone_htod(&w).map_err(upload)?;
+    let x = stream.clone_htod(&x).map_err(upload)?;
+    let mut y16 = stream.alloc_zeros::<bf16>(rows).map_err(upload)?;
+    let mut y32 = stream.alloc_zeros::<f32>(rows).map_err(upload)?;
+    for f32_out in [false, true] {
+        let reps = 200;
+        for _ in 0..10 {
+            if f32_out {
+                blas.linear_f32_out(&x, &w, &mut y32, [1, rows, cols])?;
+            } else {
+                blas.linear(&x, &w, &mut y16, [1, rows, cols])?;
+            }
+        }
+        device.synchronize()?;
+        let started = Instant::now();
+        for _ in 0..reps {
+            if f32_out {
+                blas.linear_f32_out(&x, &w, &mut y32, [1, rows, cols])?;
+            } else {
+                blas.linear(&x, &w, &mut y16, [1, rows, cols])?;
+            }
+        }
+        device.synchronize()?;
+        let us = started.elapsed().as_secs_f64() / reps as f64 * 1e6;
+        println!(
+            "LM head [{rows}, {cols}] bf16, one token, {} output: {us:.1} us per product ({:.0} GB/s)",
+            if f32_out { "f32" } else { "bf16" },
+            (rows * cols * 2) as f64 / us / 1e3
+        );
+    }
+    Ok(())
+}
+
 fn option<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter()
         .position(|a| a == name)
@@ -75,6 +122,7 @@ fn run() -> Result<()> {
             return Ok(());
         }
     };
+    head_probe(&device, &qwen25_05b())?;
     let started = Instant::now();
     let checkpoint = build_config(qwen25_05b(), Dtype::BF16, "qwen2.5-0.5b-shape", 5);
     let base = Model::from_checkpoint(&checkpoint, Some(Dtype::BF16))?;
