@@ -38,6 +38,10 @@ pub trait Decoder {
 pub trait CacheState: Any + Send {
     /// Positions held.
     fn len(&self) -> usize;
+    /// Whether no position is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Bytes held.
     fn bytes(&self) -> usize;
     /// A copy (for sequences that share a prefix).

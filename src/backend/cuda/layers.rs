@@ -15,7 +15,7 @@ use crate::model::{Linear, Weight};
 /// A projection's weight on the device.
 pub(super) enum DeviceWeight {
     /// Packed codes for the fused kernels.
-    Quantized(CudaQuantLinear),
+    Quantized(Box<CudaQuantLinear>),
     /// bf16, row-major `[rows, cols]`, for cuBLAS.
     Dense(CudaSlice<bf16>),
 }
@@ -32,7 +32,7 @@ pub(super) struct DeviceLinear {
 /// all quantized with the same packing), else one matrix each.
 pub(super) enum Stacked {
     /// Outputs side by side in each token's row, in the parts' order.
-    One(DeviceLinear),
+    One(Box<DeviceLinear>),
     /// One output buffer per part.
     Each(Vec<DeviceLinear>),
 }
@@ -70,9 +70,9 @@ impl DeviceLinear {
     pub(super) fn new(device: &CudaDevice, linear: &Linear, name: &str) -> Result<Self> {
         let [rows, cols] = linear.weight.shape();
         let weight = match &linear.weight {
-            Weight::Quantized(q) => DeviceWeight::Quantized(
+            Weight::Quantized(q) => DeviceWeight::Quantized(Box::new(
                 CudaQuantLinear::new(device, q).map_err(|e| context(e, name))?,
-            ),
+            )),
             Weight::Dense(t) => DeviceWeight::Dense(upload_bf16(device, &t.to_f32_vec(), name)?),
         };
         let bias = match &linear.bias {
@@ -146,9 +146,9 @@ impl Stacked {
                 .collect::<Result<Vec<_>>>()?;
             let refs: Vec<&PackedWeight> = packed.iter().collect();
             match PackedWeight::concat_rows(&refs) {
-                Some(joined) => Some(DeviceWeight::Quantized(CudaQuantLinear::from_packed(
-                    device, &joined,
-                )?)),
+                Some(joined) => Some(DeviceWeight::Quantized(Box::new(
+                    CudaQuantLinear::from_packed(device, &joined)?,
+                ))),
                 None => None,
             }
         } else if quantized.is_empty() {
@@ -165,12 +165,12 @@ impl Stacked {
             None
         };
         Ok(match stacked {
-            Some(weight) => Stacked::One(DeviceLinear {
+            Some(weight) => Stacked::One(Box::new(DeviceLinear {
                 weight,
                 bias: None,
                 rows,
                 cols,
-            }),
+            })),
             None => Stacked::Each(
                 parts
                     .iter()
@@ -187,7 +187,7 @@ impl Stacked {
     /// The matrices.
     pub(super) fn linears(&self) -> Vec<&DeviceLinear> {
         match self {
-            Stacked::One(l) => vec![l],
+            Stacked::One(l) => vec![l.as_ref()],
             Stacked::Each(ls) => ls.iter().collect(),
         }
     }

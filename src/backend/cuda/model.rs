@@ -276,9 +276,8 @@ impl<'a> CudaModel<'a> {
         let decode = which == Logits::Last && plan.total == inputs.len();
         if self.graphs_enabled && decode {
             let batch = inputs.len();
-            if !state.graphs.contains_key(&batch) {
-                let graph = self.capture(ws, &plan, batch)?;
-                state.graphs.insert(batch, graph);
+            if let std::collections::hash_map::Entry::Vacant(slot) = state.graphs.entry(batch) {
+                slot.insert(self.capture(ws, &plan, batch)?);
             }
             state.graphs[&batch]
                 .launch()
@@ -554,13 +553,9 @@ impl Plan {
         let half = head_dim / 2;
         let mut cos = vec![0f32; total * half];
         let mut sin = vec![0f32; total * half];
-        for t in 0..total {
+        for (t, &p) in position.iter().enumerate() {
             let range = t * half..(t + 1) * half;
-            rope.angles(
-                position[t] as usize,
-                &mut cos[range.clone()],
-                &mut sin[range],
-            );
+            rope.angles(p as usize, &mut cos[range.clone()], &mut sin[range]);
         }
         let lengths: Vec<usize> = inputs.iter().map(|s| s.len()).collect();
         let rows = match which {
