@@ -31,4 +31,6 @@ pub mod model;
 #[cfg(feature = "cuda")]
 pub mod ops;
 #[cfg(feature = "cuda")]
+mod plan;
+#[cfg(feature = "cuda")]
 mod workspace;

@@ -10,7 +10,7 @@ use cudarc::driver::{CudaSlice, CudaView, DeviceRepr, PinnedHostSlice, ValidAsZe
 use half::bf16;
 
 use super::device::{driver_error, CudaDevice};
-use super::model::Plan;
+use super::plan::Plan;
 use crate::checkpoint::ModelConfig;
 use crate::error::Result;
 
