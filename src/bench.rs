@@ -4,14 +4,18 @@
 //! [`measure`] runs a fixed amount of work, deterministic and greedy, so two runs (or two
 //! quantization schemes) do the same number of forward passes over the same token ids:
 //!
-//! 1. one warm-up step of a single token on a throwaway cache (starts rayon's threads and the
-//!    kernels' per-thread buffers, which a serving process pays once, not per request);
-//! 2. prefill: one forward pass over `prompt_tokens` ids, then the greedy (argmax) first token;
-//!    this is the time to first token;
-//! 3. decode: `decode_tokens` successive single-token forward passes with the KV cache, each
-//!    feeding back the previous greedy token (end-of-sequence tokens do not stop it).
+//! 1. warm-up: the prefill below and one decode step on throwaway caches (starts rayon's threads,
+//!    the kernels' per-thread buffers, a GPU's compiled kernels and workspace: what a serving
+//!    process pays once, not per request);
+//! 2. prefill: one forward pass over `prompt_tokens` ids for each of `batch` sequences (one
+//!    ragged batch), then the greedy (argmax) first token of each; this is the time to first
+//!    token;
+//! 3. decode: `decode_tokens` successive forward passes of one token per sequence with the KV
+//!    caches, each feeding back the previous greedy token (end-of-sequence tokens do not stop
+//!    it).
 //!
-//! [`measure_batch_decode`] times the serving case: several sequences decoded together.
+//! [`measure`] runs one sequence on the CPU model; [`measure_on`] takes any [`Decoder`] (a GPU
+//! copy of the model, say) and a batch size. Rates count the tokens of all sequences.
 //!
 //! Resident memory comes from `/proc/self/status` on Linux (`VmRSS` now, `VmHWM` the peak) and
 //! is `None` elsewhere. The peak is the whole process's: it includes whatever the process held
@@ -25,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::Dtype;
 use crate::error::{Error, Result};
 use crate::model::sampling::argmax;
-use crate::model::{KvCache, Logits, Model, Weight};
+use crate::model::{Cache, Decoder, Logits, Model, Weight};
 
 /// What one [`measure`] call found. Sizes are bytes, times seconds, rates per second.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,6 +47,9 @@ pub struct EfficiencyReport {
     pub parameter_count: u64,
     /// Threads in the rayon pool the forward passes ran on.
     pub threads: usize,
+    /// Sequences run together (prefill and decode rates count all of them).
+    #[serde(default = "one")]
+    pub batch: usize,
     /// Tokens of the prompt.
     pub prompt_tokens: usize,
     /// Single-token decode steps timed.
@@ -76,11 +83,28 @@ pub fn measure(
     prompt_tokens: usize,
     decode_tokens: usize,
 ) -> Result<EfficiencyReport> {
+    measure_on(model, prompt_tokens, decode_tokens, 1)
+}
+
+fn one() -> usize {
+    1
+}
+
+/// [`measure`] on `decoder` with `batch` sequences (see the module documentation).
+///
+/// Errors: as [`measure`], and [`Error::InvalidArgument`] when `batch` is 0.
+pub fn measure_on(
+    decoder: &dyn Decoder,
+    prompt_tokens: usize,
+    decode_tokens: usize,
+    batch: usize,
+) -> Result<EfficiencyReport> {
+    let model = decoder.model();
     let config = model.config();
-    if prompt_tokens == 0 || decode_tokens == 0 {
+    if prompt_tokens == 0 || decode_tokens == 0 || batch == 0 {
         return Err(Error::invalid(format!(
-            "benchmark needs at least one prompt and one decode token \
-             (got {prompt_tokens} prompt, {decode_tokens} decode)"
+            "benchmark needs at least one prompt and one decode token and one sequence \
+             (got {prompt_tokens} prompt, {decode_tokens} decode, batch {batch})"
         )));
     }
     let positions = prompt_tokens.saturating_add(decode_tokens);
@@ -91,108 +115,56 @@ pub fn measure(
             config.max_position_embeddings
         )));
     }
-    let prompt = prompt_ids(config.vocab_size, prompt_tokens);
+    // Each sequence starts at another point of the walk, so no two prompts are the same.
+    let walk = prompt_ids(config.vocab_size, prompt_tokens + batch);
+    let prompts: Vec<&[u32]> = (0..batch).map(|s| &walk[s..s + prompt_tokens]).collect();
+    let new_caches = || -> Result<Vec<Cache>> { (0..batch).map(|_| decoder.new_cache()).collect() };
+    let step = |inputs: &[&[u32]], caches: &mut [Cache]| -> Result<Vec<u32>> {
+        let mut refs: Vec<&mut Cache> = caches.iter_mut().collect();
+        let logits = decoder.forward_batch(inputs, &mut refs, Logits::Last)?;
+        Ok(logits.iter().map(|l| argmax(l) as u32).collect())
+    };
 
-    let mut warm_up = model.new_cache();
-    model.forward(&prompt[..1], &mut warm_up)?;
+    let mut warm_up = new_caches()?;
+    let first = step(&prompts, &mut warm_up)?;
+    let singles: Vec<[u32; 1]> = first.iter().map(|&t| [t]).collect();
+    let inputs: Vec<&[u32]> = singles.iter().map(|t| t.as_slice()).collect();
+    step(&inputs, &mut warm_up)?;
     drop(warm_up);
 
-    let mut cache = model.new_cache();
+    let mut caches = new_caches()?;
     let started = Instant::now();
-    let logits = model.forward(&prompt, &mut cache)?;
+    let mut tokens = step(&prompts, &mut caches)?;
     let prefill_s = started.elapsed().as_secs_f64();
-    let mut token = argmax(&logits) as u32;
-    let time_to_first_token_s = started.elapsed().as_secs_f64();
+    let time_to_first_token_s = prefill_s;
 
     let started = Instant::now();
     for _ in 0..decode_tokens {
-        let logits = model.forward(&[token], &mut cache)?;
-        token = argmax(&logits) as u32;
+        let singles: Vec<[u32; 1]> = tokens.iter().map(|&t| [t]).collect();
+        let inputs: Vec<&[u32]> = singles.iter().map(|t| t.as_slice()).collect();
+        tokens = step(&inputs, &mut caches)?;
     }
     let decode_s = started.elapsed().as_secs_f64();
 
     let memory = memory_usage();
+    let (prompt_total, decode_total) = (batch * prompt_tokens, batch * decode_tokens);
     Ok(EfficiencyReport {
         scheme: weights_label(model),
         checkpoint_bytes: None,
         weight_bytes: model.weight_bytes() as u64,
         parameter_count: model.parameter_count() as u64,
         threads: rayon::current_num_threads(),
-        prompt_tokens,
-        decode_tokens,
-        prefill_s,
-        prefill_tokens_per_s: prompt_tokens as f64 / prefill_s.max(f64::MIN_POSITIVE),
-        time_to_first_token_s,
-        decode_s,
-        decode_tokens_per_s: decode_tokens as f64 / decode_s.max(f64::MIN_POSITIVE),
-        kv_cache_bytes: cache.bytes() as u64,
-        rss_bytes: memory.map(|m| m.rss_bytes),
-        peak_rss_bytes: memory.map(|m| m.peak_rss_bytes),
-    })
-}
-
-/// What one [`measure_batch_decode`] call found.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BatchDecodeReport {
-    /// Sequences decoded together.
-    pub batch: usize,
-    /// Prompt tokens of each sequence (prefilled together, not timed).
-    pub prompt_tokens: usize,
-    /// Decode steps timed; each step gives every sequence one token.
-    pub decode_tokens: usize,
-    /// Seconds of all decode steps together.
-    pub decode_s: f64,
-    /// Tokens generated per second over the whole batch: `batch * decode_tokens / decode_s`.
-    pub tokens_per_s: f64,
-}
-
-/// Measures decoding `batch` sequences together (the serving case): each sequence is prefilled
-/// with its own `prompt_tokens` ids (one batched pass, not timed), then `decode_tokens` steps
-/// run one forward pass over one new greedy token of every sequence, so each weight matrix is
-/// read once per step for the whole batch.
-///
-/// Errors: as [`measure`], and [`Error::InvalidArgument`] when `batch` is 0.
-pub fn measure_batch_decode(
-    model: &Model,
-    batch: usize,
-    prompt_tokens: usize,
-    decode_tokens: usize,
-) -> Result<BatchDecodeReport> {
-    let config = model.config();
-    if batch == 0 || prompt_tokens == 0 || decode_tokens == 0 {
-        return Err(Error::invalid(format!(
-            "batched decode needs at least one sequence, prompt token and decode token \
-             (got batch {batch}, {prompt_tokens} prompt, {decode_tokens} decode)"
-        )));
-    }
-    if prompt_tokens.saturating_add(decode_tokens) > config.max_position_embeddings {
-        return Err(Error::invalid(format!(
-            "{prompt_tokens} prompt + {decode_tokens} decode tokens exceed the model's context \
-             of {} positions",
-            config.max_position_embeddings
-        )));
-    }
-    // Distinct prompts: sequence i starts i steps further along the same walk.
-    let walk = prompt_ids(config.vocab_size, prompt_tokens + batch);
-    let prompts: Vec<&[u32]> = (0..batch).map(|i| &walk[i..i + prompt_tokens]).collect();
-    let mut caches: Vec<KvCache> = (0..batch).map(|_| model.new_cache()).collect();
-    let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
-    let logits = model.forward_batch(&prompts, &mut refs, Logits::Last)?;
-    let mut tokens: Vec<u32> = logits.iter().map(|l| argmax(l) as u32).collect();
-
-    let started = Instant::now();
-    for _ in 0..decode_tokens {
-        let inputs: Vec<&[u32]> = tokens.iter().map(std::slice::from_ref).collect();
-        let logits = model.forward_batch(&inputs, &mut refs, Logits::Last)?;
-        tokens = logits.iter().map(|l| argmax(l) as u32).collect();
-    }
-    let decode_s = started.elapsed().as_secs_f64();
-    Ok(BatchDecodeReport {
         batch,
         prompt_tokens,
         decode_tokens,
+        prefill_s,
+        prefill_tokens_per_s: prompt_total as f64 / prefill_s.max(f64::MIN_POSITIVE),
+        time_to_first_token_s,
         decode_s,
-        tokens_per_s: (batch * decode_tokens) as f64 / decode_s.max(f64::MIN_POSITIVE),
+        decode_tokens_per_s: decode_total as f64 / decode_s.max(f64::MIN_POSITIVE),
+        kv_cache_bytes: caches.iter().map(|c| c.bytes() as u64).sum(),
+        rss_bytes: memory.map(|m| m.rss_bytes),
+        peak_rss_bytes: memory.map(|m| m.peak_rss_bytes),
     })
 }
 

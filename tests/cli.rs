@@ -111,3 +111,45 @@ fn eval_max_length_alone_bounds_perplexity_windows() {
     assert!(stderr.contains("exceeds max_length 64"), "{stderr}");
     std::fs::remove_dir_all(tmp).ok();
 }
+
+/// `--device cuda` without the `cuda` feature, or without a GPU, is an error with a message
+/// (exit code 1), never a panic (101); an unknown device is an error too.
+#[test]
+fn device_errors_are_messages_not_panics() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/synthetic/qwen3"
+    );
+    let unknown = lowbit()
+        .args([
+            "generate", "--model", dir, "--prompt", "hi", "--device", "tpu",
+        ])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("expected cpu or cuda"));
+    let out = lowbit()
+        .args([
+            "bench",
+            "--model",
+            dir,
+            "--schemes",
+            "w8a16",
+            "--prompt-tokens",
+            "4",
+            "--decode-tokens",
+            "2",
+            "--device",
+            "cuda",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        // Built with the feature, on a machine with a GPU: it ran there.
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("GPU:"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -1,5 +1,63 @@
 //! Compute backends. The CPU backend holds the dense kernels the forward pass runs on; the CUDA
-//! backend (feature `cuda`) holds the GPU kernels for quantized linear layers.
+//! backend (feature `cuda`) holds the GPU kernels and the whole forward pass on the GPU.
+//! [`with_decoder`] picks one for a run ([`Device`]).
 
 pub mod cpu;
 pub mod cuda;
+
+use crate::error::{Error, Result};
+use crate::model::{Decoder, Model};
+
+/// Where the forward pass runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU (the model as loaded).
+    #[default]
+    Cpu,
+    /// The first CUDA GPU (the model uploaded once; needs the `cuda` feature).
+    Cuda,
+}
+
+impl Device {
+    /// `cpu` or `cuda`.
+    pub fn parse(name: &str) -> Result<Device> {
+        match name {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" | "gpu" => Ok(Device::Cuda),
+            other => Err(Error::invalid(format!(
+                "device '{other}': expected cpu or cuda"
+            ))),
+        }
+    }
+}
+
+/// Runs `f` with `model` ready on `device`, and a short description of where it runs. For
+/// [`Device::Cuda`] the model is uploaded to GPU 0 first (and freed after `f`). Errors:
+/// [`Error::Device`] when lowbit was built without the `cuda` feature, no GPU or CUDA driver
+/// is found, or the upload fails; [`Error::InvalidArgument`] for a model the GPU kernels do not
+/// take.
+pub fn with_decoder<R>(
+    model: &Model,
+    device: Device,
+    f: impl FnOnce(&dyn Decoder, &str) -> R,
+) -> Result<R> {
+    match device {
+        Device::Cpu => Ok(f(model, "CPU")),
+        Device::Cuda => with_cuda(model, f),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn with_cuda<R>(model: &Model, f: impl FnOnce(&dyn Decoder, &str) -> R) -> Result<R> {
+    let device = cuda::device::CudaDevice::new(0)?;
+    let gpu = cuda::model::CudaModel::new(model, &device)?;
+    let name = format!("{} (CUDA, kernels for {})", device.name(), device.arch());
+    Ok(f(&gpu, &name))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn with_cuda<R>(_model: &Model, _f: impl FnOnce(&dyn Decoder, &str) -> R) -> Result<R> {
+    Err(Error::Device(
+        "this lowbit was built without CUDA support (build with --features cuda)".into(),
+    ))
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use lowbit::backend::{with_decoder, Device};
 use lowbit::checkpoint::{default_model, Checkpoint, Dtype};
 use lowbit::eval::TaskOptions;
 use lowbit::model::{GenerateParams, Model, TextStream};
@@ -22,11 +23,12 @@ lowbit: load, run and score low-bit LLMs
 Usage:
   lowbit generate [--model PATH] --prompt TEXT [--max-tokens N] [--temperature T]
                   [--top-k K] [--top-p P] [--seed S] [--chat] [--dtype f32|bf16|f16]
+                  [--device cpu|cuda]
   lowbit info     [--model PATH]
   lowbit convert  --model FILE.gguf --out DIR [--dtype f32|bf16|f16]
   lowbit eval     [--model PATH] --tasks LIST [--data-dir DIR] [--limit N] [--seed S]
                   [--num-fewshot N] [--max-length N] [--scheme SCHEME] [--out FILE]
-                  [--no-samples]
+                  [--no-samples] [--device cpu|cuda]
   lowbit quantize [--model PATH] --scheme SCHEME --out DIR [--mse]
                   [--method rtn|gptq|awq|smoothquant|smoothquant+gptq]
                   [--override PATTERN=SCHEME|PATTERN=skip]...
@@ -35,9 +37,12 @@ Usage:
                   [--act-order] [--alpha A] [--no-clip]
   lowbit study    [STUDY.toml] [--out DIR]
   lowbit export   --model DIR --out DIR [--format compressed-tensors] [--dtype f32|bf16|f16]
-  lowbit bench    [--model PATH] [--schemes LIST] [--prompt-tokens N] [--decode-tokens N]
-                  [--batch N] [--json]
+  lowbit bench    [--model PATH] [--schemes LIST] [--prompt-tokens N] [--decode-tokens N] [--json]
+                  [--device cpu|cuda] [--batch LIST]
   lowbit fetch    (download and convert the default model; prints its directory)
+
+--device cuda runs the forward pass on the first NVIDIA GPU (lowbit built with --features cuda):
+weights uploaded once, activations bf16 into the projections, KV cache and logits f32.
 
 PATH is a Hugging Face directory (config.json + safetensors), a .safetensors file or a .gguf
 file. Quantized checkpoints load in lowbit's own layout or in the compressed-tensors, GPTQ
@@ -133,6 +138,10 @@ fn parse_dtype(value: Option<&str>) -> Result<Option<Dtype>, String> {
     }
 }
 
+fn device(args: &Args) -> Result<Device, String> {
+    Device::parse(args.value("--device").unwrap_or("cpu")).map_err(|e| e.to_string())
+}
+
 fn model_path(args: &Args) -> Result<PathBuf, String> {
     match args.value("--model") {
         Some(p) => Ok(PathBuf::from(p)),
@@ -174,7 +183,9 @@ fn generate(args: &Args) -> Result<(), String> {
         "--seed",
         "--chat",
         "--dtype",
+        "--device",
     ])?;
+    let device = device(args)?;
     let prompt = args
         .value("--prompt")
         .ok_or("generate needs --prompt TEXT")?;
@@ -202,8 +213,8 @@ fn generate(args: &Args) -> Result<(), String> {
         let _ = write!(stdout, "{prompt}");
     }
     let mut failure = None;
-    let out = model
-        .generate(std::slice::from_ref(&ids), &params, |_, token| {
+    let out = with_decoder(&model, device, |decoder, _| {
+        lowbit::model::generate(decoder, std::slice::from_ref(&ids), &params, |_, token| {
             first_token.get_or_insert_with(|| started.elapsed());
             match stream.push(token) {
                 Ok(piece) => {
@@ -217,7 +228,9 @@ fn generate(args: &Args) -> Result<(), String> {
                 }
             }
         })
-        .map_err(|e| e.to_string())?;
+    })
+    .and_then(|r| r)
+    .map_err(|e| e.to_string())?;
     if let Some(e) = failure {
         return Err(e);
     }
@@ -424,7 +437,9 @@ fn eval(args: &Args) -> Result<(), String> {
         "--out",
         "--no-samples",
         "--dtype",
+        "--device",
     ])?;
+    let device = device(args)?;
     let tasks: Vec<String> = args
         .value("--tasks")
         .ok_or_else(|| {
@@ -489,8 +504,12 @@ fn eval(args: &Args) -> Result<(), String> {
             started.elapsed().as_secs_f64()
         );
     };
-    let results = lowbit::eval::evaluate(&model, &tasks, &options, &mut progress)
-        .map_err(|e| e.to_string())?;
+    let results = with_decoder(&model, device, |decoder, place| {
+        eprintln!("lowbit: evaluating on {place}");
+        lowbit::eval::evaluate_on(decoder, &tasks, &options, &mut progress)
+    })
+    .and_then(|r| r)
+    .map_err(|e| e.to_string())?;
     let name = args.value("--model").unwrap_or("default model");
     let json = lowbit::eval::to_json(&results, name, started);
     println!(
@@ -665,6 +684,8 @@ fn quantize(args: &Args) -> Result<(), String> {
 
 /// Schemes `lowbit bench` measures without --schemes.
 const BENCH_SCHEMES: &str = "w4a16-g128,w8a16,nf4,fp8,w8a8";
+/// The GPU kernels are weight-only (no w8a8).
+const BENCH_SCHEMES_CUDA: &str = "w4a16-g128,w8a16,nf4,fp8";
 
 /// Measures f32, bf16 and each RTN-quantized scheme in turn. Each row builds its model from a
 /// freshly opened checkpoint and drops both before the next, and the peak RSS is reset once the
@@ -676,25 +697,36 @@ fn bench(args: &Args) -> Result<(), String> {
         "--schemes",
         "--prompt-tokens",
         "--decode-tokens",
-        "--batch",
         "--json",
+        "--device",
+        "--batch",
     ])?;
+    let device = device(args)?;
+    let default_schemes = match device {
+        Device::Cpu => BENCH_SCHEMES,
+        Device::Cuda => BENCH_SCHEMES_CUDA,
+    };
     let schemes = args
         .value("--schemes")
-        .unwrap_or(BENCH_SCHEMES)
+        .unwrap_or(default_schemes)
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| QuantScheme::parse(s).map_err(|e| format!("--schemes: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
+    let batches = args
+        .value("--batch")
+        .unwrap_or("1")
+        .split(',')
+        .map(|b| match b.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("--batch: '{b}' is not a positive number")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let prompt_tokens: usize = args.parsed("--prompt-tokens", 64)?;
     let decode_tokens: usize = args.parsed("--decode-tokens", 16)?;
     if prompt_tokens == 0 || decode_tokens == 0 {
         return Err("--prompt-tokens and --decode-tokens must be at least 1".into());
-    }
-    let batch: usize = args.parsed("--batch", 16)?;
-    if batch == 0 {
-        return Err("--batch must be at least 1 (1 skips the batched decode)".into());
     }
     let json = args.flag("--json");
     let path = model_path(args)?;
@@ -710,22 +742,29 @@ fn bench(args: &Args) -> Result<(), String> {
         ));
     }
     let disk_bytes = lowbit::bench::checkpoint_disk_bytes(&path).map_err(|e| e.to_string())?;
-    let mut rows: Vec<(Dtype, Option<QuantScheme>)> = vec![(Dtype::F32, None), (Dtype::BF16, None)];
+    // The GPU runs dense weights as bf16, so an f32 row would repeat the bf16 one there.
+    let mut rows: Vec<(Dtype, Option<QuantScheme>)> = match device {
+        Device::Cpu => vec![(Dtype::F32, None), (Dtype::BF16, None)],
+        Device::Cuda => vec![(Dtype::BF16, None)],
+    };
     rows.extend(schemes.into_iter().map(|s| (Dtype::BF16, Some(s))));
     if !json {
         eprintln!(
-            "lowbit: benchmarking {} on {} threads: {prompt_tokens} prompt tokens, \
-             {decode_tokens} decode tokens",
+            "lowbit: benchmarking {} on {}: {prompt_tokens} prompt tokens, {decode_tokens} \
+             decode tokens per sequence",
             path.display(),
-            rayon::current_num_threads()
+            match device {
+                Device::Cpu => format!("the CPU ({} threads)", rayon::current_num_threads()),
+                Device::Cuda => "the GPU".to_string(),
+            }
         );
         println!(
-            "{:<16} {:>9} {:>11} {:>13} {:>14} {:>14} {:>9} {:>12}",
+            "{:<16} {:>5} {:>9} {:>11} {:>13} {:>14} {:>9} {:>12}",
             "scheme",
+            "batch",
             "size MB*",
             "weights MB",
             "decode tok/s",
-            format!("batch-{batch} tok/s"),
             "prefill tok/s",
             "TTFT ms",
             "peak RSS MB"
@@ -746,49 +785,51 @@ fn bench(args: &Args) -> Result<(), String> {
         let prepared_s = started.elapsed().as_secs_f64();
         lowbit::bench::release_free_memory();
         peak_is_per_row &= lowbit::bench::reset_peak_rss();
-        let mut report = lowbit::bench::measure(&model, prompt_tokens, decode_tokens)
-            .map_err(|e| format!("{name}: {e}"))?;
-        let batched = (batch > 1)
-            .then(|| {
-                lowbit::bench::measure_batch_decode(&model, batch, prompt_tokens, decode_tokens)
-            })
-            .transpose()
-            .map_err(|e| format!("{name}: {e}"))?;
+        let reports = with_decoder(&model, device, |decoder, _| {
+            batches
+                .iter()
+                .map(|&batch| {
+                    lowbit::bench::measure_on(decoder, prompt_tokens, decode_tokens, batch)
+                })
+                .collect::<lowbit::Result<Vec<_>>>()
+        })
+        .and_then(|r| r)
+        .map_err(|e| format!("{name}: {e}"))?;
         drop(model);
-        if scheme.is_none() {
-            report.checkpoint_bytes = Some(disk_bytes);
-        }
-        if json {
-            let mut line = serde_json::to_value(&report).map_err(|e| e.to_string())?;
-            if let Some(batched) = &batched {
-                line["batch_decode"] = serde_json::to_value(batched).map_err(|e| e.to_string())?;
+        for mut report in reports {
+            if scheme.is_none() && device == Device::Cpu {
+                report.checkpoint_bytes = Some(disk_bytes);
             }
-            println!("{line}");
-            continue;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).map_err(|e| e.to_string())?
+                );
+                continue;
+            }
+            let mb = |bytes: u64| bytes as f64 / 1e6;
+            let size = report.checkpoint_bytes.unwrap_or(report.weight_bytes);
+            let peak = report
+                .peak_rss_bytes
+                .map_or("n/a".to_string(), |b| format!("{:.1}", mb(b)));
+            println!(
+                "{:<16} {:>5} {:>9.1} {:>11.1} {:>13.1} {:>14.1} {:>9.1} {:>12}",
+                report.scheme,
+                report.batch,
+                mb(size),
+                mb(report.weight_bytes),
+                report.decode_tokens_per_s,
+                report.prefill_tokens_per_s,
+                report.time_to_first_token_s * 1e3,
+                peak
+            );
         }
-        let mb = |bytes: u64| bytes as f64 / 1e6;
-        let size = report.checkpoint_bytes.unwrap_or(report.weight_bytes);
-        let peak = report
-            .peak_rss_bytes
-            .map_or("n/a".to_string(), |b| format!("{:.1}", mb(b)));
-        let batched = batched.map_or("-".to_string(), |b| format!("{:.1}", b.tokens_per_s));
-        println!(
-            "{:<16} {:>9.1} {:>11.1} {:>13.1} {:>14} {:>14.1} {:>9.1} {:>12}",
-            report.scheme,
-            mb(size),
-            mb(report.weight_bytes),
-            report.decode_tokens_per_s,
-            batched,
-            report.prefill_tokens_per_s,
-            report.time_to_first_token_s * 1e3,
-            peak
-        );
         eprintln!("lowbit: {name}: model prepared in {prepared_s:.1} s");
     }
     if !json {
         println!(
-            "* size: the input checkpoint on disk for the f32/bf16 rows; the weight bytes in \
-             memory for quantized rows (projections quantized, embedding and LM head bf16)."
+            "* size: the input checkpoint on disk for the f32/bf16 rows on the CPU; the weight \
+             bytes in memory otherwise (projections quantized, embedding and LM head bf16)."
         );
         println!(
             "  peak RSS: process peak (VmHWM) {}.",
@@ -798,6 +839,12 @@ fn bench(args: &Args) -> Result<(), String> {
                 "since the process started (could not be reset per row)"
             }
         );
+        if device == Device::Cuda {
+            println!(
+                "  rates count every sequence of the batch; times are wall-clock, each step \
+                 returning its logits to the host."
+            );
+        }
     }
     Ok(())
 }

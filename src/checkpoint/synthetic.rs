@@ -122,7 +122,12 @@ impl Variant {
 
 /// Builds the variant's checkpoint in memory from `seed`.
 pub fn build(variant: Variant, seed: u64) -> Checkpoint {
-    let config = variant.config();
+    build_config(variant.config(), variant.dtype(), variant.name(), seed)
+}
+
+/// A checkpoint of any shape with seeded random weights, stored as `dtype` (for speed
+/// measurements of real models' shapes without their weights). `name` becomes its path.
+pub fn build_config(config: ModelConfig, dtype: Dtype, name: &str, seed: u64) -> Checkpoint {
     let mut rng = Rng::new(seed);
     let mut tensors = BTreeMap::new();
     // Uniform in [-bound, bound]: weights scaled by 1/sqrt(fan_in) keep activations O(1).
@@ -191,9 +196,9 @@ pub fn build(variant: Variant, seed: u64) -> Checkpoint {
     // Every tensor in the checkpoint dtype, norms and biases included, as the reference saves.
     let tensors = tensors
         .into_iter()
-        .map(|(name, t)| (name, t.to_dtype(variant.dtype())))
+        .map(|(name, t)| (name, t.to_dtype(dtype)))
         .collect();
-    Checkpoint::from_parts(PathBuf::from(variant.name()), config, tensors, None)
+    Checkpoint::from_parts(PathBuf::from(name), config, tensors, None)
 }
 
 /// Writes the variant under `dir/<name>` and returns that directory.

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-use crate::model::{KvCache, Logits, Model};
+use crate::model::{Cache, Decoder, Logits, Model};
 
 /// One log-likelihood request, in tokens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct Scored {
 
 /// Scores requests on a model.
 pub struct Scorer<'m> {
-    model: &'m Model,
+    decoder: &'m dyn Decoder,
     /// Longest model input, in tokens (the harness' `max_length`).
     pub max_length: usize,
     /// Tokens per forward call when running long inputs through the cache.
@@ -74,22 +74,33 @@ impl<'m> Scorer<'m> {
     /// A scorer with the harness' default `max_length`: the model's
     /// `max_position_embeddings`.
     pub fn new(model: &'m Model) -> Self {
+        Self::with_decoder(model)
+    }
+
+    /// A scorer whose forward passes run on `decoder` (the CPU model or a GPU copy), with the
+    /// same defaults as [`Scorer::new`].
+    pub fn with_decoder(decoder: &'m dyn Decoder) -> Self {
         Scorer {
-            model,
-            max_length: model.config().max_position_embeddings.max(2),
+            decoder,
+            max_length: decoder.model().config().max_position_embeddings.max(2),
             chunk: 512,
         }
     }
 
     /// The model.
     pub fn model(&self) -> &Model {
-        self.model
+        self.decoder.model()
+    }
+
+    /// Where the forward passes run.
+    pub fn decoder(&self) -> &dyn Decoder {
+        self.decoder
     }
 
     /// The token that conditions an empty context: BOS, else the first EOS (as the harness'
     /// `prefix_token_id`).
     pub fn prefix_token(&self) -> Result<u32> {
-        let c = self.model.config();
+        let c = self.model().config();
         c.bos_token_id
             .or_else(|| c.eos_token_ids.first().copied())
             .ok_or_else(|| Error::invalid("the model has neither a BOS nor an EOS token"))
@@ -186,11 +197,14 @@ impl<'m> Scorer<'m> {
         requests: &[Request],
         results: &mut [Scored],
     ) -> Result<()> {
-        let mut shared: Vec<KvCache> = groups.iter().map(|_| self.model.new_cache()).collect();
+        let mut shared: Vec<Cache> = groups
+            .iter()
+            .map(|_| self.decoder.new_cache())
+            .collect::<Result<_>>()?;
         {
             let prefixes: Vec<&[u32]> = groups.iter().map(|(c, _)| &c[..c.len() - 1]).collect();
-            let mut refs: Vec<&mut KvCache> = shared.iter_mut().collect();
-            self.model
+            let mut refs: Vec<&mut Cache> = shared.iter_mut().collect();
+            self.decoder
                 .forward_batch(&prefixes, &mut refs, Logits::Last)?;
         }
         let mut inputs = Vec::new();
@@ -204,14 +218,16 @@ impl<'m> Scorer<'m> {
                 v.push(last);
                 v.extend_from_slice(&cont[..cont.len() - 1]);
                 inputs.push(v);
-                caches.push(cache.clone());
+                caches.push(cache.try_clone()?);
                 owners.push(i);
             }
         }
         let slices: Vec<&[u32]> = inputs.iter().map(|v| v.as_slice()).collect();
-        let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
-        let logits = self.model.forward_batch(&slices, &mut refs, Logits::All)?;
-        let vocab = self.model.config().vocab_size;
+        let mut refs: Vec<&mut Cache> = caches.iter_mut().collect();
+        let logits = self
+            .decoder
+            .forward_batch(&slices, &mut refs, Logits::All)?;
+        let vocab = self.model().config().vocab_size;
         for (rows, &i) in logits.iter().zip(&owners) {
             results[i] = score_rows(rows, vocab, &requests[i].continuation);
         }
@@ -230,12 +246,12 @@ impl<'m> Scorer<'m> {
         if context.is_empty() {
             for &i in members {
                 let cont = &requests[i].continuation;
-                let mut cache = self.model.new_cache();
+                let mut cache = self.decoder.new_cache()?;
                 results[i] = self.score_tokens(&mut cache, &cont[..1], &cont[1..])?;
             }
             return Ok(());
         }
-        let mut shared = self.model.new_cache();
+        let mut shared = self.decoder.new_cache()?;
         self.feed(&mut shared, &context[..context.len() - 1])?;
         let last = context[context.len() - 1];
         let short = members
@@ -243,7 +259,7 @@ impl<'m> Scorer<'m> {
             .all(|&i| requests[i].continuation.len() <= self.chunk);
         if !short {
             for &i in members {
-                let mut cache = shared.clone();
+                let mut cache = shared.try_clone()?;
                 results[i] = self.score_tokens(&mut cache, &[last], &requests[i].continuation)?;
             }
             return Ok(());
@@ -260,7 +276,7 @@ impl<'m> Scorer<'m> {
             })
             .collect();
         // Batches bounded in tokens keep the logits buffer moderate.
-        let vocab = self.model.config().vocab_size;
+        let vocab = self.model().config().vocab_size;
         let mut start = 0;
         while start < members.len() {
             let mut end = start;
@@ -270,11 +286,13 @@ impl<'m> Scorer<'m> {
                 tokens += inputs[end].len();
                 end += 1;
             }
-            let mut caches: Vec<KvCache> = (start..end).map(|_| shared.clone()).collect();
-            let mut cache_refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+            let mut caches: Vec<Cache> = (start..end)
+                .map(|_| shared.try_clone())
+                .collect::<Result<_>>()?;
+            let mut cache_refs: Vec<&mut Cache> = caches.iter_mut().collect();
             let slices: Vec<&[u32]> = inputs[start..end].iter().map(|v| v.as_slice()).collect();
             let logits = self
-                .model
+                .decoder
                 .forward_batch(&slices, &mut cache_refs, Logits::All)?;
             for (j, rows) in logits.iter().enumerate() {
                 let i = members[start + j];
@@ -286,9 +304,9 @@ impl<'m> Scorer<'m> {
     }
 
     /// Runs `tokens` into `cache` in chunks, discarding logits.
-    fn feed(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<()> {
+    fn feed(&self, cache: &mut Cache, tokens: &[u32]) -> Result<()> {
         for part in tokens.chunks(self.chunk) {
-            self.model
+            self.decoder
                 .forward_batch(&[part], &mut [cache], Logits::Last)?;
         }
         Ok(())
@@ -296,7 +314,7 @@ impl<'m> Scorer<'m> {
 
     /// Feeds `lead` then `targets[..len-1]`, scoring every target token: the logits after
     /// `lead`'s last token predict `targets[0]`.
-    fn score_tokens(&self, cache: &mut KvCache, lead: &[u32], targets: &[u32]) -> Result<Scored> {
+    fn score_tokens(&self, cache: &mut Cache, lead: &[u32], targets: &[u32]) -> Result<Scored> {
         let mut scored = Scored {
             logprob: 0.0,
             is_greedy: true,
@@ -305,14 +323,14 @@ impl<'m> Scorer<'m> {
             return Ok(scored);
         }
         self.feed(cache, &lead[..lead.len() - 1])?;
-        let vocab = self.model.config().vocab_size;
+        let vocab = self.model().config().vocab_size;
         let mut input = Vec::with_capacity(targets.len());
         input.push(lead[lead.len() - 1]);
         input.extend_from_slice(&targets[..targets.len() - 1]);
         let mut scored_so_far = 0;
         for part in input.chunks(self.chunk) {
             let logits = self
-                .model
+                .decoder
                 .forward_batch(&[part], &mut [cache], Logits::All)?;
             for row in logits[0].chunks_exact(vocab) {
                 let (lp, greedy) = token_logprob(row, targets[scored_so_far]);

@@ -16,16 +16,27 @@ pub use engine::{Request, Scored, Scorer};
 pub use tasks::{run_task, TaskOptions, TaskResult, TASKS};
 
 use crate::error::Result;
-use crate::model::Model;
+use crate::model::{Decoder, Model};
 
-/// Runs `tasks` on `model`; `progress(task_index, task_count, task)` is called before each.
+/// Runs `tasks` on `model` (on the CPU); `progress(task_index, task_count, task)` is called
+/// before each.
 pub fn evaluate(
     model: &Model,
     task_names: &[String],
     options: &TaskOptions,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<Vec<TaskResult>> {
-    let mut scorer = Scorer::new(model);
+    evaluate_on(model, task_names, options, progress)
+}
+
+/// [`evaluate`] with the forward passes on `decoder` (the CPU model or a GPU copy of it).
+pub fn evaluate_on(
+    decoder: &dyn Decoder,
+    task_names: &[String],
+    options: &TaskOptions,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<Vec<TaskResult>> {
+    let mut scorer = Scorer::with_decoder(decoder);
     if let Some(max) = options.max_length {
         scorer.max_length = max.max(2);
     }

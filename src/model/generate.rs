@@ -1,6 +1,7 @@
 //! Batched generation: prompts of different lengths prefill together, then decode one token per
 //! active sequence per step; each new token is reported as it is chosen.
 
+use super::decoder::{Cache, Decoder};
 use super::forward::Logits;
 use super::sampling::Sampler;
 use super::Model;
@@ -70,71 +71,83 @@ pub struct Generation {
 }
 
 impl Model {
-    /// Generates continuations of `prompts` (token ids). `on_token(sequence, token)` is called
-    /// for every new token in order; returning `false` stops that sequence.
+    /// Generates continuations of `prompts` (token ids) on the CPU. `on_token(sequence, token)`
+    /// is called for every new token in order; returning `false` stops that sequence.
     pub fn generate(
         &self,
         prompts: &[Vec<u32>],
         params: &GenerateParams,
-        mut on_token: impl FnMut(usize, u32) -> bool,
+        on_token: impl FnMut(usize, u32) -> bool,
     ) -> Result<Vec<Generation>> {
-        params.validate()?;
-        let n = prompts.len();
-        let mut caches: Vec<_> = (0..n).map(|_| self.new_cache()).collect();
-        let mut samplers: Vec<_> = (0..n)
-            .map(|i| {
-                Sampler::new(
-                    params.temperature,
-                    params.top_k,
-                    params.top_p,
-                    params.seed.wrapping_add(i as u64),
-                )
-            })
-            .collect();
-        let mut results: Vec<Generation> = (0..n)
-            .map(|_| Generation {
-                tokens: Vec::new(),
-                finish_reason: FinishReason::Length,
-            })
-            .collect();
-        if params.max_new_tokens == 0 || n == 0 {
-            return Ok(results);
-        }
-        let eos = &self.config.eos_token_ids;
-        let mut active: Vec<usize> = (0..n).collect();
-        let mut next_inputs: Vec<Vec<u32>> = prompts.to_vec();
-        while !active.is_empty() {
-            let inputs: Vec<&[u32]> = active.iter().map(|&i| next_inputs[i].as_slice()).collect();
-            let mut cache_refs: Vec<&mut super::KvCache> = caches
-                .iter_mut()
-                .enumerate()
-                .filter(|(i, _)| active.contains(i))
-                .map(|(_, c)| c)
-                .collect();
-            let logits = self.forward_batch(&inputs, &mut cache_refs, Logits::Last)?;
-            let mut still = Vec::with_capacity(active.len());
-            for (slot, &i) in active.iter().enumerate() {
-                let token = samplers[i].sample(&logits[slot]);
-                if params.stop_at_eos && eos.contains(&token) {
-                    results[i].finish_reason = FinishReason::Eos;
-                    continue;
-                }
-                results[i].tokens.push(token);
-                if !on_token(i, token) {
-                    results[i].finish_reason = FinishReason::Stopped;
-                    continue;
-                }
-                if results[i].tokens.len() >= params.max_new_tokens {
-                    results[i].finish_reason = FinishReason::Length;
-                    continue;
-                }
-                next_inputs[i] = vec![token];
-                still.push(i);
-            }
-            active = still;
-        }
-        Ok(results)
+        generate(self, prompts, params, on_token)
     }
+}
+
+/// Generates continuations of `prompts` (token ids) on `decoder` (the CPU model or a GPU copy).
+/// `on_token(sequence, token)` is called for every new token in order; returning `false` stops
+/// that sequence.
+pub fn generate(
+    decoder: &dyn Decoder,
+    prompts: &[Vec<u32>],
+    params: &GenerateParams,
+    mut on_token: impl FnMut(usize, u32) -> bool,
+) -> Result<Vec<Generation>> {
+    params.validate()?;
+    let n = prompts.len();
+    let mut caches: Vec<Cache> = (0..n).map(|_| decoder.new_cache()).collect::<Result<_>>()?;
+    let mut samplers: Vec<_> = (0..n)
+        .map(|i| {
+            Sampler::new(
+                params.temperature,
+                params.top_k,
+                params.top_p,
+                params.seed.wrapping_add(i as u64),
+            )
+        })
+        .collect();
+    let mut results: Vec<Generation> = (0..n)
+        .map(|_| Generation {
+            tokens: Vec::new(),
+            finish_reason: FinishReason::Length,
+        })
+        .collect();
+    if params.max_new_tokens == 0 || n == 0 {
+        return Ok(results);
+    }
+    let eos = &decoder.model().config().eos_token_ids;
+    let mut active: Vec<usize> = (0..n).collect();
+    let mut next_inputs: Vec<Vec<u32>> = prompts.to_vec();
+    while !active.is_empty() {
+        let inputs: Vec<&[u32]> = active.iter().map(|&i| next_inputs[i].as_slice()).collect();
+        let mut cache_refs: Vec<&mut Cache> = caches
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| active.contains(i))
+            .map(|(_, c)| c)
+            .collect();
+        let logits = decoder.forward_batch(&inputs, &mut cache_refs, Logits::Last)?;
+        let mut still = Vec::with_capacity(active.len());
+        for (slot, &i) in active.iter().enumerate() {
+            let token = samplers[i].sample(&logits[slot]);
+            if params.stop_at_eos && eos.contains(&token) {
+                results[i].finish_reason = FinishReason::Eos;
+                continue;
+            }
+            results[i].tokens.push(token);
+            if !on_token(i, token) {
+                results[i].finish_reason = FinishReason::Stopped;
+                continue;
+            }
+            if results[i].tokens.len() >= params.max_new_tokens {
+                results[i].finish_reason = FinishReason::Length;
+                continue;
+            }
+            next_inputs[i] = vec![token];
+            still.push(i);
+        }
+        active = still;
+    }
+    Ok(results)
 }
 
 /// Turns a growing list of token ids into text pieces, holding back bytes of an unfinished

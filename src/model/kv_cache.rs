@@ -52,6 +52,11 @@ impl KvCache {
         }
     }
 
+    /// Keys of `layer`, `len * kv_heads * head_dim` values (post-RoPE).
+    pub fn layer_keys(&self, layer: usize) -> &[f32] {
+        &self.keys[layer]
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.keys

@@ -4,7 +4,9 @@
 //! embedding -> N x [RMSNorm -> GQA attention with RoPE -> residual -> RMSNorm -> SwiGLU MLP ->
 //! residual] -> RMSNorm -> LM head (tied to the embedding or not).
 
+mod decoder;
 mod forward;
+pub use decoder::{Cache, CacheState, Decoder};
 pub use forward::{CapturePoint, Logits, Pass};
 mod generate;
 mod kv_cache;
@@ -15,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use crate::checkpoint::{Architecture, ModelConfig};
-pub use generate::{FinishReason, GenerateParams, Generation, TextStream};
+pub use generate::{generate, FinishReason, GenerateParams, Generation, TextStream};
 pub use kv_cache::KvCache;
 pub use sampling::Sampler;
 
@@ -402,6 +404,16 @@ impl Model {
     /// Whether the LM head is the embedding matrix itself (not a separate or quantized copy).
     fn head_is_tied(&self) -> bool {
         self.config.tie_word_embeddings && matches!(self.lm_head.weight, Weight::Dense(_))
+    }
+
+    /// The token embedding, `[vocab, hidden]`.
+    pub fn embed_tokens(&self) -> &Tensor {
+        &self.embed_tokens
+    }
+
+    /// Weights of the final RMSNorm.
+    pub fn final_norm(&self) -> &[f32] {
+        &self.final_norm
     }
 
     /// The LM head.

@@ -11,7 +11,7 @@
 //! Efficiency per cell: weight bytes and bits per weight of the decoder-block projections,
 //! peak resident memory while the cell ran (Linux), time to first token, prefill and decode
 //! tokens per second at batch 1 (see [`crate::bench::measure`]), and decode tokens per second
-//! over a batch of sequences (`efficiency.batch`, see [`crate::bench::measure_batch_decode`]).
+//! over a batch of sequences (`efficiency.batch`, see [`crate::bench::measure_on`]).
 
 pub mod config;
 pub mod plot;
@@ -366,11 +366,11 @@ fn run_cell(
     )?;
     let batched = (config.efficiency.batch > 1)
         .then(|| {
-            crate::bench::measure_batch_decode(
+            crate::bench::measure_on(
                 &model,
-                config.efficiency.batch,
                 config.efficiency.prompt_tokens,
                 config.efficiency.decode_tokens,
+                config.efficiency.batch,
             )
         })
         .transpose()?;
@@ -392,7 +392,7 @@ fn run_cell(
         ttft_s: efficiency.time_to_first_token_s,
         prefill_tokens_per_s: efficiency.prefill_tokens_per_s,
         decode_tokens_per_s: efficiency.decode_tokens_per_s,
-        batch_decode_tokens_per_s: batched.map(|b| b.tokens_per_s),
+        batch_decode_tokens_per_s: batched.map(|b| b.decode_tokens_per_s),
         peak_rss_bytes: efficiency.peak_rss_bytes,
     })
 }

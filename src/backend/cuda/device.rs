@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::sys::CUdevice_attribute;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DriverError};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtrMut, DriverError,
+};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
 use crate::error::{Error, Result};
@@ -28,6 +30,12 @@ pub struct KernelSource {
 pub const QUANT_GEMM: KernelSource = KernelSource {
     name: "quant_gemm.cu",
     text: include_str!("../../../kernels/quant_gemm.cu"),
+};
+
+/// The forward pass apart from the projections (`kernels/forward.cu`).
+pub const FORWARD: KernelSource = KernelSource {
+    name: "forward.cu",
+    text: include_str!("../../../kernels/forward.cu"),
 };
 
 /// Bandwidth probes (`kernels/bandwidth.cu`).
@@ -207,6 +215,19 @@ impl CudaDevice {
         self.stream
             .synchronize()
             .map_err(driver_error("waiting for the GPU"))
+    }
+
+    /// Fills `buf` with 0xFF bytes: NaN as f32 and as bf16, so any element a kernel should
+    /// have written but did not shows up (used on fresh KV-cache buffers and by checks).
+    pub fn poison<T>(&self, buf: &mut CudaSlice<T>) -> Result<()> {
+        let bytes = buf.len() * std::mem::size_of::<T>();
+        let (ptr, _record) = buf.device_ptr_mut(&self.stream);
+        // SAFETY: the range is exactly the buffer's bytes, on the stream every use of the
+        // buffer is ordered on.
+        unsafe {
+            cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, self.stream.cu_stream())
+        }
+        .map_err(driver_error("filling a buffer"))
     }
 
     /// The module compiled from `source` with `defines` (`NAME=VALUE` macros), compiling it on

@@ -106,6 +106,71 @@ pub struct PackedWeight {
     pub table: Option<[f32; 16]>,
 }
 
+impl PackedWeight {
+    /// The matrices of `parts` stacked along rows (one product for q/k/v, or gate/up), when
+    /// every part has the same format, features, groups, scale type, zero-point presence and
+    /// code book, and every part but the last a whole number of row tiles; `None` otherwise.
+    /// Tiles are `[row_tile][k_tile]` and scales and zero points `[rows, groups]`, so stacking is
+    /// concatenation.
+    pub fn concat_rows(parts: &[&PackedWeight]) -> Option<PackedWeight> {
+        let first = parts.first()?;
+        let compatible = parts.iter().all(|p| {
+            p.format == first.format
+                && p.cols == first.cols
+                && p.groups == first.groups
+                && p.group_size == first.group_size
+                && p.table == first.table
+                && p.zero_points.is_some() == first.zero_points.is_some()
+                && matches!(
+                    (&p.scales, &first.scales),
+                    (DeviceScales::F16(_), DeviceScales::F16(_))
+                        | (DeviceScales::F32(_), DeviceScales::F32(_))
+                )
+        }) && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| p.rows.is_multiple_of(TILE_ROWS));
+        if !compatible {
+            return None;
+        }
+        let scales = match &first.scales {
+            DeviceScales::F16(_) => DeviceScales::F16(
+                parts
+                    .iter()
+                    .flat_map(|p| match &p.scales {
+                        DeviceScales::F16(s) => s.iter().copied(),
+                        DeviceScales::F32(_) => unreachable!("checked above"),
+                    })
+                    .collect(),
+            ),
+            DeviceScales::F32(_) => DeviceScales::F32(
+                parts
+                    .iter()
+                    .flat_map(|p| match &p.scales {
+                        DeviceScales::F32(s) => s.iter().copied(),
+                        DeviceScales::F16(_) => unreachable!("checked above"),
+                    })
+                    .collect(),
+            ),
+        };
+        Some(PackedWeight {
+            format: first.format,
+            rows: parts.iter().map(|p| p.rows).sum(),
+            cols: first.cols,
+            groups: first.groups,
+            group_size: first.group_size,
+            codes: parts.iter().flat_map(|p| p.codes.iter().copied()).collect(),
+            scales,
+            zero_points: first.zero_points.as_ref().map(|_| {
+                parts
+                    .iter()
+                    .flat_map(|p| p.zero_points.iter().flatten().copied())
+                    .collect()
+            }),
+            table: first.table,
+        })
+    }
+}
+
 /// Row and feature, within a tile, of the value in half `h` of register `r` of k16 step `j`
 /// of lane `lane` (the fragment map of the module documentation).
 #[inline]

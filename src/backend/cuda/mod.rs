@@ -5,7 +5,9 @@
 //! per-process cache of kernels compiled by NVRTC from `kernels/*.cu` for the GPU's own
 //! architecture; [`linear`] uploads packed weights and launches the kernels; [`blas`] wraps
 //! cuBLAS for dense bf16 products (the baseline the kernels are measured against); [`check`]
-//! compares the kernels with the CPU (used by the GPU tests and the device benchmark).
+//! compares the kernels with the CPU (used by the GPU tests and the device benchmark); [`ops`]
+//! launches the rest of the forward pass (`kernels/forward.cu`); [`model`] runs the whole
+//! decoder on the GPU with its KV cache in [`kv_cache`].
 //!
 //! The CUDA driver, NVRTC and cuBLAS are loaded at run time: building needs no CUDA install,
 //! and [`device::CudaDevice::new`] returns an error, not a panic, where none is found.
@@ -19,4 +21,16 @@ pub mod check;
 #[cfg(feature = "cuda")]
 pub mod device;
 #[cfg(feature = "cuda")]
+pub mod kv_cache;
+#[cfg(feature = "cuda")]
+mod layers;
+#[cfg(feature = "cuda")]
 pub mod linear;
+#[cfg(feature = "cuda")]
+pub mod model;
+#[cfg(feature = "cuda")]
+pub mod ops;
+#[cfg(feature = "cuda")]
+mod plan;
+#[cfg(feature = "cuda")]
+mod workspace;

@@ -206,18 +206,19 @@ pub fn generate_until(
             batch.iter().map(|_| TextStream::new(tokenizer)).collect();
         let mut texts = vec![String::new(); batch.len()];
         let mut failure = None;
-        let generations = model.generate(&batch_prompts, &params, |seq, token| {
-            match streams[seq].push(token) {
-                Ok(piece) => {
-                    texts[seq].push_str(&piece);
-                    !stops.iter().any(|s| texts[seq].contains(s))
+        let generations =
+            crate::model::generate(scorer.decoder(), &batch_prompts, &params, |seq, token| {
+                match streams[seq].push(token) {
+                    Ok(piece) => {
+                        texts[seq].push_str(&piece);
+                        !stops.iter().any(|s| texts[seq].contains(s))
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        false
+                    }
                 }
-                Err(e) => {
-                    failure = Some(e);
-                    false
-                }
-            }
-        })?;
+            })?;
         if let Some(e) = failure {
             return Err(e);
         }

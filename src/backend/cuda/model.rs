@@ -1,0 +1,514 @@
+//! The whole decoder on the GPU: [`CudaModel`] uploads a [`Model`] once and runs its forward pass
+//! over a ragged batch with per-sequence KV caches on the device ([`CudaKvCache`]), returning
+//! logits to the host. It implements [`Decoder`], so generation, scoring and benchmarks run on it
+//! unchanged.
+//!
+//! Precision: the residual stream, q after RoPE, the KV cache, softmax and logits are f32; the
+//! inputs and outputs of the projections (norm outputs, q/k/v, attention output, SwiGLU) are
+//! bf16, as the quantized kernels and cuBLAS take them. Quantized projections run the fused
+//! kernels for up to `GEMV_MAX_TOKENS` tokens and dequantize-then-cuBLAS above; dense ones are
+//! bf16 through cuBLAS. The step order is the CPU's (`src/model/forward.rs`).
+//!
+//! Decode steps (one new token per sequence, logits of the last) are captured in a CUDA graph
+//! per batch size on first use and replayed after: each step's tables (tokens, positions, RoPE
+//! angles, cache addresses) are uploaded to fixed workspace buffers before the replay, and the
+//! kernels read lengths and addresses from there, so one graph serves every later step. Graphs
+//! are dropped whenever the workspace is reallocated.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{CudaGraph, CudaSlice};
+use half::bf16;
+
+use super::blas::Blas;
+use super::device::{driver_error, CudaDevice};
+use super::kv_cache::CudaKvCache;
+use super::layers::{biases, upload_f32, DeviceLinear, DeviceWeight, Stacked};
+use super::ops::{AttentionShape, EmbeddingRef, ForwardKernels, TokenTables, MAX_HEAD_DIM};
+use super::plan::{validate, Plan};
+use super::workspace::{Tables, Workspace};
+use crate::checkpoint::Dtype;
+use crate::error::{Error, Result};
+use crate::model::rope::Rope;
+use crate::model::{Cache, Decoder, Logits, Model};
+
+struct DeviceBlock {
+    input_norm: CudaSlice<f32>,
+    post_attention_norm: CudaSlice<f32>,
+    q_norm: Option<CudaSlice<f32>>,
+    k_norm: Option<CudaSlice<f32>>,
+    /// q, k, v projections and their biases.
+    qkv: Stacked,
+    qkv_bias: Vec<Option<CudaSlice<f32>>>,
+    o_proj: DeviceLinear,
+    /// gate and up projections and their biases.
+    gate_up: Stacked,
+    gate_up_bias: Vec<Option<CudaSlice<f32>>>,
+    down_proj: DeviceLinear,
+}
+
+enum DeviceEmbedding {
+    F32(CudaSlice<f32>),
+    Bf16(CudaSlice<bf16>),
+}
+
+/// A model uploaded to one GPU.
+pub struct CudaModel<'a> {
+    model: &'a Model,
+    device: &'a CudaDevice,
+    blas: Blas,
+    kernels: ForwardKernels,
+    embedding: DeviceEmbedding,
+    blocks: Vec<DeviceBlock>,
+    final_norm: CudaSlice<f32>,
+    lm_head: DeviceLinear,
+    rope: Rope,
+    /// Largest quantized weight, in values: the dequantization buffer's size.
+    dequant_values: usize,
+    state: Mutex<State>,
+    graphs_enabled: bool,
+    device_bytes: usize,
+}
+
+/// The buffers of a pass and the decode graphs captured over them.
+#[derive(Default)]
+struct State {
+    workspace: Option<Workspace>,
+    /// By batch size.
+    graphs: HashMap<usize, CudaGraph>,
+}
+
+impl<'a> CudaModel<'a> {
+    /// Uploads every weight of `model` to `device`. Errors: [`Error::Device`] when the GPU
+    /// fails; [`Error::InvalidArgument`] for shapes or schemes the kernels do not take (head_dim
+    /// over 256 or not a multiple of 4, quantized activations, ...).
+    pub fn new(model: &'a Model, device: &'a CudaDevice) -> Result<Self> {
+        let cfg = model.config();
+        let hd = cfg.head_dim;
+        if hd > MAX_HEAD_DIM || !hd.is_multiple_of(4) {
+            return Err(Error::InvalidArgument(format!(
+                "GPU attention: head_dim {hd} must be a multiple of 4 and at most {MAX_HEAD_DIM}"
+            )));
+        }
+        if cfg.num_key_value_heads == 0
+            || !cfg
+                .num_attention_heads
+                .is_multiple_of(cfg.num_key_value_heads)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "GPU attention: {} query heads are not a multiple of {} key/value heads",
+                cfg.num_attention_heads, cfg.num_key_value_heads
+            )));
+        }
+        if model.lm_head().bias.is_some() {
+            return Err(Error::InvalidArgument("GPU: an LM head with bias".into()));
+        }
+        let blas = Blas::new(device)?;
+        let kernels = ForwardKernels::new(device, hd)?;
+        let embed = model.embed_tokens();
+        let embedding = match embed.dtype() {
+            Dtype::BF16 => DeviceEmbedding::Bf16(
+                device
+                    .stream()
+                    .clone_htod(
+                        embed
+                            .as_bf16()
+                            .ok_or_else(|| Error::invalid("embedding: misaligned bf16 tensor"))?,
+                    )
+                    .map_err(driver_error("uploading the embedding"))?,
+            ),
+            _ => DeviceEmbedding::F32(upload_f32(device, &embed.to_f32_vec(), "the embedding")?),
+        };
+        let mut blocks = Vec::with_capacity(model.blocks().len());
+        for (i, b) in model.blocks().iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            let opt = |v: &Option<Vec<f32>>| -> Result<Option<CudaSlice<f32>>> {
+                v.as_ref().map(|v| upload_f32(device, v, &p)).transpose()
+            };
+            let named = |l, n: &str| (l, format!("{p}.{n}"));
+            let qkv = [
+                named(&b.q_proj, "self_attn.q_proj"),
+                named(&b.k_proj, "self_attn.k_proj"),
+                named(&b.v_proj, "self_attn.v_proj"),
+            ];
+            let gate_up = [
+                named(&b.gate_proj, "mlp.gate_proj"),
+                named(&b.up_proj, "mlp.up_proj"),
+            ];
+            blocks.push(DeviceBlock {
+                input_norm: upload_f32(device, &b.input_norm, &p)?,
+                post_attention_norm: upload_f32(device, &b.post_attention_norm, &p)?,
+                q_norm: opt(&b.q_norm)?,
+                k_norm: opt(&b.k_norm)?,
+                qkv: Stacked::new(device, &qkv)?,
+                qkv_bias: biases(device, &qkv)?,
+                o_proj: DeviceLinear::new(device, &b.o_proj, &format!("{p}.self_attn.o_proj"))?,
+                gate_up: Stacked::new(device, &gate_up)?,
+                gate_up_bias: biases(device, &gate_up)?,
+                down_proj: DeviceLinear::new(device, &b.down_proj, &format!("{p}.mlp.down_proj"))?,
+            });
+        }
+        let lm_head = DeviceLinear::new(device, model.lm_head(), "lm_head")?;
+        let linears: Vec<&DeviceLinear> = blocks
+            .iter()
+            .flat_map(|b| {
+                let mut v = b.qkv.linears();
+                v.extend(b.gate_up.linears());
+                v.extend([&b.o_proj, &b.down_proj]);
+                v
+            })
+            .chain([&lm_head])
+            .collect();
+        let dequant_values = linears
+            .iter()
+            .map(|l| l.dequantized_values())
+            .max()
+            .unwrap_or(0);
+        let weight_bytes: usize = linears.iter().map(|l| l.bytes()).sum();
+        let final_norm = upload_f32(device, model.final_norm(), "model.norm")?;
+        let device_bytes = weight_bytes
+            + match &embedding {
+                DeviceEmbedding::F32(e) => e.len() * 4,
+                DeviceEmbedding::Bf16(e) => e.len() * 2,
+            };
+        device.synchronize()?;
+        Ok(CudaModel {
+            model,
+            device,
+            blas,
+            kernels,
+            embedding,
+            blocks,
+            final_norm,
+            lm_head,
+            rope: Rope::new(cfg),
+            dequant_values,
+            state: Mutex::new(State::default()),
+            graphs_enabled: true,
+            device_bytes,
+        })
+    }
+
+    /// Whether decode steps run as CUDA graphs (on by default; off, every kernel is launched
+    /// from the host each step, for comparison).
+    pub fn set_graphs(&mut self, enabled: bool) {
+        self.graphs_enabled = enabled;
+        if let Ok(state) = self.state.get_mut() {
+            state.graphs.clear();
+        }
+    }
+
+    /// The device.
+    pub fn device(&self) -> &CudaDevice {
+        self.device
+    }
+
+    /// Bytes of weights on the device (projections as packed, the embedding, the LM head).
+    pub fn device_bytes(&self) -> usize {
+        self.device_bytes
+    }
+
+    /// Fills every activation buffer and the logits of the workspace with NaN, so that a
+    /// value the next pass should write but does not is seen (checks call this before a pass).
+    pub fn poison_workspace(&self) -> Result<()> {
+        let mut state = self.lock()?;
+        if let Some(ws) = state.workspace.as_mut() {
+            ws.poison(self.device)?;
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::Device("the forward workspace lock is poisoned".into()))
+    }
+
+    /// A new, empty GPU cache for one sequence.
+    pub fn new_device_cache(&self) -> CudaKvCache {
+        let cfg = self.model.config();
+        CudaKvCache::new(
+            self.device.stream(),
+            cfg.num_hidden_layers,
+            cfg.num_key_value_heads * cfg.head_dim,
+        )
+    }
+
+    /// The forward pass over a ragged batch (see [`Model::forward_batch`]) with GPU caches.
+    pub fn forward_device(
+        &self,
+        inputs: &[&[u32]],
+        caches: &mut [&mut CudaKvCache],
+        which: Logits,
+    ) -> Result<Vec<Vec<f32>>> {
+        let cfg = self.model.config();
+        validate(self.model, inputs, caches)?;
+        let plan = Plan::new(&self.rope, inputs, caches, which, cfg.head_dim);
+        for (cache, seq) in caches.iter_mut().zip(inputs) {
+            cache.reserve(cache.len() + seq.len())?;
+        }
+        let mut guard = self.lock()?;
+        let state = &mut *guard;
+        if let Some(sizes) = Workspace::grown(
+            state.workspace.as_ref(),
+            [plan.total, inputs.len(), plan.rows.len()],
+        ) {
+            // Graphs hold the old buffers' addresses.
+            state.graphs.clear();
+            state.workspace = None;
+            state.workspace = Some(Workspace::new(
+                self.device,
+                cfg,
+                sizes,
+                self.dequant_values,
+            )?);
+        }
+        let ws = state.workspace.as_mut().expect("allocated above");
+        let mut kv_table = vec![0u64; cfg.num_hidden_layers * inputs.len() * 2];
+        for layer in 0..cfg.num_hidden_layers {
+            for (s, cache) in caches.iter().enumerate() {
+                let at = 2 * (layer * inputs.len() + s);
+                kv_table[at..at + 2].copy_from_slice(&cache.addresses(layer));
+            }
+        }
+        ws.upload(self.device, &plan, &kv_table)?;
+        let decode = which == Logits::Last && plan.total == inputs.len();
+        if self.graphs_enabled && decode {
+            let batch = inputs.len();
+            if let std::collections::hash_map::Entry::Vacant(slot) = state.graphs.entry(batch) {
+                slot.insert(self.capture(ws, &plan, batch)?);
+            }
+            state.graphs[&batch]
+                .launch()
+                .map_err(driver_error("replaying the decode graph"))?;
+        } else {
+            self.run(ws, &plan, inputs.len(), which)?;
+        }
+        let vocab = cfg.vocab_size;
+        let logits = ws.download_logits(self.device, plan.rows.len() * vocab)?;
+        for (cache, seq) in caches.iter_mut().zip(inputs) {
+            cache.advance(seq.len());
+        }
+        Ok(match which {
+            Logits::Last => logits.chunks_exact(vocab).map(|c| c.to_vec()).collect(),
+            Logits::All => plan
+                .lengths
+                .iter()
+                .enumerate()
+                .map(|(s, &len)| {
+                    logits[plan.starts[s] * vocab..(plan.starts[s] + len) * vocab].to_vec()
+                })
+                .collect(),
+        })
+    }
+
+    /// Records a decode step of `batch` sequences as a graph (nothing runs while capturing).
+    fn capture(&self, ws: &mut Workspace, plan: &Plan, batch: usize) -> Result<CudaGraph> {
+        let stream = self.device.stream();
+        stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(driver_error("starting a graph capture"))?;
+        let recorded = self.run(ws, plan, batch, Logits::Last);
+        // The capture is ended whatever happened, so the stream is usable again.
+        let graph = stream.end_capture(CUgraphInstantiate_flags(0));
+        recorded?;
+        graph
+            .map_err(driver_error("capturing the decode graph"))?
+            .ok_or_else(|| Error::Device("the decode graph captured nothing".into()))
+    }
+
+    /// Queues the pass's kernels; the workspace holds the uploaded tables.
+    fn run(&self, ws: &mut Workspace, plan: &Plan, sequences: usize, which: Logits) -> Result<()> {
+        let cfg = self.model.config();
+        let device = self.device;
+        let k = &self.kernels;
+        let blas = &self.blas;
+        let total = plan.total;
+        let (hidden, inter, vocab) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let eps = cfg.rms_norm_eps as f32;
+        let shape = AttentionShape {
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim,
+        };
+        let scale = 1.0 / (cfg.head_dim as f32).sqrt();
+        let Workspace {
+            layout,
+            tables: table_buffer,
+            x,
+            h,
+            q,
+            k: key,
+            v,
+            qkv: qkv_out,
+            q_rot,
+            attn,
+            proj,
+            gate,
+            up,
+            gate_up: gate_up_out,
+            inner,
+            selected,
+            logits_bf16,
+            logits,
+            dequantized,
+            ..
+        } = ws;
+        let views = Tables::new(
+            table_buffer,
+            layout,
+            [total, sequences, plan.rows.len()],
+            cfg,
+        );
+        let tables = TokenTables {
+            seq_of: &views.seq_of,
+            position: &views.position,
+            cos: &views.cos,
+            sin: &views.sin,
+            kv_table: &views.kv_table,
+            sequences,
+        };
+        let embedding = match &self.embedding {
+            DeviceEmbedding::F32(t) => EmbeddingRef::F32(t),
+            DeviceEmbedding::Bf16(t) => EmbeddingRef::Bf16(t),
+        };
+        k.embed(device, embedding, &views.tokens, total, hidden, x)?;
+        let first_norm = self
+            .blocks
+            .first()
+            .map_or(&self.final_norm, |b| &b.input_norm);
+        k.add_rms_norm(device, x, None, None, first_norm, h, [total, hidden], eps)?;
+        for (layer, b) in self.blocks.iter().enumerate() {
+            let (q_width, kv_width) = (
+                shape.heads * shape.head_dim,
+                shape.kv_heads * shape.head_dim,
+            );
+            let (q_view, k_view, v_view, strides) = match &b.qkv {
+                Stacked::One(l) => {
+                    l.forward(device, blas, h, total, qkv_out, dequantized)?;
+                    let row = q_width + 2 * kv_width;
+                    (
+                        qkv_out.slice(..),
+                        qkv_out.slice(q_width..),
+                        qkv_out.slice(q_width + kv_width..),
+                        [row, row],
+                    )
+                }
+                Stacked::Each(ls) => {
+                    ls[0].forward(device, blas, h, total, q, dequantized)?;
+                    ls[1].forward(device, blas, h, total, key, dequantized)?;
+                    ls[2].forward(device, blas, h, total, v, dequantized)?;
+                    (q.slice(..), key.slice(..), v.slice(..), [q_width, kv_width])
+                }
+            };
+            k.qkv_rope(
+                device,
+                [&q_view, &k_view, &v_view],
+                strides,
+                [
+                    b.qkv_bias[0].as_ref(),
+                    b.qkv_bias[1].as_ref(),
+                    b.qkv_bias[2].as_ref(),
+                ],
+                [b.q_norm.as_ref(), b.k_norm.as_ref()],
+                &tables,
+                layer,
+                total,
+                shape,
+                eps,
+                q_rot,
+            )?;
+            k.attention(device, q_rot, &tables, layer, total, shape, scale, attn)?;
+            b.o_proj
+                .forward(device, blas, attn, total, proj, dequantized)?;
+            k.add_rms_norm(
+                device,
+                x,
+                Some(proj),
+                b.o_proj.bias.as_ref(),
+                &b.post_attention_norm,
+                h,
+                [total, hidden],
+                eps,
+            )?;
+            let (gate_view, up_view, stride) = match &b.gate_up {
+                Stacked::One(l) => {
+                    l.forward(device, blas, h, total, gate_up_out, dequantized)?;
+                    (gate_up_out.slice(..), gate_up_out.slice(inter..), 2 * inter)
+                }
+                Stacked::Each(ls) => {
+                    ls[0].forward(device, blas, h, total, gate, dequantized)?;
+                    ls[1].forward(device, blas, h, total, up, dequantized)?;
+                    (gate.slice(..), up.slice(..), inter)
+                }
+            };
+            k.swiglu(
+                device,
+                [&gate_view, &up_view],
+                [b.gate_up_bias[0].as_ref(), b.gate_up_bias[1].as_ref()],
+                [total, inter, stride],
+                inner,
+            )?;
+            b.down_proj
+                .forward(device, blas, inner, total, proj, dequantized)?;
+            let next_norm = self
+                .blocks
+                .get(layer + 1)
+                .map_or(&self.final_norm, |n| &n.input_norm);
+            k.add_rms_norm(
+                device,
+                x,
+                Some(proj),
+                b.down_proj.bias.as_ref(),
+                next_norm,
+                h,
+                [total, hidden],
+                eps,
+            )?;
+        }
+        let count = plan.rows.len();
+        let head_input = if which == Logits::All {
+            &*h
+        } else {
+            k.gather_rows(device, h, &views.rows, count, hidden, selected)?;
+            &*selected
+        };
+        match &self.lm_head.weight {
+            DeviceWeight::Dense(w) => {
+                self.blas
+                    .linear_f32_out(head_input, w, logits, [count, vocab, hidden])?
+            }
+            DeviceWeight::Quantized(_) => {
+                self.lm_head
+                    .forward(device, blas, head_input, count, logits_bf16, dequantized)?;
+                k.widen(device, logits_bf16, count * vocab, logits)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Decoder for CudaModel<'_> {
+    fn model(&self) -> &Model {
+        self.model
+    }
+
+    fn new_cache(&self) -> Result<Cache> {
+        Ok(Cache::new(self.new_device_cache()))
+    }
+
+    fn forward_batch(
+        &self,
+        inputs: &[&[u32]],
+        caches: &mut [&mut Cache],
+        which: Logits,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut own = caches
+            .iter_mut()
+            .map(|c| c.downcast_mut::<CudaKvCache>())
+            .collect::<Result<Vec<_>>>()?;
+        self.forward_device(inputs, &mut own, which)
+    }
+}
