@@ -15,12 +15,13 @@
 //!
 //! Criterion's throughput is weight bytes (codes and scales for quantized weights) per call, in
 //! decimal units (`Throughput::BytesDecimal`, GB/s). At the end a summary table gives GB/s per
-//! kernel (median of the samples), the speed-up over f32 and bf16 of the same shape and batch,
-//! and the share of the measured read bandwidth. `LOWBIT_GEMV_QUICK=1` runs
-//! only 4096x4096; `LOWBIT_GEMV_SHAPES=4096x4096,4096x11008` picks shapes (`OUTxIN`) and
+//! kernel (median of the samples), the speed-up over f32 and bf16 of the same shape and batch, and
+//! the share of the measured read bandwidth. `LOWBIT_GEMV_QUICK=1` runs only 4096x4096;
+//! `LOWBIT_GEMV_SHAPES=4096x4096,4096x11008` picks shapes (`OUTxIN`) and
 //! `LOWBIT_GEMV_KERNELS=w4a16-g128,bf16` kernels (names as in the table), so that a run prepares
-//! only what it measures. The thread counts are fixed: 1 and every hardware thread. Sample counts and times are small so the full run stays near 3 minutes on 2
-//! cores; criterion's `--measurement-time` / `--warm-up-time` override them.
+//! only what it measures. The thread counts are fixed: 1 and every hardware thread. Sample counts
+//! and times are small so the full run stays near 3 minutes on 2 cores; criterion's
+//! `--measurement-time` / `--warm-up-time` override them.
 
 use std::time::{Duration, Instant};
 

@@ -371,7 +371,8 @@ mod x86 {
         }
         match amx() {
             Some((load, product)) => println!(
-                "\nAMX: tileloadd 16 x 64 bytes {load:.2} ticks, tdpbf16ps 16 rows {product:.2} ticks"
+                "\nAMX: tileloadd 16 x 64 bytes {load:.2} ticks, tdpbf16ps 16 rows {product:.2} \
+                 ticks"
             ),
             None => println!("\nAMX: not available"),
         }

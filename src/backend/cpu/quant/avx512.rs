@@ -17,17 +17,16 @@
 //!   because each such load splits across two cache lines.) The table is multiplied by the
 //!   group's scale once per group, so products accumulate across groups.
 //!
-//!   Measured against this loop on a Xeon with AVX-512 BF16/FP16 and AMX
-//!   (`benches/int4_decode.rs`: register-only loops, minimum of repeated runs), and not taken: `vdpbf16ps` on 32 bf16 values
-//!   per code vector (three shifts and four `vpermw` lookups in a 32-entry bf16 table per line,
-//!   f32 activations split into bf16 high and low parts) took 1.87x the time of this loop, and
-//!   1.17x with bf16 activations (one `vdpbf16ps` per vector), because `vdpbf16ps` issues at one
-//!   per two cycles and competes for the shuffle port while an FMA issues twice per cycle; and
-//!   `vpermw` occupies the shift port as well as the shuffle port, so decoding nibbles 4..7 by a
-//!   zero-masked `vpermw` into the upper halves of the f32 lanes (no shift) took 1.04x. AMX
-//!   (`tdpbf16ps` on decoded bf16 tiles) would need the decoded weights stored and reloaded: the
-//!   tile loads alone of one line's 128 decoded values (four 64-byte tile rows) took 1.2x this
-//!   whole loop.
+//!   Measured against this loop on a Xeon with AVX-512 BF16/FP16 and AMX (`benches/int4_decode.rs`:
+//!   register-only loops, minimum of repeated runs), and not taken: `vdpbf16ps` on 32 bf16 values
+//!   per code vector (three shifts and four `vpermw` lookups in a 32-entry bf16 table per line, f32
+//!   activations split into bf16 high and low parts) took 1.87x the time of this loop, and 1.17x
+//!   with bf16 activations (one `vdpbf16ps` per vector), because `vdpbf16ps` issues at one per two
+//!   cycles and competes for the shuffle port while an FMA issues twice per cycle; and `vpermw`
+//!   occupies the shift port as well as the shuffle port, so decoding nibbles 4..7 by a zero-masked
+//!   `vpermw` into the upper halves of the f32 lanes (no shift) took 1.04x. AMX (`tdpbf16ps` on
+//!   decoded bf16 tiles) would need the decoded weights stored and reloaded: the tile loads alone
+//!   of one line's 128 decoded values (four 64-byte tile rows) took 1.2x this whole loop.
 //! - int8 codes sign-extend and convert; FP8 E4M3 codes go through f16 as in the AVX2 kernels,
 //!   the factor 256 folded into the scale. Byte codes read activations in natural order, sum
 //!   each group unscaled and add it, scaled, to the totals at the group's end.
