@@ -32,6 +32,8 @@ pub mod scalar;
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_int;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod blocks;
 #[cfg(target_arch = "aarch64")]
