@@ -15,10 +15,13 @@
 //!
 //! Criterion's throughput is weight bytes (codes and scales for quantized weights) per call, in
 //! decimal units (`Throughput::BytesDecimal`, GB/s). At the end a summary table gives GB/s per
-//! kernel (median of the samples), the speed-up over f32 and bf16 of the same shape and batch,
-//! and the share of the measured read bandwidth. `LOWBIT_GEMV_QUICK=1` runs
-//! only 4096x4096. Sample counts and times are small so the full run stays near 3 minutes on 2
-//! cores; criterion's `--measurement-time` / `--warm-up-time` override them.
+//! kernel (median of the samples), the speed-up over f32 and bf16 of the same shape and batch, and
+//! the share of the measured read bandwidth. `LOWBIT_GEMV_QUICK=1` runs only 4096x4096;
+//! `LOWBIT_GEMV_SHAPES=4096x4096,4096x11008` picks shapes (`OUTxIN`) and
+//! `LOWBIT_GEMV_KERNELS=w4a16-g128,bf16` kernels (names as in the table), so that a run prepares
+//! only what it measures. The thread counts are fixed: 1 and every hardware thread. Sample counts
+//! and times are small so the full run stays near 3 minutes on 2 cores; criterion's
+//! `--measurement-time` / `--warm-up-time` override them.
 
 use std::time::{Duration, Instant};
 
@@ -289,18 +292,41 @@ fn bandwidth_probe(c: &mut Criterion, pools: &[(usize, ThreadPool)]) -> Vec<(usi
     results
 }
 
-/// The base weights of every kernel for one shape, quantized from one f32 matrix.
-fn kernels_for(shape: [usize; 2], seed: u64) -> Vec<(String, Weights)> {
+/// `LOWBIT_GEMV_SHAPES` (`OUTxIN`, comma-separated), if set and valid.
+fn picked_shapes() -> Option<Vec<[usize; 2]>> {
+    let text = std::env::var("LOWBIT_GEMV_SHAPES").ok()?;
+    text.split(',')
+        .map(|shape| {
+            let (out, inp) = shape.trim().split_once('x')?;
+            Some([out.parse().ok()?, inp.parse().ok()?])
+        })
+        .collect()
+}
+
+/// `LOWBIT_GEMV_KERNELS` (kernel names, comma-separated), if set.
+fn picked_kernels() -> Option<Vec<String>> {
+    let text = std::env::var("LOWBIT_GEMV_KERNELS").ok()?;
+    Some(text.split(',').map(|k| k.trim().to_string()).collect())
+}
+
+/// The base weights of every kernel for one shape (those of `only`, if given), quantized from
+/// one f32 matrix.
+fn kernels_for(shape: [usize; 2], seed: u64, only: Option<&[String]>) -> Vec<(String, Weights)> {
     let [out, inp] = shape;
+    let wanted = |name: &str| only.is_none_or(|names| names.iter().any(|n| n == name));
     let values = random_values(out * inp, seed);
     let mut kernels = Vec::new();
     let dense = Tensor::from_f32(vec![out, inp], values.clone());
-    kernels.push((
-        "bf16".to_string(),
-        Weights::Dense(vec![dense.to_dtype(Dtype::BF16)]),
-    ));
-    kernels.insert(0, ("f32".to_string(), Weights::Dense(vec![dense])));
-    for name in SCHEMES {
+    if wanted("f32") {
+        kernels.push(("f32".to_string(), Weights::Dense(vec![dense.clone()])));
+    }
+    if wanted("bf16") {
+        kernels.push((
+            "bf16".to_string(),
+            Weights::Dense(vec![dense.to_dtype(Dtype::BF16)]),
+        ));
+    }
+    for name in SCHEMES.into_iter().filter(|n| wanted(n)) {
         let scheme = QuantScheme::parse(name).expect("scheme name");
         let q = quantize_matrix(&values, shape, &scheme, &RtnOptions::default())
             .expect("quantize random weights");
@@ -333,18 +359,21 @@ fn gemv(c: &mut Criterion) {
     let working_set = working_set();
     let bandwidth = bandwidth_probe(c, &pools);
     let quick = std::env::var("LOWBIT_GEMV_QUICK").is_ok_and(|v| v == "1");
-    let shapes: Vec<[usize; 2]> = if quick {
+    let shapes: Vec<[usize; 2]> = if let Some(picked) = picked_shapes() {
+        picked
+    } else if quick {
         vec![QUICK_SHAPE]
     } else {
         SHAPES.to_vec()
     };
+    let kernels = picked_kernels();
     let mut records = Vec::new();
     for (index, &shape) in shapes.iter().enumerate() {
         let [out, inp] = shape;
         let mut group = c.benchmark_group(format!("gemv/{out}x{inp}"));
         configure(&mut group);
         let started = Instant::now();
-        let bases = kernels_for(shape, 1000 + index as u64);
+        let bases = kernels_for(shape, 1000 + index as u64, kernels.as_deref());
         let mut prepare_s = started.elapsed().as_secs_f64();
         for (kernel, base) in bases {
             let started = Instant::now();

@@ -5,7 +5,8 @@
 //! code streams together keeps enough cache misses in flight for one thread to stream weights
 //! at close to the memory's read bandwidth, which one stream at a time does not. Each
 //! activation vector is loaded once for all rows; codes are prefetched a fixed distance ahead in
-//! every stream.
+//! every stream, or, for k-slices, at the same offset in the stream's next row (see
+//! `prefetch_base`).
 //!
 //! - Nibble codes (layout [`NibbleLayout::Words`]): a chunk is one 64-byte line of codes, loaded
 //!   as sixteen 32-bit words. Shifting them right by `4s` puts nibble `s` of every word in the
@@ -16,6 +17,17 @@
 //!   the even nibbles, measured 11% slower in CPU time on L2-resident int4 weights, likely
 //!   because each such load splits across two cache lines.) The table is multiplied by the
 //!   group's scale once per group, so products accumulate across groups.
+//!
+//!   Measured against this loop on a Xeon with AVX-512 BF16/FP16 and AMX (`benches/int4_decode.rs`:
+//!   register-only loops, minimum of repeated runs), and not taken: `vdpbf16ps` on 32 bf16 values
+//!   per code vector (three shifts and four `vpermw` lookups in a 32-entry bf16 table per line, f32
+//!   activations split into bf16 high and low parts) took 1.87x the time of this loop, and 1.17x
+//!   with bf16 activations (one `vdpbf16ps` per vector), because `vdpbf16ps` issues at one per two
+//!   cycles and competes for the shuffle port while an FMA issues twice per cycle; and `vpermw`
+//!   occupies the shift port as well as the shuffle port, so decoding nibbles 4..7 by a zero-masked
+//!   `vpermw` into the upper halves of the f32 lanes (no shift) took 1.04x. AMX (`tdpbf16ps` on
+//!   decoded bf16 tiles) would need the decoded weights stored and reloaded: the tile loads alone
+//!   of one line's 128 decoded values (four 64-byte tile rows) took 1.2x this whole loop.
 //! - int8 codes sign-extend and convert; FP8 E4M3 codes go through f16 as in the AVX2 kernels,
 //!   the factor 256 folded into the scale. Byte codes read activations in natural order, sum
 //!   each group unscaled and add it, scaled, to the totals at the group's end.
@@ -27,21 +39,17 @@
 //! is copied into a zeroed buffer, and a short nibble chunk loads its activations with a mask.
 //! Padding activations are zero and every padding code decodes to a finite value.
 //!
-//! Integer path (activation layout `B = 16`): with VNNI, codes are multiplied as unsigned bytes
-//! (`u = q + 8` for int4, `u = q ^ 0x80 = q + 128` for int8) against the signed activations by
-//! `vpdpbusd`, two blocks per 512-bit instruction (a lone block uses the lower half); each
-//! group's accumulator starts at `-8 * xsum` or `-128 * xsum` in one lane, so its lanes add up to
-//! the exact sum of `q * x`. Without VNNI the AVX2 integer kernel runs (same layout). The exact
-//! (wrapping) i32 group sums are then converted and multiply-added to the rows' f32 totals.
+//! The integer path (int8 activations) is in `avx512_int.rs`.
 
 // AVX-512 intrinsics and `target_feature` names are stable since Rust 1.89, which this module
 // needs whatever the manifest's `rust-version` says.
 
 use std::arch::x86_64::*;
 
-use super::avx2::{add_scaled_sums, store_totals, FP8_F16_FACTOR, FP8_F16_MASK};
-use super::blocks::{check_tile, tail_block, Geometry, BLOCK};
-use super::{scalar, KernelSet, NibbleLayout, QuantIsa, RowArgs, ROW_TILE, TOKEN_TILE};
+use super::avx2::{FP8_F16_FACTOR, FP8_F16_MASK};
+use super::avx512_int::dot_int8;
+use super::blocks::check_tile;
+use super::{KernelSet, NibbleLayout, QuantIsa, RowArgs, ROW_TILE, TOKEN_TILE};
 use crate::quant::weights::INT4_TABLE;
 use crate::quant::CodeKind;
 
@@ -194,18 +202,25 @@ unsafe fn dot_float(rows: &[RowArgs<'_>], xs: &[&[f32]], out: &mut [f32]) {
             3 => 2,
             n => n,
         };
+        let ahead: [*const u8; ROW_TILE] =
+            std::array::from_fn(|r| prefetch_base(rows, done + r.min(n - 1)));
         let (rows, out) = (&rows[done..done + n], &mut out[done * tokens..]);
+        let ahead = &ahead[..n];
         // SAFETY: the CPU features are this function's contract; the sizes were checked above.
         unsafe {
             match (kind, mode) {
                 (NIBBLE, SCALED_TABLE) => {
-                    float_tile::<NIBBLE, SCALED_TABLE>(rows, &shape, table, xs, out)
+                    float_tile::<NIBBLE, SCALED_TABLE>(rows, ahead, &shape, table, xs, out)
                 }
-                (NIBBLE, _) => float_tile::<NIBBLE, LANE_SUMS>(rows, &shape, table, xs, out),
-                (INT8, GROUP_SUMS) => float_tile::<INT8, GROUP_SUMS>(rows, &shape, table, xs, out),
-                (INT8, _) => float_tile::<INT8, VECTOR_SCALES>(rows, &shape, table, xs, out),
-                (_, GROUP_SUMS) => float_tile::<FP8, GROUP_SUMS>(rows, &shape, table, xs, out),
-                _ => float_tile::<FP8, VECTOR_SCALES>(rows, &shape, table, xs, out),
+                (NIBBLE, _) => float_tile::<NIBBLE, LANE_SUMS>(rows, ahead, &shape, table, xs, out),
+                (INT8, GROUP_SUMS) => {
+                    float_tile::<INT8, GROUP_SUMS>(rows, ahead, &shape, table, xs, out)
+                }
+                (INT8, _) => float_tile::<INT8, VECTOR_SCALES>(rows, ahead, &shape, table, xs, out),
+                (_, GROUP_SUMS) => {
+                    float_tile::<FP8, GROUP_SUMS>(rows, ahead, &shape, table, xs, out)
+                }
+                _ => float_tile::<FP8, VECTOR_SCALES>(rows, ahead, &shape, table, xs, out),
             }
         }
         done += n;
@@ -221,6 +236,7 @@ unsafe fn dot_float(rows: &[RowArgs<'_>], xs: &[&[f32]], out: &mut [f32]) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
 unsafe fn float_tile<const KIND: u8, const MODE: u8>(
     rows: &[RowArgs<'_>],
+    ahead: &[*const u8],
     shape: &Chunks,
     table: &[f32; 16],
     xs: &[&[f32]],
@@ -229,7 +245,9 @@ unsafe fn float_tile<const KIND: u8, const MODE: u8>(
     macro_rules! tiles {
         ($(($r:literal, $t:literal, $a:literal))*) => {
             match (rows.len(), xs.len()) {
-                $(($r, $t) => float_rows::<KIND, MODE, $r, $t, $a>(rows, shape, table, xs, out),)*
+                $(($r, $t) => {
+                    float_rows::<KIND, MODE, $r, $t, $a>(rows, ahead, shape, table, xs, out)
+                })*
                 _ => unreachable!("quantized kernel: no tile of {} x {}", rows.len(), xs.len()),
             }
         };
@@ -271,6 +289,7 @@ unsafe fn float_rows<
     const A: usize,
 >(
     rows: &[RowArgs<'_>],
+    ahead: &[*const u8],
     shape: &Chunks,
     table: &[f32; 16],
     xs: &[&[f32]],
@@ -278,6 +297,7 @@ unsafe fn float_rows<
 ) {
     let bytes = chunk_bytes(KIND);
     let codes: [&[u8]; R] = std::array::from_fn(|r| rows[r].codes);
+    let ahead: [*const u8; R] = std::array::from_fn(|r| ahead[r]);
     let x: [*const f32; T] = std::array::from_fn(|t| xs[t].as_ptr());
     let group_size = rows[0].group_size;
     let factor = if KIND == FP8 { FP8_F16_FACTOR } else { 1.0 };
@@ -323,7 +343,7 @@ unsafe fn float_rows<
                 // SAFETY: chunk `c < in_place` lies inside every row's codes.
                 let p = unsafe { codes[r].as_ptr().add(c * bytes) };
                 for line in (0..bytes).step_by(64) {
-                    prefetch_at(p.wrapping_add(line));
+                    prefetch_line(ahead[r].wrapping_add(c * bytes + line));
                 }
                 p
             });
@@ -455,11 +475,39 @@ fn reduce_16(v: &[__m512; 16]) -> [f32; 16] {
 /// streams in flight a short distance serves best; measured 2048 to 8192, 2048 was fastest.
 const STREAM_PREFETCH_DISTANCE: usize = 2048;
 
+/// Where the codes of `rows[i]` are prefetched from, chunk by chunk, so that the line
+/// prefetched for its chunk `c` lies at `c * chunk_bytes` past the returned address (a hint
+/// address, never read): [`STREAM_PREFETCH_DISTANCE`] bytes ahead in the row itself when the
+/// codes run on into the next row of the stream; but when the dispatcher hands over k-slices
+/// (several activation rows), the next bytes in memory belong to a later slice, read only after
+/// every row of the block has passed, so the same offset in the stream's next row, which the
+/// kernel reads next (rows come in stream order, [`ROW_TILE`] streams, so `rows[i + ROW_TILE]`),
+/// is prefetched instead. (w4a16-g128 4096x11008 at 8 activation rows, one thread, weights from
+/// memory: 2.15 GB/s prefetching 2048 bytes ahead, 2.45 GB/s this way; 4096x4096, whose
+/// 2048-byte rows put the next row at that distance anyway, unchanged.)
+fn prefetch_base(rows: &[RowArgs<'_>], i: usize) -> *const u8 {
+    let row = rows[i].codes;
+    let end = row.as_ptr().wrapping_add(row.len());
+    match rows.get(i + ROW_TILE) {
+        // Int4 rows are padded to 32-bit words: a gap of a few bytes is still the next row.
+        Some(next) if (next.codes.as_ptr() as usize).wrapping_sub(end as usize) >= 64 => {
+            next.codes.as_ptr()
+        }
+        _ => row.as_ptr().wrapping_add(STREAM_PREFETCH_DISTANCE),
+    }
+}
+
+/// Prefetches the code line at `p` into L1 (a hint: no effect on memory, never faults).
+#[inline(always)]
+fn prefetch_line(p: *const u8) {
+    // SAFETY: a prefetch hint has no effect on the program's memory and never faults.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+}
+
 /// Prefetches the code line [`STREAM_PREFETCH_DISTANCE`] bytes past `p`.
 #[inline(always)]
-fn prefetch_at(p: *const u8) {
-    // SAFETY: a prefetch hint has no effect on the program's memory and never faults.
-    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(STREAM_PREFETCH_DISTANCE).cast()) }
+pub(super) fn prefetch_at(p: *const u8) {
+    prefetch_line(p.wrapping_add(STREAM_PREFETCH_DISTANCE))
 }
 
 /// The scales of one chunk where groups are smaller: in [`LANE_SUMS`] mode one vector per row
@@ -637,253 +685,4 @@ fn sum_ps<const A: usize>(partial: &[__m512; A]) -> __m512 {
     partial[1..]
         .iter()
         .fold(partial[0], |s, &v| _mm512_add_ps(s, v))
-}
-
-/// Code kinds of the integer path.
-const INT_INT4: u8 = 0;
-const INT_INT8: u8 = 1;
-
-/// int8-activation kernel (see [`super::IntKernel`]): VNNI when the CPU has it, else the AVX2
-/// kernel.
-///
-/// # Safety
-/// The CPU must support AVX-512 F/BW/VL, FMA and F16C.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
-unsafe fn dot_int8(rows: &[RowArgs<'_>], xs: &[&[i8]], xsums: &[&[i32]], out: &mut [f32]) {
-    // Both checks read a cached flag.
-    if is_x86_feature_detected!("avx512vnni") {
-        // SAFETY: VNNI was just detected, the other features are this function's contract.
-        unsafe { dot_int8_vnni(rows, xs, xsums, out) }
-    } else if super::avx2::supported() {
-        // SAFETY: AVX2/FMA/F16C were just detected; the layouts agree (checked at compile time).
-        unsafe { super::avx2::dot_int8(rows, xs, xsums, out) }
-    } else {
-        // SAFETY: the portable kernel has no requirements beyond the slice sizes.
-        unsafe { scalar::dot_int8(rows, xs, xsums, out) }
-    }
-}
-
-/// The VNNI integer kernel: up to [`ROW_TILE`] weight rows at a time, like the float path.
-///
-/// # Safety
-/// The CPU must support AVX-512 F/BW/VL/VNNI, FMA and F16C.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
-unsafe fn dot_int8_vnni(rows: &[RowArgs<'_>], xs: &[&[i8]], xsums: &[&[i32]], out: &mut [f32]) {
-    let Some(first) = rows.first() else {
-        return;
-    };
-    let kind = match first.kind {
-        CodeKind::Nibble { table, .. } if *table == INT4_TABLE => INT_INT4,
-        CodeKind::Int8 => INT_INT8,
-        // No scheme pairs other tables or FP8 with int8 activations; the portable kernel (no
-        // requirements beyond the slice sizes) keeps them correct anyway.
-        // SAFETY: see above.
-        _ => return unsafe { scalar::dot_int8(rows, xs, xsums, out) },
-    };
-    assert!(
-        rows.iter().all(|r| {
-            (std::ptr::eq(r.kind, first.kind) || r.kind == first.kind)
-                && r.k == first.k
-                && r.group_size == first.group_size
-        }),
-        "quantized kernel: {} weight rows of different shapes",
-        rows.len()
-    );
-    let step = if kind == INT_INT4 { BLOCK / 2 } else { BLOCK };
-    let shortest = rows.iter().min_by_key(|r| r.codes.len()).unwrap_or(first);
-    let Some(geometry) = Geometry::new(shortest, step) else {
-        // SAFETY: the portable kernel has no requirements beyond the slice sizes.
-        return unsafe { scalar::dot_int8(rows, xs, xsums, out) };
-    };
-    let tokens = xs.len();
-    assert!(
-        tokens <= TOKEN_TILE,
-        "quantized kernel: {tokens} activation rows"
-    );
-    check_tile(
-        xs,
-        xsums.len().min(out.len() / rows.len()),
-        geometry.values(),
-    );
-    // Weight rows per inner call, so accumulators stay within 32 registers.
-    let most = match tokens {
-        1 | 2 => ROW_TILE,
-        3 | 4 => 2,
-        _ => 1,
-    };
-    let mut done = 0;
-    while done < rows.len() {
-        let n = match most.min(rows.len() - done) {
-            3 => 2,
-            n => n,
-        };
-        let (rows, out) = (&rows[done..done + n], &mut out[done * tokens..]);
-        // SAFETY: the CPU features are this function's contract; `check_tile` verified the sizes.
-        unsafe {
-            if kind == INT_INT4 {
-                int_tile::<INT_INT4>(rows, &geometry, xs, xsums, out)
-            } else {
-                int_tile::<INT_INT8>(rows, &geometry, xs, xsums, out)
-            }
-        }
-        done += n;
-    }
-}
-
-/// Dispatches 1, 2 or 4 weight rows and 1..=8 activation rows to a monomorphized kernel.
-///
-/// # Safety
-/// As [`int_rows`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
-unsafe fn int_tile<const KIND: u8>(
-    rows: &[RowArgs<'_>],
-    geometry: &Geometry,
-    xs: &[&[i8]],
-    xsums: &[&[i32]],
-    out: &mut [f32],
-) {
-    macro_rules! tiles {
-        ($(($w:literal, $t:literal))*) => {
-            match (rows.len(), xs.len()) {
-                $(($w, $t) => int_rows::<KIND, $w, $t>(rows, geometry, xs, xsums, out),)*
-                _ => unreachable!("quantized kernel: no tile of {} x {}", rows.len(), xs.len()),
-            }
-        };
-    }
-    // SAFETY: forwarded contract.
-    unsafe {
-        tiles! {
-            (1, 1) (1, 2) (1, 3) (1, 4) (1, 5) (1, 6) (1, 7) (1, 8)
-            (2, 1) (2, 2) (2, 3) (2, 4) (4, 1) (4, 2)
-        }
-    }
-}
-
-/// The VNNI integer path for `W` weight rows and `T` activation rows: pairs of blocks use whole
-/// 512-bit registers, a lone block (odd count in a group, or the row's tail) their lower half.
-///
-/// # Safety
-/// AVX-512 F/BW/VL/VNNI; `rows` holds `W` rows whose codes cover `geometry`, `xs` `T` rows of at
-/// least `geometry.values()` values, `xsums` `T` rows of one sum per group, `out` at least
-/// `W * T` entries.
-// Out of line: one call per tile, and one symbol per variant in profiles.
-#[inline(never)]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
-unsafe fn int_rows<const KIND: u8, const W: usize, const T: usize>(
-    rows: &[RowArgs<'_>],
-    geometry: &Geometry,
-    xs: &[&[i8]],
-    xsums: &[&[i32]],
-    out: &mut [f32],
-) {
-    let step = if KIND == INT_INT4 { BLOCK / 2 } else { BLOCK };
-    // Codes are multiplied as `q + offset`.
-    let offset: i32 = if KIND == INT_INT4 { 8 } else { 128 };
-    let codes: [&[u8]; W] = std::array::from_fn(|w| rows[w].codes);
-    let x: [*const i8; T] = std::array::from_fn(|t| xs[t].as_ptr());
-    let sums: [&[i32]; T] = std::array::from_fn(|t| xsums[t]);
-    let mut totals = [[_mm_setzero_ps(); 2]; W];
-    for (g, blocks) in geometry.groups().enumerate() {
-        let full_end = blocks.end.min(geometry.full_blocks);
-        // Lane 0 starts at `-offset * xsum`, so the lanes add up to the exact sum.
-        let corrections: [__m512i; T] = std::array::from_fn(|t| {
-            let correction = offset.wrapping_mul(sums[t][g]).wrapping_neg();
-            _mm512_zextsi128_si512(_mm_cvtsi32_si128(correction))
-        });
-        let mut acc = [corrections; W];
-        let mut b = blocks.start;
-        // SAFETY (all loads below): a block `b < full_blocks` has its `step` bytes inside every
-        // row's codes, the tail block is read from a 32-byte buffer; a pair reads `2 * step` code
-        // bytes and 64 activations of two whole blocks, a lone block `step` bytes and 32
-        // activations, all below `geometry.values()`.
-        while b + 2 <= full_end {
-            let unsigned: [__m512i; W] = std::array::from_fn(|w| {
-                prefetch_at(codes[w].as_ptr().wrapping_add(b * step));
-                unsafe { pair_codes::<KIND>(codes[w].as_ptr().add(b * step)) }
-            });
-            for (t, &xt) in x.iter().enumerate() {
-                let activations = unsafe { _mm512_loadu_si512(xt.add(b * BLOCK).cast()) };
-                for (a, &u) in acc.iter_mut().zip(&unsigned) {
-                    a[t] = _mm512_dpbusd_epi32(a[t], u, activations);
-                }
-            }
-            b += 2;
-        }
-        while b < blocks.end {
-            let unsigned: [__m512i; W] = std::array::from_fn(|w| {
-                let tail;
-                let block = if b < full_end {
-                    unsafe { codes[w].as_ptr().add(b * step) }
-                } else {
-                    tail = tail_block(codes[w], b * step);
-                    tail.as_ptr()
-                };
-                _mm512_zextsi256_si512(unsafe { block_codes::<KIND>(block) })
-            });
-            for (t, &xt) in x.iter().enumerate() {
-                let activations = unsafe { _mm256_loadu_si256(xt.add(b * BLOCK).cast()) };
-                let activations = _mm512_zextsi256_si512(activations);
-                for (a, &u) in acc.iter_mut().zip(&unsigned) {
-                    a[t] = _mm512_dpbusd_epi32(a[t], u, activations);
-                }
-            }
-            b += 1;
-        }
-        for ((totals, acc), row) in totals.iter_mut().zip(&acc).zip(rows) {
-            let mut folded = [_mm_setzero_si128(); 8];
-            for (f, &a) in folded.iter_mut().zip(acc) {
-                let half =
-                    _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64::<1>(a));
-                *f = _mm_add_epi32(
-                    _mm256_castsi256_si128(half),
-                    _mm256_extracti128_si256::<1>(half),
-                );
-            }
-            add_scaled_sums(&folded, T, row.scales[g], totals);
-        }
-    }
-    for (w, totals) in totals.iter().enumerate() {
-        store_totals(totals, &mut out[w * T..(w + 1) * T]);
-    }
-}
-
-/// The offset-coded unsigned codes of one block, in activation-layout order.
-///
-/// # Safety
-/// AVX2 (implied by the enabled features); `codes` points to the block's bytes (16 for int4, 32
-/// for int8).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
-unsafe fn block_codes<const KIND: u8>(codes: *const u8) -> __m256i {
-    if KIND == INT_INT4 {
-        // SAFETY: the block's 16 bytes, in both halves; the upper half is shifted by a nibble.
-        let bytes = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(codes.cast()) });
-        let shifted = _mm256_srlv_epi64(bytes, _mm256_setr_epi64x(0, 0, 4, 4));
-        _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
-    } else {
-        // SAFETY: the block's 32 bytes.
-        let bytes = unsafe { _mm256_loadu_si256(codes.cast()) };
-        _mm256_xor_si256(bytes, _mm256_set1_epi8(i8::MIN))
-    }
-}
-
-/// The offset-coded unsigned codes of two consecutive blocks.
-///
-/// # Safety
-/// AVX-512 F/BW; `codes` points to the two blocks' bytes (32 for int4, 64 for int8).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
-unsafe fn pair_codes<const KIND: u8>(codes: *const u8) -> __m512i {
-    if KIND == INT_INT4 {
-        // SAFETY: the two blocks' 32 bytes. 128-bit lanes: block 0's bytes twice, then block 1's
-        // twice; the second copy of each is shifted by a nibble.
-        let bytes = _mm512_castsi256_si512(unsafe { _mm256_loadu_si256(codes.cast()) });
-        let lanes = _mm512_shuffle_i64x2::<0b01_01_00_00>(bytes, bytes);
-        let shifts = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
-        _mm512_and_si512(_mm512_srlv_epi64(lanes, shifts), _mm512_set1_epi8(0x0F))
-    } else {
-        // SAFETY: the two blocks' 64 bytes.
-        let bytes = unsafe { _mm512_loadu_si512(codes.cast()) };
-        _mm512_xor_si512(bytes, _mm512_set1_epi8(i8::MIN))
-    }
 }

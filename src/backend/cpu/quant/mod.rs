@@ -19,18 +19,21 @@
 //!
 //! Activation layout: byte codes read activations in natural order; for nibble codes each kernel
 //! set names a [`NibbleLayout`], and the activations are permuted once per call to match. Rows of
-//! activations are zero-padded to a multiple of 32 values.
+//! activations are zero-padded to a multiple of 32 values; float rows start on a cache line.
 //!
 //! Kernel contract: for k-slices a kernel is called with sub-slices of the codes, scales and
 //! activations that start on a group boundary and on a multiple of [`SLICE_ALIGN`] values, which
 //! every layout maps onto itself.
 
+mod aligned;
 pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_int;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod blocks;
 #[cfg(target_arch = "aarch64")]
@@ -44,6 +47,7 @@ use rayon::prelude::*;
 
 use crate::quant::activation::{fake_quantize_fp8, quantize_int8_rows};
 use crate::quant::{ActivationFormat, CodeKind, Granularity, QuantizedTensor, Scales};
+use aligned::LineAligned;
 
 /// Activation rows processed together against one decoded weight row.
 pub const TOKEN_TILE: usize = 8;
@@ -209,8 +213,8 @@ pub fn linear(x: &[f32], m: usize, w: &QuantizedTensor, bias: Option<&[f32]>, ou
 
 /// Activations as the kernels read them.
 enum Activations {
-    /// Float rows `[m, padded]`.
-    Float(Vec<f32>),
+    /// Float rows `[m, padded]`, starting on a cache line (see [`LineAligned`]).
+    Float(LineAligned),
     /// int8 rows `[m, padded]`, their exact sums per kernel group (see
     /// [`Plan::kernel_group`]) `[m, sum_groups]`, and per-row scales.
     Int {
@@ -312,7 +316,8 @@ pub fn linear_with(
             scales,
         }
     } else {
-        let mut laid_out = vec![0f32; m * padded];
+        let mut aligned = LineAligned::zeroed(m * padded);
+        let laid_out = aligned.values_mut();
         for t in 0..m {
             let row = &x[t * k..(t + 1) * k];
             permute(
@@ -327,7 +332,7 @@ pub fn linear_with(
                 }
             }
         }
-        Activations::Float(laid_out)
+        Activations::Float(aligned)
     };
 
     let nibble = matches!(kind, CodeKind::Nibble { .. });
@@ -556,6 +561,7 @@ impl Job<'_> {
         let padded = self.padded;
         match self.activations {
             Activations::Float(x) => {
+                let x = x.values();
                 let xs: [&[f32]; TOKEN_TILE] = std::array::from_fn(|i| {
                     let t = t0 + i.min(tile - 1);
                     &x[t * padded + start..(t + 1) * padded]
