@@ -634,3 +634,69 @@ fn inconsistent_or_unsupported_checkpoints_are_clear_errors() {
         assert!(err.contains(needle), "{what}: '{err}' lacks '{needle}'");
     }
 }
+
+/// llm-compressor's `save_compressed=False` output: format `dense`, the weights stored
+/// dequantized next to a quantization_config.
+#[test]
+fn dense_format_checkpoints_load_as_their_stored_floats() {
+    let source = source();
+    let quantized = quantize_checkpoint(
+        &source,
+        &QuantRules::new(QuantScheme::parse("w4a16-g32").unwrap()),
+        &RtnOptions::default(),
+        &mut |_, _, _| true,
+    )
+    .unwrap();
+    let expected = Model::from_checkpoint(&quantized, None).unwrap();
+    let mut tensors = source.tensors().clone();
+    for (module, values) in dequantized_layers(&expected) {
+        let name = format!("{module}.weight");
+        let shape = tensors[&name].shape().to_vec();
+        tensors.insert(name, Tensor::from_f32(shape, values));
+    }
+    let dense_config = |activations: Value| {
+        json!({
+            "quant_method": "compressed-tensors",
+            "format": "dense",
+            "quantization_status": "compressed",
+            "config_groups": {"group_0": {
+                "targets": ["Linear"],
+                "weights": {"num_bits": 4, "type": "int", "symmetric": true,
+                            "strategy": "group", "group_size": 32},
+                "input_activations": activations,
+            }},
+            "ignore": ["lm_head"],
+        })
+    };
+    let with = |q: Value| {
+        let mut config = source.config().clone();
+        config.quantization_config = Some(q);
+        Checkpoint::from_parts(source.path().to_path_buf(), config, tensors.clone(), None)
+    };
+    let model = Model::from_checkpoint(&with(dense_config(Value::Null)), None).unwrap();
+    assert!(
+        model
+            .linears()
+            .iter()
+            .all(|(_, l)| matches!(l.weight, Weight::Dense(_))),
+        "dense format loads dense weights"
+    );
+    let ids = prompt(&reference());
+    let diff = max_abs_diff(
+        &model.logits(&ids).unwrap(),
+        &expected.logits(&ids).unwrap(),
+    );
+    assert!(
+        diff < 1e-3,
+        "dense copy vs quantized model: max abs diff {diff}"
+    );
+    // Activation quantization cannot be kept by a float load: refused.
+    let activations = json!({"num_bits": 8, "type": "int", "symmetric": true,
+                             "strategy": "token", "dynamic": true});
+    let err = Model::from_checkpoint(&with(dense_config(activations)), None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("activation quantization would be lost"),
+        "{err}"
+    );
+}

@@ -74,6 +74,43 @@ struct Group {
     format: Format,
 }
 
+/// Whether a compressed-tensors checkpoint stores its weights dequantized (format `dense`, as
+/// llm-compressor writes with `save_compressed=False`): true when every config group is dense
+/// and quantizes weights only, so the stored floats are the whole model. A dense group that also
+/// quantizes activations is an error: loading it as floats would silently drop that.
+pub(crate) fn is_dense(checkpoint: &Checkpoint) -> Result<bool> {
+    let path = checkpoint.path();
+    let Some(q) = checkpoint.config().quantization_config.as_ref() else {
+        return Ok(false);
+    };
+    let top_format = q.get("format").and_then(Value::as_str).unwrap_or("");
+    let Some(groups) = q.get("config_groups").and_then(Value::as_object) else {
+        return Ok(false);
+    };
+    let dense = |g: &Value| {
+        g.get("format")
+            .and_then(Value::as_str)
+            .unwrap_or(top_format)
+            == "dense"
+    };
+    if groups.is_empty() || !groups.values().all(dense) {
+        return Ok(false);
+    }
+    for (name, g) in groups {
+        if g.get("input_activations").is_some_and(|a| !a.is_null()) {
+            return Err(Error::config(
+                path,
+                format!(
+                    "compressed-tensors config: group '{name}': format 'dense' with quantized \
+                     input activations; the stored weights load as floats, but the activation \
+                     quantization would be lost: save the checkpoint compressed instead"
+                ),
+            ));
+        }
+    }
+    Ok(true)
+}
+
 /// The quantized layers of a compressed-tensors checkpoint, in lowbit's layout.
 pub(crate) fn import_layers(checkpoint: &Checkpoint) -> Result<Vec<ImportedLayer>> {
     let path = checkpoint.path();
@@ -106,7 +143,8 @@ pub(crate) fn import_layers(checkpoint: &Checkpoint) -> Result<Vec<ImportedLayer
         let format = Format::parse(format_name).ok_or_else(|| {
             bad(format!(
                 "group '{name}': format '{format_name}' is not one lowbit reads \
-                 (pack-quantized, int-quantized, naive-quantized, float-quantized)"
+                 (pack-quantized, int-quantized, naive-quantized, float-quantized, or dense \
+                 in every group)"
             ))
         })?;
         let scheme = group_scheme(g).map_err(|why| bad(format!("group '{name}': {why}")))?;

@@ -86,6 +86,17 @@ pub fn layout_of(checkpoint: &Checkpoint) -> Result<Option<Layout>> {
 pub fn import(checkpoint: &Checkpoint) -> Result<Cow<'_, Checkpoint>> {
     let layers = match layout_of(checkpoint)? {
         None | Some(Layout::Lowbit) => return Ok(Cow::Borrowed(checkpoint)),
+        Some(Layout::CompressedTensors) if compressed_tensors::is_dense(checkpoint)? => {
+            // Weights stored dequantized: they load as the plain float model they are.
+            let mut config = checkpoint.config().clone();
+            config.quantization_config = None;
+            return Ok(Cow::Owned(Checkpoint::from_parts(
+                checkpoint.path().to_path_buf(),
+                config,
+                checkpoint.tensors().clone(),
+                checkpoint.tokenizer_json().map(str::to_string),
+            )));
+        }
         Some(Layout::CompressedTensors) => compressed_tensors::import_layers(checkpoint)?,
         Some(Layout::Gptq) => gptq::import_layers(checkpoint)?,
         Some(Layout::Awq) => awq::import_layers(checkpoint)?,
