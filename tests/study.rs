@@ -184,6 +184,7 @@ fn fixed_results() -> Vec<CellResult> {
         decode_tokens_per_s: 40.0 * 32.0 / bits,
         batch_decode_tokens_per_s: Some(400.0 * 32.0 / bits),
         peak_rss_bytes: Some(500_000_000),
+        device: "CPU".to_string(),
         cell,
     };
     vec![
@@ -193,6 +194,35 @@ fn fixed_results() -> Vec<CellResult> {
         result(cell("gptq", Some("w4a16-g32"), Some(4)), 4.5, 7.4, 0.475),
         result(cell("gptq", Some("w4a16-g32"), Some(8)), 4.5, 7.2, 0.5),
     ]
+}
+
+/// One device for every cell is a sentence; cells on different devices are listed each.
+#[test]
+fn report_names_where_cells_ran() {
+    let mut results = fixed_results();
+    let one = markdown(&results);
+    assert!(one.contains("\nScored and timed on CPU.\n"), "{one}");
+    for r in &mut results {
+        r.device = "GPU-X (CUDA)".to_string();
+    }
+    results[2].device = "CPU (int8 activations)".to_string();
+    let mixed = markdown(&results);
+    assert!(!mixed.contains("Scored and timed on CPU."), "{mixed}");
+    let label = results[2].cell.label();
+    assert!(
+        mixed.contains(&format!("- {label}: CPU (int8 activations)\n")),
+        "{mixed}"
+    );
+    assert!(
+        mixed.contains(&format!("- {}: GPU-X (CUDA)\n", results[0].cell.label())),
+        "{mixed}"
+    );
+    let table = csv(&results);
+    assert!(
+        table.lines().next().unwrap().ends_with(",device"),
+        "{table}"
+    );
+    assert!(table.contains(",CPU (int8 activations)\n"), "{table}");
 }
 
 #[test]

@@ -35,7 +35,7 @@ Usage:
                   [--calib FILE[:WEIGHT],... --samples N --seq-len L --seed S]
                   [--save-calib FILE.jsonl]
                   [--act-order] [--alpha A] [--no-clip]
-  lowbit study    [STUDY.toml] [--out DIR]
+  lowbit study    [STUDY.toml] [--out DIR] [--device cpu|cuda]
   lowbit export   --model DIR --out DIR [--format compressed-tensors] [--dtype f32|bf16|f16]
   lowbit bench    [--model PATH] [--schemes LIST] [--prompt-tokens N] [--decode-tokens N] [--json]
                   [--device cpu|cuda] [--batch LIST]
@@ -349,7 +349,7 @@ fn study(raw: &[String]) -> Result<(), String> {
         _ => (None, raw),
     };
     let args = Args::parse(rest)?;
-    args.check_known(&["--out"])?;
+    args.check_known(&["--out", "--device"])?;
     let mut config = match file {
         Some(f) => lowbit::study::StudyConfig::from_file(std::path::Path::new(f))
             .map_err(|e| e.to_string())?,
@@ -357,6 +357,10 @@ fn study(raw: &[String]) -> Result<(), String> {
     };
     if let Some(out) = args.value("--out") {
         config.output = PathBuf::from(out);
+    }
+    if let Some(device) = args.value("--device") {
+        Device::parse(device).map_err(|e| e.to_string())?;
+        config.device = device.to_string();
     }
     let started = Instant::now();
     let terminal = std::io::stderr().is_terminal();

@@ -26,6 +26,9 @@
 //! prompt_tokens = 64
 //! decode_tokens = 32
 //! batch = 16                           # also decode this many sequences together (1: off)
+//!
+//! # top level, before any [table]: where scoring and timing run ("cpu" or "cuda")
+//! # device = "cpu"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -57,6 +60,10 @@ pub struct StudyConfig {
     pub tasks: TasksConfig,
     /// What to time.
     pub efficiency: EfficiencyConfig,
+    /// Where scoring and timing run: `"cpu"` or `"cuda"` (lowbit built with `--features
+    /// cuda`). Quantization always runs on the CPU. A cell whose model the GPU kernels do not
+    /// take (int8 activations) is scored and timed on the CPU, and its result says so.
+    pub device: String,
 }
 
 /// Calibration data.
@@ -112,6 +119,7 @@ impl Default for StudyConfig {
             calibration: CalibrationConfig::default(),
             tasks: TasksConfig::default(),
             efficiency: EfficiencyConfig::default(),
+            device: "cpu".into(),
         }
     }
 }
@@ -261,6 +269,8 @@ impl StudyConfig {
         if self.tasks.names.is_empty() {
             return bad("tasks.names: at least one task".into());
         }
+        crate::backend::Device::parse(&self.device)
+            .map_err(|e| Error::config(path, format!("device: {e}")))?;
         let methods = if self.cells.is_empty() {
             &self.methods
         } else {

@@ -25,10 +25,12 @@ use serde_json::{json, Value};
 
 pub use config::StudyConfig;
 
+use crate::backend::Device;
+use crate::bench::EfficiencyReport;
 use crate::checkpoint::{default_model, Checkpoint};
 use crate::error::{Error, Result};
-use crate::eval::{evaluate, TaskOptions};
-use crate::model::{Model, Weight};
+use crate::eval::{evaluate_on, TaskOptions, TaskResult};
+use crate::model::{Decoder, Model, Weight};
 use crate::quant::calibration::{quantize_sequential, CalibrationSet, CalibrationSource, Method};
 use crate::quant::smoothquant::DEFAULT_SMOOTHING_ALPHA;
 use crate::quant::{quantize_model, GptqOptions, QuantRules, QuantScheme, RtnOptions};
@@ -111,6 +113,22 @@ pub struct CellResult {
     pub batch_decode_tokens_per_s: Option<f64>,
     /// Peak resident memory of the process while the cell ran (Linux).
     pub peak_rss_bytes: Option<u64>,
+    /// Where the cell was scored and timed (the device's name; `"CPU"`, with the reason where
+    /// a GPU study fell back to the CPU for this cell).
+    #[serde(default = "cpu_name")]
+    pub device: String,
+}
+
+/// Task results, scoring seconds, batch-1 efficiency and batched efficiency of one cell.
+type Measured = (
+    Vec<TaskResult>,
+    f64,
+    EfficiencyReport,
+    Option<EfficiencyReport>,
+);
+
+fn cpu_name() -> String {
+    "CPU".into()
 }
 
 /// The cells of `config`, baseline first for each model: the listed `cells` where the study
@@ -296,6 +314,11 @@ fn cell_key(config: &StudyConfig, cell: &Cell, checkpoint: &Checkpoint, builtin:
             config.efficiency.batch,
         ],
     });
+    // CPU cells keep the keys they had before the device option existed.
+    let mut identity = identity;
+    if config.device != "cpu" {
+        identity["device"] = json!(config.device);
+    }
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in identity.to_string().bytes() {
         hash ^= u64::from(byte);
@@ -353,27 +376,48 @@ fn run_cell(
         }
     }
     let quantize_s = started.elapsed().as_secs_f64();
-    progress("scoring");
-    let started = Instant::now();
     let (tasks, options) = task_setup(config, builtin);
-    let scored = evaluate(&model, &tasks, &options, &mut |_, _, _| {})?;
-    let eval_s = started.elapsed().as_secs_f64();
-    progress("timing");
-    let efficiency = crate::bench::measure(
-        &model,
-        config.efficiency.prompt_tokens,
-        config.efficiency.decode_tokens,
-    )?;
-    let batched = (config.efficiency.batch > 1)
-        .then(|| {
-            crate::bench::measure_on(
-                &model,
-                config.efficiency.prompt_tokens,
-                config.efficiency.decode_tokens,
-                config.efficiency.batch,
-            )
-        })
-        .transpose()?;
+    let efficiency = &config.efficiency;
+    let measured = |decoder: &dyn Decoder, progress: &mut dyn FnMut(&str)| -> Result<Measured> {
+        progress("scoring");
+        let started = Instant::now();
+        let scored = evaluate_on(decoder, &tasks, &options, &mut |_, _, _| {})?;
+        let eval_s = started.elapsed().as_secs_f64();
+        progress("timing");
+        let single = crate::bench::measure_on(
+            decoder,
+            efficiency.prompt_tokens,
+            efficiency.decode_tokens,
+            1,
+        )?;
+        let batched = (efficiency.batch > 1)
+            .then(|| {
+                crate::bench::measure_on(
+                    decoder,
+                    efficiency.prompt_tokens,
+                    efficiency.decode_tokens,
+                    efficiency.batch,
+                )
+            })
+            .transpose()?;
+        Ok((scored, eval_s, single, batched))
+    };
+    let ((scored, eval_s, efficiency, batched), device) = match Device::parse(&config.device)? {
+        Device::Cpu => (measured(&model, progress)?, cpu_name()),
+        Device::Cuda => {
+            match crate::backend::with_decoder(&model, Device::Cuda, |gpu, name| {
+                measured(gpu, &mut *progress).map(|m| (m, name.to_string()))
+            }) {
+                Ok(outcome) => outcome?,
+                // A model the GPU kernels do not take (int8 activations): the CPU scores it.
+                Err(Error::InvalidArgument(why)) => {
+                    progress("not on the GPU; scoring on the CPU");
+                    (measured(&model, progress)?, format!("CPU ({why})"))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
     let (linear_bytes, linear_weights) = projection_size(&model);
     Ok(CellResult {
         cell: cell.clone(),
@@ -394,6 +438,7 @@ fn run_cell(
         decode_tokens_per_s: efficiency.decode_tokens_per_s,
         batch_decode_tokens_per_s: batched.map(|b| b.decode_tokens_per_s),
         peak_rss_bytes: efficiency.peak_rss_bytes,
+        device,
     })
 }
 

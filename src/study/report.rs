@@ -112,7 +112,7 @@ pub fn csv(results: &[CellResult]) -> String {
         out += &format!(",{}", csv_field(&format!("{task}:{name}")));
     }
     out += ",quantize_s,eval_s,ttft_s,prefill_tokens_per_s,decode_tokens_per_s,\
-            batch_decode_tokens_per_s,peak_rss_bytes\n";
+            batch_decode_tokens_per_s,peak_rss_bytes,device\n";
     for r in results {
         let c = &r.cell;
         let _ = write!(
@@ -135,7 +135,7 @@ pub fn csv(results: &[CellResult]) -> String {
         }
         let _ = writeln!(
             out,
-            ",{:.3},{:.3},{:.5},{:.2},{:.2},{},{}",
+            ",{:.3},{:.3},{:.5},{:.2},{:.2},{},{},{}",
             r.quantize_s,
             r.eval_s,
             r.ttft_s,
@@ -143,7 +143,8 @@ pub fn csv(results: &[CellResult]) -> String {
             r.decode_tokens_per_s,
             r.batch_decode_tokens_per_s
                 .map_or(String::new(), |v| format!("{v:.2}")),
-            r.peak_rss_bytes.map_or(String::new(), |b| b.to_string())
+            r.peak_rss_bytes.map_or(String::new(), |b| b.to_string()),
+            csv_field(&r.device)
         );
     }
     out
@@ -229,8 +230,9 @@ pub fn markdown(results: &[CellResult]) -> String {
             let _ = write!(header, " {} {metric} | delta |", task_label(t));
             rule += "---:|---:|";
         }
-        header += " TTFT ms | prefill tok/s | decode tok/s | batched decode tok/s | peak RSS MB |";
-        rule += "---:|---:|---:|---:|---:|";
+        header += " TTFT ms | prefill tok/s | decode tok/s | batched decode tok/s | peak RSS MB | \
+                   quantize s |";
+        rule += "---:|---:|---:|---:|---:|---:|";
         let _ = writeln!(out, "{header}\n{rule}");
         for r in &rows {
             let _ = write!(
@@ -258,15 +260,34 @@ pub fn markdown(results: &[CellResult]) -> String {
             }
             let _ = writeln!(
                 out,
-                " {:.1} | {:.1} | {:.1} | {} | {} |",
+                " {:.1} | {:.1} | {:.1} | {} | {} | {} |",
                 r.ttft_s * 1e3,
                 r.prefill_tokens_per_s,
                 r.decode_tokens_per_s,
                 r.batch_decode_tokens_per_s
                     .map_or("".to_string(), |v| format!("{v:.1}")),
                 r.peak_rss_bytes
-                    .map_or("".to_string(), |b| format!("{:.0}", b as f64 / 1e6))
+                    .map_or("".to_string(), |b| format!("{:.0}", b as f64 / 1e6)),
+                if r.cell.method == "baseline" {
+                    "".to_string()
+                } else {
+                    format!("{:.1}", r.quantize_s)
+                }
             );
+        }
+        let mut devices: Vec<&str> = Vec::new();
+        for r in &rows {
+            if !devices.contains(&r.device.as_str()) {
+                devices.push(&r.device);
+            }
+        }
+        if let [only] = devices.as_slice() {
+            let _ = writeln!(out, "\nScored and timed on {only}.");
+        } else {
+            out += "\nScored and timed on:\n";
+            for r in &rows {
+                let _ = writeln!(out, "- {}: {}", r.cell.label(), r.device);
+            }
         }
         out += "\n### Recommendation\n\n";
         for t in &tasks {

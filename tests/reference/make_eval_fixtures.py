@@ -6,8 +6,10 @@ usage: python3 tests/reference/make_eval_fixtures.py GSM8K_DIR [OUT_DIR --large]
 
 With OUT_DIR and --large it writes the same layout, larger, for studies on a real model
 (`benches/studies/smollm2.toml`): ARC from test rows 0..500, LAMBADA from rows 500..1000 and the
-perplexity text from rows 1000..1100 (question and answer), all disjoint from each other and
-from the training split the calibration sets draw from.
+perplexity text from rows 1000..1040 (question and answer), all disjoint from each other and
+from the training split the calibration sets draw from; and calibration.jsonl, the first 2048
+training rows as `Question: ...\nAnswer: ...` text records (the layout of the study's built-in
+calibration set), for calibration budgets up to 2048 samples.
 
 - arc/ARC-Easy-Test.jsonl (AI2 layout): a GSM8K question, the right number and three wrong ones.
 - mmlu/test/gsm8k_arithmetic_test.csv, mmlu/dev/gsm8k_arithmetic_dev.csv (MMLU CSV layout).
@@ -90,3 +92,6 @@ write("lambada/lambada_test.jsonl",
 text_rows = test[1000:1040] if large else train[:30]
 write("text.txt", "\n\n".join(f"Question: {r['question']}\nAnswer: {r['answer']}" for r in text_rows))
 write("gsm8k/test.jsonl", "\n".join(json.dumps(r) for r in test[:8]) + "\n")
+if large:
+    write("calibration.jsonl", "\n".join(
+        json.dumps({"text": f"Question: {r['question']}\nAnswer: {r['answer']}"}) for r in train[:2048]) + "\n")
