@@ -105,17 +105,46 @@ unsafe fn dot_bf16_on(isa: Isa, a: &[f32], b: &[bf16]) -> f32 {
 }
 
 /// Output rows handled by one rayon task: enough work to amortize scheduling, few enough that
-/// the task's weight rows stay in L2 while every activation tile passes over them.
+/// the task's weight rows stay in L2 while every activation tile passes over them, and, for
+/// batches, few enough that every thread gets about four tasks (a 576-row projection on 16
+/// threads would otherwise make 7 tasks and leave half the threads idle).
 fn rows_per_task(rows: usize, k: usize, m: usize, element: usize) -> usize {
     let per_row = (k * m).max(1);
     let by_work = 65_536 / per_row;
     let by_cache = (192 * 1024 / (k * element).max(1)).max(TILE_ROWS);
     let chunk = if m >= TILE_TOKENS {
-        by_cache / TILE_ROWS * TILE_ROWS
+        let by_balance = rows
+            .div_ceil(4 * rayon::current_num_threads().max(1))
+            .next_multiple_of(TILE_ROWS);
+        (by_cache / TILE_ROWS * TILE_ROWS).min(by_balance)
     } else {
         by_work
     };
     chunk.clamp(1, rows.max(1))
+}
+
+/// Tokens per task of [`transpose_into`]: a 64-byte line of each weight row's results.
+const TRANSPOSE_TOKENS: usize = 16;
+
+/// `out[t * n + r] = transposed[r * m + t]`: the weight-row-major (`[n, m]`) results of a
+/// batched product written in the output layout (`[m, n]`), in parallel over blocks of tokens.
+pub(crate) fn transpose_into(transposed: &[f32], n: usize, m: usize, out: &mut [f32]) {
+    assert_eq!(transposed.len(), n * m, "transpose: input size");
+    assert_eq!(out.len(), n * m, "transpose: output size");
+    if n == 0 || m == 0 {
+        return;
+    }
+    out.par_chunks_mut(TRANSPOSE_TOKENS * n)
+        .enumerate()
+        .for_each(|(block, chunk)| {
+            let t0 = block * TRANSPOSE_TOKENS;
+            let tokens = chunk.len() / n;
+            for (r, row) in transposed.chunks_exact(m).enumerate() {
+                for (t, &v) in row[t0..t0 + tokens].iter().enumerate() {
+                    chunk[t * n + r] = v;
+                }
+            }
+        });
 }
 
 /// Rows per prefill tile.
@@ -139,11 +168,7 @@ pub fn linear(x: &[f32], m: usize, w: &Tensor, bias: Option<&[f32]>, out: &mut [
     // Results are produced weight-row-major ([n, m]) so each task owns a contiguous block.
     let mut transposed = vec![0f32; m * n];
     rows_major(x, m, k, w, bias, &mut transposed);
-    for row in 0..n {
-        for t in 0..m {
-            out[t * n + row] = transposed[row * m + t];
-        }
-    }
+    transpose_into(&transposed, n, m, out);
 }
 
 /// A weight row as the kernels take it.
@@ -299,6 +324,22 @@ mod tests {
     /// The f64 dot product of `a` with `b` widened by `widen`.
     fn exact<W: Copy>(a: &[f32], b: &[W], widen: impl Fn(W) -> f64) -> f64 {
         a.iter().zip(b).map(|(&x, &y)| x as f64 * widen(y)).sum()
+    }
+
+    /// Every element lands at its transposed place, for shapes around the task block.
+    #[test]
+    fn transpose_matches_the_definition() {
+        let mut seed = 7u64;
+        for (n, m) in [(1, 1), (7, 37), (3, 16), (64, 15), (5, 33)] {
+            let input = values(n * m, &mut seed);
+            let mut out = vec![f32::NAN; n * m];
+            transpose_into(&input, n, m, &mut out);
+            for r in 0..n {
+                for t in 0..m {
+                    assert_eq!(out[t * n + r], input[r * m + t], "n {n} m {m} r {r} t {t}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -371,11 +371,7 @@ pub fn linear_with(
     } else {
         let mut transposed = vec![0f32; m * n];
         compute(&mut transposed);
-        for row in 0..n {
-            for t in 0..m {
-                out[t * n + row] = transposed[row * m + t];
-            }
-        }
+        crate::backend::cpu::transpose_into(&transposed, n, m, out);
     }
 }
 
