@@ -203,8 +203,8 @@ pub fn markdown(results: &[CellResult]) -> String {
         out,
         "{} cells. Accuracy in percent with its standard error (delta in points), perplexity \
          as is (delta in percent); bits per weight and size count the decoder-block \
-         projections; speeds at batch 1, and decoding a batch of sequences together where \
-         measured.\n",
+         projections; speeds at batch 1 (TPOT: time per output token while decoding), and \
+         decoding a batch of sequences together where measured.\n",
         results.len()
     );
     let models: Vec<&str> = {
@@ -230,9 +230,9 @@ pub fn markdown(results: &[CellResult]) -> String {
             let _ = write!(header, " {} {metric} | delta |", task_label(t));
             rule += "---:|---:|";
         }
-        header += " TTFT ms | prefill tok/s | decode tok/s | batched decode tok/s | peak RSS MB | \
-                   quantize s |";
-        rule += "---:|---:|---:|---:|---:|---:|";
+        header += " TTFT ms | TPOT ms | prefill tok/s | decode tok/s | batched decode tok/s | \
+                   peak RSS MB | quantize s |";
+        rule += "---:|---:|---:|---:|---:|---:|---:|";
         let _ = writeln!(out, "{header}\n{rule}");
         for r in &rows {
             let _ = write!(
@@ -260,8 +260,9 @@ pub fn markdown(results: &[CellResult]) -> String {
             }
             let _ = writeln!(
                 out,
-                " {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+                " {:.1} | {:.2} | {:.1} | {:.1} | {} | {} | {} |",
                 r.ttft_s * 1e3,
+                1e3 / r.decode_tokens_per_s,
                 r.prefill_tokens_per_s,
                 r.decode_tokens_per_s,
                 r.batch_decode_tokens_per_s
