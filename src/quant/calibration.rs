@@ -16,6 +16,7 @@
 
 use std::path::Path;
 
+use super::apply::quantize_model_with_progress;
 use super::awq::{AwqClipOptions, AwqOptions};
 use super::gptq::{gptq_quantize, GptqOptions};
 pub use super::hessian::accumulate_hessian;
@@ -265,6 +266,10 @@ pub fn quantize_sequential(
 ) -> Result<()> {
     if calibration.samples.is_empty() {
         return Err(Error::InvalidArgument("empty calibration set".into()));
+    }
+    // Round to nearest reads no activations: no pass over the calibration set.
+    if let Method::Rtn(options) = method {
+        return quantize_model_with_progress(model, rules, options, progress);
     }
     let layers = model.blocks().len();
     let total = layers * 7;
