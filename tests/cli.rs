@@ -152,4 +152,19 @@ fn device_errors_are_messages_not_panics() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("GPU:"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // A study on a missing GPU stops before its first cell, with the same reason.
+    let tmp = std::env::temp_dir().join(format!("lowbit-cli-study-gpu-{}", std::process::id()));
+    let study = lowbit()
+        .args(["study", "--device", "cuda", "--out"])
+        .arg(&tmp)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&study.stderr);
+    assert_eq!(study.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("CUDA") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert!(!tmp.join("cells").exists(), "the study started: {stderr}");
+    std::fs::remove_dir_all(tmp).ok();
 }

@@ -47,6 +47,24 @@ pub fn with_decoder<R>(
     }
 }
 
+/// Checks that `device` can run a model, before any long work that would need it: always for
+/// the CPU; for CUDA, that lowbit was built with the `cuda` feature and GPU 0 opens. Errors:
+/// [`Error::Device`] with the reason.
+pub fn check(device: Device) -> Result<()> {
+    match device {
+        Device::Cpu => Ok(()),
+        #[cfg(feature = "cuda")]
+        Device::Cuda => cuda::device::CudaDevice::new(0).map(|_| ()),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => Err(no_cuda()),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn no_cuda() -> Error {
+    Error::Device("this lowbit was built without CUDA support (build with --features cuda)".into())
+}
+
 #[cfg(feature = "cuda")]
 fn with_cuda<R>(model: &Model, f: impl FnOnce(&dyn Decoder, &str) -> R) -> Result<R> {
     let device = cuda::device::CudaDevice::new(0)?;
@@ -57,7 +75,5 @@ fn with_cuda<R>(model: &Model, f: impl FnOnce(&dyn Decoder, &str) -> R) -> Resul
 
 #[cfg(not(feature = "cuda"))]
 fn with_cuda<R>(_model: &Model, _f: impl FnOnce(&dyn Decoder, &str) -> R) -> Result<R> {
-    Err(Error::Device(
-        "this lowbit was built without CUDA support (build with --features cuda)".into(),
-    ))
+    Err(no_cuda())
 }

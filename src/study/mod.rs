@@ -197,6 +197,8 @@ pub type StudyProgress<'a> = &'a mut dyn FnMut(usize, usize, &Cell, &str);
 /// Runs every cell of `config` that has no cached result, and returns all results in plan
 /// order (cached ones included).
 pub fn run(config: &StudyConfig, progress: StudyProgress<'_>) -> Result<Vec<CellResult>> {
+    // A GPU study fails here, not after quantizing its first cell.
+    crate::backend::check(Device::parse(&config.device)?)?;
     let out = &config.output;
     let cells_dir = out.join("cells");
     std::fs::create_dir_all(&cells_dir).map_err(|e| Error::io(&cells_dir, e))?;
