@@ -36,7 +36,7 @@ fn c_misuse_program_gets_clean_statuses() {
     assert!(!stdout.contains("FAILED"));
     for line in [
         "null model generate: LOWBIT_ERR_NULL_POINTER: model is NULL",
-        "cuda device: LOWBIT_ERR_UNSUPPORTED: device cuda:0: this build of lowbit has no CUDA backend",
+        "cuda device: LOWBIT_ERR_UNSUPPORTED: device cuda:0: the C API does not run models on the GPU yet",
         "use after free: LOWBIT_ERR_INVALID_ARGUMENT: model 0x",
     ] {
         assert!(stdout.contains(line), "expected {line:?} in:\n{stdout}");
@@ -83,7 +83,7 @@ fn check_pipeline(link: Link) {
     let stdout = stdout_of_success(&output, "pipeline.c");
     assert!(stdout.contains(&format!("lowbit {} (header", lowbit::VERSION)));
     assert!(
-        stdout.contains("cuda refused: device cuda:0: this build of lowbit has no CUDA backend")
+        stdout.contains("cuda refused: device cuda:0: the C API does not run models on the GPU yet")
     );
     assert!(
         stdout.contains("quantized 210 layers in memory"),

@@ -237,12 +237,12 @@ int main(int argc, char **argv) {
     expect("static string freed", LOWBIT_OK, LOWBIT_OK, "not a live string");
     owned = NULL;
 
-    /* Devices and methods this build does not have. */
+    /* Devices and methods the C API does not offer. */
     load = lowbit_load_default_params();
     load.device = "cuda:0";
     lowbit_model *on_gpu = NULL;
     expect("cuda device", lowbit_model_load_with_params(model_dir, &load, &on_gpu),
-           LOWBIT_ERR_UNSUPPORTED, "no CUDA backend");
+           LOWBIT_ERR_UNSUPPORTED, "does not run models on the GPU");
     load.device = "tpu";
     expect("unknown device", lowbit_model_load_with_params(model_dir, &load, &on_gpu),
            LOWBIT_ERR_INVALID_ARGUMENT, "expected cpu, cuda or cuda:N");

@@ -28,8 +28,8 @@ pub struct lowbit_load_params {
     /// `LOWBIT_ERR_INVALID_ARGUMENT`.
     pub struct_size: usize,
     /// Where the model runs: `"cpu"` (the default; NULL means `"cpu"`), or `"cuda"` /
-    /// `"cuda:N"` for GPU N, which this build refuses with `LOWBIT_ERR_UNSUPPORTED` (it has no
-    /// CUDA backend). Case is ignored. A string, so that devices added later need no change
+    /// `"cuda:N"` for GPU N, which the C API refuses with `LOWBIT_ERR_UNSUPPORTED` (the GPU
+    /// forward pass is not reachable through it yet). Case is ignored. A string, so that devices added later need no change
     /// of this struct.
     pub device: *const c_char,
     /// The dtype dense weight matrices are converted to when loaded: `"f32"`, `"bf16"` or
@@ -109,7 +109,7 @@ fn parse_dtype(text: &str) -> Result<Dtype, Failure> {
 /// Errors: those of `lowbit_model_load`, and `LOWBIT_ERR_INVALID_ARGUMENT` (wrong
 /// `params->struct_size`; a device or dtype that is not one of the names listed at
 /// `lowbit_load_params`, or not UTF-8), `LOWBIT_ERR_UNSUPPORTED` (a device this build cannot
-/// run on: `"cuda"` until lowbit has a CUDA backend). The arguments are checked before the
+/// run on: `"cuda"`, until the C API reaches the GPU forward pass). The arguments are checked before the
 /// checkpoint is read.
 ///
 /// Thread-safe: loads may run concurrently.
@@ -166,7 +166,9 @@ pub unsafe extern "C" fn lowbit_model_load_with_params(
             Device::Cuda(index) => {
                 return Err(Failure::new(
                     lowbit_status::LOWBIT_ERR_UNSUPPORTED,
-                    format!("device cuda:{index}: this build of lowbit has no CUDA backend"),
+                    format!(
+                        "device cuda:{index}: the C API does not run models on the GPU yet"
+                    ),
                 ))
             }
         }
