@@ -82,9 +82,8 @@ fn check_pipeline(link: Link) {
     let _ = std::fs::remove_file(&program);
     let stdout = stdout_of_success(&output, "pipeline.c");
     assert!(stdout.contains(&format!("lowbit {} (header", lowbit::VERSION)));
-    assert!(
-        stdout.contains("cuda refused: device cuda:0: the C API does not run models on the GPU yet")
-    );
+    assert!(stdout
+        .contains("cuda refused: device cuda:0: the C API does not run models on the GPU yet"));
     assert!(
         stdout.contains("quantized 210 layers in memory"),
         "{stdout}"

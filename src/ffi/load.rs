@@ -166,9 +166,7 @@ pub unsafe extern "C" fn lowbit_model_load_with_params(
             Device::Cuda(index) => {
                 return Err(Failure::new(
                     lowbit_status::LOWBIT_ERR_UNSUPPORTED,
-                    format!(
-                        "device cuda:{index}: the C API does not run models on the GPU yet"
-                    ),
+                    format!("device cuda:{index}: the C API does not run models on the GPU yet"),
                 ))
             }
         }
