@@ -12,7 +12,10 @@
 //! - `LOWBIT_GEMV_ROUNDS=21`: rounds (the first, a warm-up, is not counted);
 //! - `LOWBIT_GEMV_CPU_TIME=1`: one-thread runs are timed by the thread's CPU time instead of the
 //!   wall clock, which leaves out the time other processes hold the core (not their share of
-//!   memory bandwidth); several threads are always timed by the wall clock.
+//!   memory bandwidth); several threads are always timed by the wall clock;
+//! - `LOWBIT_GEMV_PROBE_REPEATS=3`: probe passes per round, back to back. The ratio uses the
+//!   first (right after the previous round's GEMV pass); the others are reported apart, as the
+//!   steady streaming rate that `benches/gemv.rs`'s back-to-back probe measures.
 //!
 //! The probe sums a buffer of the working-set size (1 GiB, as the copies of each weight set) as
 //! u64 words, as `benches/gemv.rs` does; weights are seeded random values.
@@ -85,6 +88,8 @@ fn timed(cpu_time: bool, work: impl FnOnce()) -> f64 {
     }
 }
 
+/// Not inlined, so that the loop is the same machine code as `benches/gemv.rs`'s probe.
+#[inline(never)]
 fn sum_words(words: &[u64]) -> u64 {
     // Eight independent accumulators so the loop vectorizes and is bound by loads alone.
     let mut acc = [0u64; 8];
@@ -116,6 +121,11 @@ fn copy_quantized(q: &QuantizedTensor) -> QuantizedTensor {
     .expect("a copy of a valid quantized tensor")
 }
 
+/// The median of `values`.
+fn gemv_median(values: &[f64]) -> f64 {
+    spread(values.to_vec()).0
+}
+
 /// Median, minimum and maximum.
 fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
     values.sort_by(f64::total_cmp);
@@ -142,6 +152,7 @@ fn main() {
     let m = env_number("LOWBIT_GEMV_BATCH", 1).max(1);
     let rounds = env_number("LOWBIT_GEMV_ROUNDS", 21).max(2);
     let cpu_time = std::env::var("LOWBIT_GEMV_CPU_TIME").is_ok_and(|v| v == "1");
+    let repeats = env_number("LOWBIT_GEMV_PROBE_REPEATS", 1).max(1);
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut thread_counts = vec![1];
     if all > 1 {
@@ -195,19 +206,29 @@ fn main() {
                 let one = cpu_time && threads == 1;
                 let load_before = load_average();
                 let (mut probes, mut gemvs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+                let mut repeated = Vec::new();
                 pool.install(|| {
                     for round in 0..rounds {
-                        let probe_s = timed(one, || {
-                            let total = if threads == 1 {
-                                sum_words(&words)
-                            } else {
-                                words
-                                    .par_chunks(1 << 18)
-                                    .map(sum_words)
-                                    .reduce(|| 0, u64::wrapping_add)
-                            };
-                            std::hint::black_box(total);
-                        });
+                        let probe_pass = || {
+                            timed(one, || {
+                                let total = if threads == 1 {
+                                    sum_words(&words)
+                                } else {
+                                    words
+                                        .par_chunks(1 << 18)
+                                        .map(sum_words)
+                                        .reduce(|| 0, u64::wrapping_add)
+                                };
+                                std::hint::black_box(total);
+                            })
+                        };
+                        let probe_s = probe_pass();
+                        for _ in 1..repeats {
+                            let again = probe_pass();
+                            if round > 0 {
+                                repeated.push(WORKING_SET as f64 / again / 1e9);
+                            }
+                        }
                         let gemv_s = timed(one, || {
                             for w in &copies {
                                 lowbit::backend::cpu::quant::linear(&x, m, w, None, &mut y);
@@ -224,12 +245,22 @@ fn main() {
                     }
                 });
                 let (probe, ..) = spread(probes);
+                let steady = if repeated.is_empty() {
+                    String::new()
+                } else {
+                    let (median, low, high) = spread(repeated);
+                    format!(
+                        ", repeated probe passes {median:.2} GB/s [{low:.2}..{high:.2}] \
+                         (GEMV / repeated {:.1}%)",
+                        100.0 * gemv_median(&gemvs) / median
+                    )
+                };
                 let (gemv, gemv_low, gemv_high) = spread(gemvs);
                 let (ratio, ratio_low, ratio_high) = spread(ratios);
                 println!(
                     "{name} {out}x{inp} m{m} t{threads}: GEMV {gemv:.2} GB/s [{gemv_low:.2}..\
                      {gemv_high:.2}], probe {probe:.2} GB/s, GEMV/probe {:.1}% [{:.1}..{:.1}], \
-                     load {load_before} -> {}",
+                     load {load_before} -> {}{steady}",
                     100.0 * ratio,
                     100.0 * ratio_low,
                     100.0 * ratio_high,
