@@ -31,9 +31,13 @@ use criterion::{
 };
 use lowbit::checkpoint::{Dtype, Tensor};
 use lowbit::model::sampling::Rng;
-use lowbit::quant::{quantize_matrix, QuantScheme, QuantizedTensor, RtnOptions, Scales};
+use lowbit::quant::{quantize_matrix, QuantScheme, QuantizedTensor, RtnOptions};
 use rayon::prelude::*;
 use rayon::ThreadPool;
+
+#[path = "gemv_common/mod.rs"]
+mod gemv_common;
+use gemv_common::{copy_quantized, copy_tensor, probe_buffer, read_pass};
 
 const MIB: usize = 1 << 20;
 /// Criterion samples per benchmark (its minimum).
@@ -90,26 +94,6 @@ impl Weights {
             Weights::Quantized(c) => lowbit::backend::cpu::quant::linear(x, m, &c[copy], None, out),
         }
     }
-}
-
-/// An owned copy of `t` in new memory (cloning a `Tensor` shares its storage).
-fn copy_tensor(t: &Tensor) -> Tensor {
-    Tensor::from_bytes(t.shape().to_vec(), t.dtype(), t.raw_bytes())
-}
-
-fn copy_quantized(q: &QuantizedTensor) -> QuantizedTensor {
-    let scales = match q.scales() {
-        Scales::Dense(t) => Scales::Dense(copy_tensor(t)),
-        Scales::Double(dq) => Scales::Double(dq.clone()),
-    };
-    QuantizedTensor::new(
-        *q.scheme(),
-        [q.rows(), q.cols()],
-        copy_tensor(q.codes()),
-        scales,
-        q.zero_points().map(<[i8]>::to_vec),
-    )
-    .expect("a copy of a valid quantized tensor")
 }
 
 /// How many copies of `bytes` make up `working_set` (at least one).
@@ -224,22 +208,6 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
         .measurement_time(Duration::from_millis(500));
 }
 
-fn sum_words(words: &[u64]) -> u64 {
-    // Eight independent accumulators so the loop vectorizes and is bound by loads alone.
-    let mut acc = [0u64; 8];
-    let mut chunks = words.chunks_exact(8);
-    for chunk in &mut chunks {
-        for (a, &w) in acc.iter_mut().zip(chunk) {
-            *a = a.wrapping_add(w);
-        }
-    }
-    let tail = chunks
-        .remainder()
-        .iter()
-        .fold(0u64, |s, &w| s.wrapping_add(w));
-    acc.iter().fold(tail, |s, &a| s.wrapping_add(a))
-}
-
 /// Sequential read bandwidth per pool, GB/s.
 fn bandwidth_probe(c: &mut Criterion, pools: &[(usize, ThreadPool)]) -> Vec<(usize, f64)> {
     let bytes = if benchmarking() {
@@ -247,16 +215,7 @@ fn bandwidth_probe(c: &mut Criterion, pools: &[(usize, ThreadPool)]) -> Vec<(usi
     } else {
         16 * MIB
     };
-    // Written, not zeroed: untouched zero pages all map one physical page and read from cache.
-    let mut words = vec![0u64; bytes / 8];
-    words
-        .par_chunks_mut(1 << 16)
-        .enumerate()
-        .for_each(|(i, chunk)| {
-            for (j, w) in chunk.iter_mut().enumerate() {
-                *w = (i << 16 | j) as u64;
-            }
-        });
+    let words = probe_buffer(bytes);
     let mut group = c.benchmark_group("memory_read");
     configure(&mut group);
     group.throughput(Throughput::BytesDecimal(bytes as u64));
@@ -268,15 +227,7 @@ fn bandwidth_probe(c: &mut Criterion, pools: &[(usize, ThreadPool)]) -> Vec<(usi
                 pool.install(|| {
                     let started = Instant::now();
                     for _ in 0..iterations {
-                        let total = if *threads == 1 {
-                            sum_words(&words)
-                        } else {
-                            words
-                                .par_chunks(1 << 18)
-                                .map(sum_words)
-                                .reduce(|| 0, u64::wrapping_add)
-                        };
-                        black_box(total);
+                        black_box(read_pass(&words, *threads));
                     }
                     let elapsed = started.elapsed();
                     calls.push((iterations, elapsed));

@@ -18,14 +18,18 @@
 //!   steady streaming rate that `benches/gemv.rs`'s back-to-back probe measures.
 //!
 //! The probe sums a buffer of the working-set size (1 GiB, as the copies of each weight set) as
-//! u64 words, as `benches/gemv.rs` does; weights are seeded random values.
+//! u64 words with the loop `benches/gemv.rs` uses (`gemv_common`); weights are seeded random
+//! values.
 
 use std::time::Instant;
 
-use lowbit::checkpoint::Tensor;
 use lowbit::model::sampling::Rng;
-use lowbit::quant::{quantize_matrix, QuantScheme, QuantizedTensor, RtnOptions, Scales};
+use lowbit::quant::{quantize_matrix, QuantScheme, QuantizedTensor, RtnOptions};
 use rayon::prelude::*;
+
+#[path = "gemv_common/mod.rs"]
+mod gemv_common;
+use gemv_common::{copy_quantized, probe_buffer, read_pass};
 
 /// Bytes of weight copies per set, and of the probe buffer.
 const WORKING_SET: usize = 1 << 30;
@@ -88,44 +92,6 @@ fn timed(cpu_time: bool, work: impl FnOnce()) -> f64 {
     }
 }
 
-/// Not inlined, so that the loop is the same machine code as `benches/gemv.rs`'s probe.
-#[inline(never)]
-fn sum_words(words: &[u64]) -> u64 {
-    // Eight independent accumulators so the loop vectorizes and is bound by loads alone.
-    let mut acc = [0u64; 8];
-    let mut chunks = words.chunks_exact(8);
-    for chunk in &mut chunks {
-        for (a, &w) in acc.iter_mut().zip(chunk) {
-            *a = a.wrapping_add(w);
-        }
-    }
-    acc.iter().fold(0, |s, &a| s.wrapping_add(a))
-}
-
-fn copy_tensor(t: &Tensor) -> Tensor {
-    Tensor::from_bytes(t.shape().to_vec(), t.dtype(), t.raw_bytes())
-}
-
-fn copy_quantized(q: &QuantizedTensor) -> QuantizedTensor {
-    let scales = match q.scales() {
-        Scales::Dense(t) => Scales::Dense(copy_tensor(t)),
-        Scales::Double(dq) => Scales::Double(dq.clone()),
-    };
-    QuantizedTensor::new(
-        *q.scheme(),
-        [q.rows(), q.cols()],
-        copy_tensor(q.codes()),
-        scales,
-        q.zero_points().map(<[i8]>::to_vec),
-    )
-    .expect("a copy of a valid quantized tensor")
-}
-
-/// The median of `values`.
-fn gemv_median(values: &[f64]) -> f64 {
-    spread(values.to_vec()).0
-}
-
 /// Median, minimum and maximum.
 fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
     values.sort_by(f64::total_cmp);
@@ -158,16 +124,7 @@ fn main() {
     if all > 1 {
         thread_counts.push(all);
     }
-    // Written, not zeroed: untouched zero pages all map one physical page and read from cache.
-    let mut words = vec![0u64; WORKING_SET / 8];
-    words
-        .par_chunks_mut(1 << 16)
-        .enumerate()
-        .for_each(|(i, chunk)| {
-            for (j, w) in chunk.iter_mut().enumerate() {
-                *w = (i << 16 | j) as u64;
-            }
-        });
+    let words = probe_buffer(WORKING_SET);
     println!(
         "paired GEMV / read probe, {} rounds, timed by {}",
         rounds - 1,
@@ -211,15 +168,7 @@ fn main() {
                     for round in 0..rounds {
                         let probe_pass = || {
                             timed(one, || {
-                                let total = if threads == 1 {
-                                    sum_words(&words)
-                                } else {
-                                    words
-                                        .par_chunks(1 << 18)
-                                        .map(sum_words)
-                                        .reduce(|| 0, u64::wrapping_add)
-                                };
-                                std::hint::black_box(total);
+                                std::hint::black_box(read_pass(&words, threads));
                             })
                         };
                         let probe_s = probe_pass();
@@ -245,6 +194,7 @@ fn main() {
                     }
                 });
                 let (probe, ..) = spread(probes);
+                let (gemv, gemv_low, gemv_high) = spread(gemvs);
                 let steady = if repeated.is_empty() {
                     String::new()
                 } else {
@@ -252,10 +202,9 @@ fn main() {
                     format!(
                         ", repeated probe passes {median:.2} GB/s [{low:.2}..{high:.2}] \
                          (GEMV / repeated {:.1}%)",
-                        100.0 * gemv_median(&gemvs) / median
+                        100.0 * gemv / median
                     )
                 };
-                let (gemv, gemv_low, gemv_high) = spread(gemvs);
                 let (ratio, ratio_low, ratio_high) = spread(ratios);
                 println!(
                     "{name} {out}x{inp} m{m} t{threads}: GEMV {gemv:.2} GB/s [{gemv_low:.2}..\
