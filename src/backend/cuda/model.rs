@@ -273,7 +273,7 @@ impl<'a> CudaModel<'a> {
                 kv_table[at..at + 2].copy_from_slice(&cache.addresses(layer));
             }
         }
-        ws.upload(self.device, &plan, &kv_table)?;
+        ws.upload(self.device, cfg, &plan, inputs.len(), &kv_table)?;
         let decode = which == Logits::Last && plan.total == inputs.len();
         if self.graphs_enabled && decode {
             let batch = inputs.len();
@@ -335,7 +335,6 @@ impl<'a> CudaModel<'a> {
         };
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
         let Workspace {
-            layout,
             tables: table_buffer,
             x,
             h,
@@ -356,12 +355,7 @@ impl<'a> CudaModel<'a> {
             dequantized,
             ..
         } = ws;
-        let views = Tables::new(
-            table_buffer,
-            layout,
-            [total, sequences, plan.rows.len()],
-            cfg,
-        );
+        let views = Tables::new(table_buffer, [total, sequences, plan.rows.len()], cfg);
         let tables = TokenTables {
             seq_of: &views.seq_of,
             position: &views.position,

@@ -2,9 +2,12 @@
 //! pass has more tokens or sequences than any before: per-token tables uploaded from the host,
 //! and the activations of one block (reused by every block).
 //!
-//! The tables travel in one copy per pass: they are laid out in one pinned host buffer and one
-//! device buffer ([`TableLayout`]), and the logits come back through a pinned buffer too, so a
-//! decode step costs two copies and no staging of pageable memory.
+//! The tables travel in one copy per pass: they are packed for the pass's own sizes
+//! ([`TableLayout`]) at the start of one pinned host buffer and one device buffer, so a pass copies
+//! only what it uses however large earlier passes grew the buffers; the logits come back through a
+//! pinned buffer too, so a decode step costs two copies and no staging of pageable memory. A
+//! decode step of `b` sequences always has the same sizes, hence the same layout, which is what
+//! lets one captured graph serve every later step.
 
 use cudarc::driver::{CudaSlice, CudaView, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
 use half::bf16;
@@ -20,10 +23,9 @@ pub(super) struct Workspace {
     tokens_capacity: usize,
     sequences_capacity: usize,
     rows_capacity: usize,
-    pub(super) layout: TableLayout,
-    /// The tables on the host, pinned, laid out as `layout` says.
+    /// The tables on the host, pinned, packed by [`TableLayout`] for each pass's sizes.
     staging: PinnedHostSlice<u8>,
-    /// The same on the device.
+    /// The same on the device (as large as the largest layout the capacities allow).
     pub(super) tables: CudaSlice<u8>,
     /// Logits on their way back, pinned.
     logits_host: PinnedHostSlice<f32>,
@@ -48,7 +50,7 @@ pub(super) struct Workspace {
     pub(super) dequantized: CudaSlice<bf16>,
 }
 
-/// Byte offsets of the per-pass tables inside one buffer (each 256-byte aligned): token ids
+/// Byte offsets of one pass's tables inside one buffer (each 256-byte aligned): token ids
 /// (u32), sequence and position of each token (i32), rows that get logits (i32), RoPE cos and
 /// sin (f32, `[tokens, head_dim / 2]`) and the cache addresses (u64, `[layers][sequences][2]`).
 #[derive(Clone, Copy, Debug)]
@@ -134,7 +136,6 @@ impl Workspace {
             tokens_capacity: tokens,
             sequences_capacity: sequences,
             rows_capacity: rows,
-            layout,
             staging,
             tables: zeros(device, layout.bytes)?,
             logits_host,
@@ -210,10 +211,12 @@ impl Workspace {
     pub(super) fn upload(
         &mut self,
         device: &CudaDevice,
+        cfg: &ModelConfig,
         plan: &Plan,
+        sequences: usize,
         kv_table: &[u64],
     ) -> Result<()> {
-        let layout = self.layout;
+        let layout = TableLayout::new(cfg, [plan.total, sequences, plan.rows.len()]);
         // lowbit turns cudarc's per-buffer events off (one stream), so pinned buffers are not
         // waited for on their own: the stream is idle after this, so the last upload from
         // `staging` is done before it is overwritten.
@@ -233,23 +236,27 @@ impl Workspace {
         put(staging, layout.cos, &plan.cos);
         put(staging, layout.sin, &plan.sin);
         put(staging, layout.kv_table, kv_table);
+        // A slice of pinned memory: the copy stays asynchronous (cudarc waits only for pageable
+        // sources it owns, and this one is not).
         device
             .stream()
-            .memcpy_htod(&self.staging, &mut self.tables)
+            .memcpy_htod(
+                &staging[..layout.bytes],
+                &mut self.tables.slice_mut(..layout.bytes),
+            )
             .map_err(driver_error("uploading the pass's tables"))
     }
 }
 
 impl<'a> Tables<'a> {
-    /// Typed views of the device tables in `buffer` (laid out as `layout`) for `tokens` tokens,
-    /// `sequences` sequences and `rows` logit rows.
+    /// Typed views of the device tables in `buffer`, as [`Workspace::upload`] packed them for
+    /// a pass of `tokens` tokens, `sequences` sequences and `rows` logit rows.
     pub(super) fn new(
         buffer: &'a CudaSlice<u8>,
-        layout: &TableLayout,
         [tokens, sequences, rows]: [usize; 3],
         cfg: &ModelConfig,
     ) -> Tables<'a> {
-        let l = *layout;
+        let l = TableLayout::new(cfg, [tokens, sequences, rows]);
         let half = cfg.head_dim / 2;
         let view = |at: usize, bytes: usize| buffer.slice(at..at + bytes);
         // SAFETY: every table lies inside the buffer at a 256-byte aligned offset (TableLayout)
