@@ -336,3 +336,49 @@ extern "C" __global__ void widen_bf16(const u16* __restrict__ src, long n, float
     for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
         out[i] = bf16_to_f32(src[i]);
 }
+
+// Greedy picks: out[r] = the index of the largest of logits[r, 0..width), the first on ties
+// (as the host's argmax); NaN never wins (all NaN gives 0). Grid: one block of ARGMAX_THREADS
+// per row.
+#define ARGMAX_THREADS 1024
+extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS)
+    argmax_rows(const float* __restrict__ logits, int width, unsigned* __restrict__ out) {
+    __shared__ float best_s[ARGMAX_THREADS / 32];
+    __shared__ int index_s[ARGMAX_THREADS / 32];
+    const float* row = logits + (long)blockIdx.x * width;
+    float best = NEG_INF;
+    int index = width;   // none yet: loses every comparison below
+    for (int i = threadIdx.x; i < width; i += ARGMAX_THREADS) {
+        const float v = row[i];
+        if (v > best || (index == width && v == v)) {
+            best = v;
+            index = i;
+        }
+    }
+    // A candidate wins if larger, or equal and earlier; `index == width` is no candidate.
+#pragma unroll
+    for (int step = 16; step > 0; step >>= 1) {
+        const float b = __shfl_xor_sync(0xFFFFFFFFu, best, step);
+        const int j = __shfl_xor_sync(0xFFFFFFFFu, index, step);
+        if (j != width && (index == width || b > best || (b == best && j < index))) {
+            best = b;
+            index = j;
+        }
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) {
+        best_s[warp] = best;
+        index_s[warp] = index;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < ARGMAX_THREADS / 32; ++w) {
+            const int j = index_s[w];
+            if (j != width && (index == width || best_s[w] > best || (best_s[w] == best && j < index))) {
+                best = best_s[w];
+                index = j;
+            }
+        }
+        out[blockIdx.x] = index == width ? 0u : (unsigned)index;
+    }
+}

@@ -286,6 +286,154 @@ GEMV_KERNEL(2, 1)
 GEMV_KERNEL(2, 2)
 GEMV_KERNEL(2, 4)
 
+// Decode over a flat split of the work (M <= 8 NT): the tiles, in memory order ([row_tile][k_tile],
+// so one contiguous stream), are cut into `warps` equal runs, one per warp, whatever the shape:
+// every warp reads about the same bytes and there is no tail wave. A warp keeps STREAM_DEPTH tile
+// loads in flight (a ring of registers refilled as each tile is used). Where a warp's run covers
+// a whole row tile it writes y itself; where a row tile is split between warps, each adds its
+// partial sums into `scratch` (f32, [row][16 tokens]) and counts itself in `counters[row_tile]`;
+// the last to arrive (the count tells it, as the number of warps sharing a row tile follows from
+// the split) takes the sums back out with atomicExch, writes y and resets the counter, so scratch
+// and counters are zero again when the kernel ends. The host keeps warps <= tiles, so no run is
+// empty.
+#define STREAM_DEPTH 4
+
+// The warp whose run holds flat tile j (runs start at floor(j_total * w / warps)).
+__device__ __forceinline__ long stream_owner(long j, long total, long warps) {
+    return ((j + 1) * warps + total - 1) / total - 1;
+}
+
+template <int NT>
+__device__ __forceinline__ void stream_flush(float (*acc)[4], int rt, int lane, bool whole,
+                                             long first_warp, long last_warp, float* scratch,
+                                             u32* counters, u16* y, int M, int N) {
+    const int g = lane >> 2, t = lane & 3;
+    if (whole) {
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const int row = rt * 16 + g + 8 * (c >> 1);
+                const int token = nt * 8 + 2 * t + (c & 1);
+                if (row < N && token < M) y[(long)token * N + row] = to_bf16(acc[nt][c]);
+            }
+        return;
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const int row = rt * 16 + g + 8 * (c >> 1);
+            const int token = nt * 8 + 2 * t + (c & 1);
+            if (row < N && token < M) atomicAdd(scratch + (long)row * 16 + token, acc[nt][c]);
+        }
+    __threadfence();
+    __syncwarp();   // every lane's sums are out before lane 0 counts the warp
+    u32 arrived = 0;
+    if (lane == 0) arrived = atomicAdd(counters + rt, 1u);
+    arrived = __shfl_sync(0xFFFFFFFFu, arrived, 0);
+    if (arrived != (u32)(last_warp - first_warp)) return;
+    __threadfence();
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const int row = rt * 16 + g + 8 * (c >> 1);
+            const int token = nt * 8 + 2 * t + (c & 1);
+            if (row < N && token < M) {
+                const float sum = atomicExch(scratch + (long)row * 16 + token, 0.0f);
+                y[(long)token * N + row] = to_bf16(sum);
+            }
+        }
+    if (lane == 0) atomicExch(counters + rt, 0u);
+}
+
+template <int NT>
+__device__ void gemv_stream(const uint4* __restrict__ w, const void* __restrict__ scales,
+                            const signed char* __restrict__ zeros, const u16* __restrict__ table,
+                            const u16* __restrict__ x, u16* __restrict__ y, int M, int N, int K,
+                            int groups, int group_size, float* scratch, u32* counters,
+                            int warps) {
+    __shared__ u16 shared_table[16];
+    load_table(table, shared_table);
+    const int lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const long me = (long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (me >= warps) return;
+    const int k_tiles = (K + 63) / 64, row_tiles = (N + 15) / 16;
+    const long total = (long)row_tiles * k_tiles;
+    const long begin = total * me / warps, end = total * (me + 1) / warps;
+
+    uint4 q[STREAM_DEPTH][2];
+#pragma unroll
+    for (int s = 0; s < STREAM_DEPTH; s++)
+        if (begin + s < end) load_tile(w + (begin + s) * TILE_VECS, lane, q[s]);
+
+    int rt = (int)(begin / k_tiles), kt = (int)(begin - (long)rt * k_tiles);
+    bool whole = kt == 0;   // this run started the row tile
+    float acc[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) acc[nt][c] = 0.0f;
+
+    for (long i0 = begin; i0 < end; i0 += STREAM_DEPTH) {
+#pragma unroll
+        for (int s = 0; s < STREAM_DEPTH; s++) {
+            const long i = i0 + s;
+            if (i >= end) break;
+            uint4 cur[2];
+            cur[0] = q[s][0];
+            cur[1] = q[s][1];
+            if (i + STREAM_DEPTH < end) load_tile(w + (i + STREAM_DEPTH) * TILE_VECS, lane, q[s]);
+            const int k = kt * 64 + 16 * t;
+            u32 b[NT][8];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                const int token = nt * 8 + g;
+                const u16* row = x + (long)min(token, M - 1) * K;
+                uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+                if (token < M && k < K) lo = ldg16(row + k);
+                if (token < M && k + 8 < K) hi = ldg16(row + k + 8);
+                b[nt][0] = lo.x; b[nt][1] = lo.y; b[nt][2] = lo.z; b[nt][3] = lo.w;
+                b[nt][4] = hi.x; b[nt][5] = hi.y; b[nt][6] = hi.z; b[nt][7] = hi.w;
+            }
+            const RowDecode d = row_decode(scales, zeros, rt * 16 + g, N, groups,
+                                           (kt * 64) / group_size);
+            tile_product<NT>(cur, d, shared_table, b, acc);
+            const bool row_done = kt == k_tiles - 1;
+            if (row_done || i == end - 1) {
+                const long row_start = (long)rt * k_tiles;
+                stream_flush<NT>(acc, rt, lane, whole && row_done,
+                                 stream_owner(row_start, total, warps),
+                                 stream_owner(row_start + k_tiles - 1, total, warps), scratch,
+                                 counters, y, M, N);
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int c = 0; c < 4; c++) acc[nt][c] = 0.0f;
+                whole = true;
+            }
+            if (++kt == k_tiles) {
+                kt = 0;
+                rt++;
+            }
+        }
+    }
+}
+
+#define GEMV_STREAM_KERNEL(NT)                                                                 \
+    extern "C" __global__ void __launch_bounds__(256)                                          \
+        gemv_stream_nt##NT(const uint4* w, const void* scales, const signed char* zeros,       \
+                           const u16* table, const u16* x, u16* y, int M, int N, int K,        \
+                           int groups, int group_size, float* scratch, u32* counters,          \
+                           int warps) {                                                        \
+        gemv_stream<NT>(w, scales, zeros, table, x, y, M, N, K, groups, group_size, scratch,  \
+                        counters, warps);                                                      \
+    }
+GEMV_STREAM_KERNEL(1)
+GEMV_STREAM_KERNEL(2)
+
 // Prefill: a block of 8 warps computes 128 rows x 64 tokens; warp (wr = warp % 4, wn = warp / 4)
 // owns rows 32 wr .. 32 wr + 32 (two row tiles, A straight from global memory, prefetched one
 // k tile ahead) and tokens 32 wn .. 32 wn + 32 (four token tiles, B from shared memory, where

@@ -28,8 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Dtype;
 use crate::error::{Error, Result};
-use crate::model::sampling::argmax;
-use crate::model::{Cache, Decoder, Logits, Model, Weight};
+use crate::model::{Cache, Decoder, Model, Weight};
 
 /// What one [`measure`] call found. Sizes are bytes, times seconds, rates per second.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,8 +120,7 @@ pub fn measure_on(
     let new_caches = || -> Result<Vec<Cache>> { (0..batch).map(|_| decoder.new_cache()).collect() };
     let step = |inputs: &[&[u32]], caches: &mut [Cache]| -> Result<Vec<u32>> {
         let mut refs: Vec<&mut Cache> = caches.iter_mut().collect();
-        let logits = decoder.forward_batch(inputs, &mut refs, Logits::Last)?;
-        Ok(logits.iter().map(|l| argmax(l) as u32).collect())
+        decoder.greedy_batch(inputs, &mut refs)
     };
 
     let mut warm_up = new_caches()?;

@@ -6,31 +6,12 @@
 //! `LOWBIT_TEST_SEED=<n>` replays a run.
 #![cfg(feature = "cuda")]
 
-use lowbit::backend::cuda::check::{check_product, Rng};
-use lowbit::backend::cuda::device::{compile, CudaDevice, QUANT_GEMM};
+use lowbit::backend::cuda::check::{
+    check_product, decode_kernels, device_or_skip, seed_from_env, Rng,
+};
+use lowbit::backend::cuda::device::{compile, QUANT_GEMM};
 use lowbit::backend::cuda::linear::Kernel;
 use lowbit::quant::QuantScheme;
-
-fn seed() -> u64 {
-    std::env::var("LOWBIT_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        })
-}
-
-fn device() -> Option<CudaDevice> {
-    match CudaDevice::new(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            eprintln!("skipped, no usable GPU: {e}");
-            None
-        }
-    }
-}
 
 #[test]
 fn every_format_compiles_for_hopper_and_ampere() {
@@ -54,7 +35,12 @@ fn every_format_compiles_for_hopper_and_ampere() {
                         ptx.contains("mma.sync.aligned.m16n8k16"),
                         "{arch} {defines:?}"
                     );
-                    assert!(ptx.contains(".entry gemm"), "{arch} {defines:?}");
+                    for entry in ["gemm", "gemv_nt1_rt1", "gemv_stream_nt1", "gemv_stream_nt2"] {
+                        assert!(
+                            ptx.contains(&format!(".entry {entry}")),
+                            "{arch} {defines:?}: {entry}"
+                        );
+                    }
                 }
                 Err(lowbit::Error::Device(e)) if e.contains("not found") => {
                     eprintln!("skipped: {e}");
@@ -68,10 +54,11 @@ fn every_format_compiles_for_hopper_and_ampere() {
 
 #[test]
 fn products_match_the_cpu_for_every_scheme() {
-    let Some(device) = device() else { return };
-    let seed = seed();
+    let Some(device) = device_or_skip("the GPU kernels were") else {
+        return;
+    };
+    let seed = seed_from_env();
     let mut rng = Rng(seed);
-    let decode = [1, 2, 4].map(|row_tiles| Kernel::Gemv { row_tiles });
     for name in [
         "w4a16-g128",
         "w4a16-g128-asym",
@@ -88,7 +75,10 @@ fn products_match_the_cpu_for_every_scheme() {
         for shape in [[37, 200], [1000, 1032], [576, 1536]] {
             for m in [1, 5, 16, 17, 130] {
                 let kernels: Vec<Kernel> = if m <= 16 {
-                    decode.iter().copied().chain([Kernel::Gemm]).collect()
+                    decode_kernels(shape)
+                        .into_iter()
+                        .chain([Kernel::Gemm])
+                        .collect()
                 } else {
                     vec![Kernel::Gemm]
                 };
@@ -112,7 +102,9 @@ fn products_match_the_cpu_for_every_scheme() {
 
 #[test]
 fn bad_sizes_are_errors_not_launches() {
-    let Some(device) = device() else { return };
+    let Some(device) = device_or_skip("the GPU kernels were") else {
+        return;
+    };
     let scheme = QuantScheme::parse("w4a16-g128").unwrap();
     let weights = vec![0.25f32; 64 * 128];
     let q =
@@ -125,6 +117,11 @@ fn bad_sizes_are_errors_not_launches() {
     assert!(linear
         .forward_with(&device, &x, 1, &mut y, Kernel::Gemv { row_tiles: 3 })
         .is_err());
+    for warps in [0, linear.tiles() + 1] {
+        assert!(linear
+            .forward_with(&device, &x, 1, &mut y, Kernel::Stream { warps })
+            .is_err());
+    }
     assert!(linear.forward(&device, &x, 1, &mut y).is_ok());
     device.synchronize().unwrap();
 }

@@ -7,11 +7,12 @@
 //! say so loudly and pass: CI has none; they run on the device machine.
 #![cfg(feature = "cuda")]
 
-use lowbit::backend::cuda::check::Rng;
+use lowbit::backend::cuda::check::{device_or_skip, seed_from_env, Rng};
 use lowbit::backend::cuda::device::CudaDevice;
 use lowbit::backend::cuda::model::CudaModel;
 use lowbit::checkpoint::synthetic::{self, Variant};
-use lowbit::model::{generate, Decoder, GenerateParams, KvCache, Logits, Model};
+use lowbit::model::sampling::argmax;
+use lowbit::model::{generate, Cache, Decoder, GenerateParams, KvCache, Logits, Model};
 use lowbit::quant::{quantize_model, QuantRules, QuantScheme, RtnOptions};
 
 /// Bound on `||gpu - cpu|| / ||cpu||` of the logits. The GPU rounds each projection's input and
@@ -26,27 +27,6 @@ const LOGITS_TOLERANCE: f64 = 1e-2;
 
 /// Schemes checked besides dense weights (the kernels' formats: int4 grouped, int8, FP8, NF4).
 const SCHEMES: [&str; 4] = ["w4a16-g128", "w8a16", "fp8", "nf4"];
-
-fn seed() -> u64 {
-    std::env::var("LOWBIT_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        })
-}
-
-fn device() -> Option<CudaDevice> {
-    match CudaDevice::new(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            eprintln!("SKIPPED: no usable GPU, the GPU forward pass was not checked: {e}");
-            None
-        }
-    }
-}
 
 /// The variant's model, quantized with `scheme`: a scheme name, optionally followed by
 /// `+`-separated overrides (`w4a16-g128+*.k_proj=skip`).
@@ -167,8 +147,10 @@ fn check_model(device: &CudaDevice, variant: Variant, scheme: Option<&str>, rng:
 
 #[test]
 fn logits_match_the_cpu_for_every_architecture_and_scheme() {
-    let Some(device) = device() else { return };
-    let seed = seed();
+    let Some(device) = device_or_skip("the GPU forward pass was") else {
+        return;
+    };
+    let seed = seed_from_env();
     eprintln!("seed {seed}");
     let mut rng = Rng(seed);
     let mut worst = 0f64;
@@ -190,8 +172,10 @@ fn logits_match_the_cpu_for_every_architecture_and_scheme() {
 
 #[test]
 fn greedy_generation_and_copied_caches_match_the_cpu() {
-    let Some(device) = device() else { return };
-    let seed = seed();
+    let Some(device) = device_or_skip("the GPU forward pass was") else {
+        return;
+    };
+    let seed = seed_from_env();
     let mut rng = Rng(seed ^ 0x5EED);
     for variant in [Variant::LlamaGqa, Variant::Qwen3] {
         let cpu = model(variant, Some("w4a16-g128"));
@@ -246,12 +230,73 @@ fn greedy_generation_and_copied_caches_match_the_cpu() {
         assert_eq!(a, b, "a copied cache gives other logits");
         assert_eq!(copy.len(), prompts[0].len() + 1);
         assert!(first.iter().all(|v| v.is_finite()));
+        // Greedy picks made on the GPU are the host's argmax of the same step's logits: two
+        // copies of a batch of caches take the same step, one returning logits, one picks.
+        let mut caches: Vec<Cache> = prompts.iter().map(|_| gpu.new_cache().unwrap()).collect();
+        let inputs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+        let mut refs: Vec<&mut Cache> = caches.iter_mut().collect();
+        let prefill = gpu.greedy_batch(&inputs, &mut refs).unwrap();
+        let mut copies: Vec<Cache> = caches.iter().map(|c| c.try_clone().unwrap()).collect();
+        let step: Vec<[u32; 1]> = prefill.iter().map(|&t| [t]).collect();
+        let step: Vec<&[u32]> = step.iter().map(|t| t.as_slice()).collect();
+        let mut refs: Vec<&mut Cache> = caches.iter_mut().collect();
+        let logits = gpu.forward_batch(&step, &mut refs, Logits::Last).unwrap();
+        let mut refs: Vec<&mut Cache> = copies.iter_mut().collect();
+        let picks = gpu.greedy_batch(&step, &mut refs).unwrap();
+        let want: Vec<u32> = logits.iter().map(|l| argmax(l) as u32).collect();
+        assert_eq!(
+            picks, want,
+            "GPU picks differ from the argmax of the logits"
+        );
     }
 }
 
 #[test]
+fn argmax_on_the_gpu_matches_the_host() {
+    use lowbit::backend::cuda::ops::ForwardKernels;
+    let Some(device) = device_or_skip("the GPU argmax was") else {
+        return;
+    };
+    let mut rng = Rng(seed_from_env() ^ 0xA5);
+    let width = 49_157; // odd, and more than the block's threads many times over
+    let random = |rng: &mut Rng| -> Vec<f32> { (0..width).map(|_| rng.normal()).collect() };
+    let mut rows = vec![random(&mut rng)];
+    // A tie: the first of the two maxima wins.
+    let mut tie = random(&mut rng);
+    tie[3000] = 50.0;
+    tie[7] = 50.0;
+    rows.push(tie);
+    // NaN never wins (not at index 0, where the host's loop would keep it).
+    let mut nan = random(&mut rng);
+    nan[1] = f32::NAN;
+    nan[width - 1] = f32::NAN;
+    nan[500] = 40.0;
+    rows.push(nan);
+    // Every value -inf: the first.
+    rows.push(vec![f32::NEG_INFINITY; width]);
+    // The maximum in the last place.
+    let mut last = random(&mut rng);
+    last[width - 1] = 60.0;
+    rows.push(last);
+    let flat: Vec<f32> = rows.concat();
+    let kernels = ForwardKernels::new(&device, 64).unwrap();
+    let stream = device.stream();
+    let logits = stream.clone_htod(&flat).unwrap();
+    let mut out = stream.alloc_zeros::<u32>(rows.len()).unwrap();
+    kernels
+        .argmax_rows(&device, &logits, [rows.len(), width], &mut out)
+        .unwrap();
+    let got = stream.clone_dtoh(&out).unwrap();
+    let want: Vec<u32> = rows.iter().map(|r| argmax(r) as u32).collect();
+    assert_eq!(got, want);
+    assert_eq!(&want[1..], &[7, 500, 0, width as u32 - 1]);
+}
+
+#[test]
 fn bad_inputs_are_errors() {
-    let Some(device) = device() else { return };
+    let Some(device) = device_or_skip("the GPU forward pass was") else {
+        return;
+    };
     let cpu = model(Variant::Qwen2, None);
     let gpu = CudaModel::new(&cpu, &device).unwrap();
     let mut cache = gpu.new_cache().unwrap();
@@ -280,6 +325,7 @@ fn forward_kernels_compile_for_hopper_and_ampere() {
                     "qkv_rope",
                     "attention",
                     "swiglu",
+                    "argmax_rows",
                 ] {
                     assert!(ptx.contains(&format!(".entry {name}")), "{arch}: {name}");
                 }

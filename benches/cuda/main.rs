@@ -18,7 +18,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use half::bf16;
 
 use lowbit::backend::cuda::blas::Blas;
-use lowbit::backend::cuda::check::{check_product, Rng};
+use lowbit::backend::cuda::check::{check_product, decode_kernels, seed_from_env, Rng};
 use lowbit::backend::cuda::device::{CudaDevice, BANDWIDTH};
 use lowbit::backend::cuda::layout::{DeviceFormat, DeviceScales, PackedWeight, TILE_K, TILE_ROWS};
 use lowbit::backend::cuda::linear::{CudaQuantLinear, Kernel};
@@ -64,11 +64,7 @@ fn run() -> Result<()> {
         .position(|a| a == "--seed")
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
+        .unwrap_or_else(seed_from_env);
     let device = match CudaDevice::new(0) {
         Ok(d) => d,
         Err(e) => {
@@ -131,7 +127,6 @@ fn run_checks(device: &CudaDevice, blas: &Blas, seed: u64, quick: bool) -> Resul
             [4096, 4096],
         ]
     };
-    let decode = [1, 2, 4].map(|row_tiles| Kernel::Gemv { row_tiles });
     let mut failures = 0;
     let mut worst = 0f64;
     for name in schemes {
@@ -143,7 +138,10 @@ fn run_checks(device: &CudaDevice, blas: &Blas, seed: u64, quick: bool) -> Resul
                     continue;
                 }
                 let kernels: Vec<Kernel> = if m <= 16 {
-                    decode.iter().copied().chain([Kernel::Gemm]).collect()
+                    decode_kernels(shape)
+                        .into_iter()
+                        .chain([Kernel::Gemm])
+                        .collect()
                 } else {
                     vec![Kernel::Gemm]
                 };
@@ -373,16 +371,35 @@ fn timings(
                     let label = format!("{name} dequantize + cuBLAS");
                     report([rows, cols], m, &label, t, bytes, read_bw, baseline[mi]);
                 }
-                let default = linears[0].default_kernel(device, m);
+                let default = linears[0].default_kernel(m);
                 let mut kernels = vec![default];
-                if name == "w4a16-g128" && m <= 16 {
-                    for row_tiles in [1, 2, 4] {
-                        let k = Kernel::Gemv { row_tiles };
-                        if k != default {
+                if m <= 16 {
+                    // The alternatives: the row-tile kernel, the flat split with other minimum
+                    // runs (1 and 4 tiles per warp) and with half the resident warps.
+                    let l = &linears[0];
+                    let mut others: Vec<Kernel> = [1, 2, 4]
+                        .map(|row_tiles| Kernel::Gemv { row_tiles })
+                        .into_iter()
+                        .chain(
+                            [
+                                l.stream_warps(1),
+                                l.stream_warps(4),
+                                (l.stream_capacity() / 2).min(l.tiles()),
+                            ]
+                            .map(|warps| Kernel::Stream { warps }),
+                        )
+                        .collect();
+                    if name != "w4a16-g128" {
+                        others.truncate(1);
+                    }
+                    for k in others {
+                        if !kernels.contains(&k) {
                             kernels.push(k);
                         }
                     }
-                    kernels.push(Kernel::Gemm);
+                    if name == "w4a16-g128" {
+                        kernels.push(Kernel::Gemm);
+                    }
                 }
                 for kernel in kernels {
                     let t = time(device, |i| {
@@ -393,6 +410,10 @@ fn timings(
                             format!("{name} gemv rt{row_tiles}")
                         }
                         Kernel::Gemv { row_tiles } => format!("{name} (gemv rt{row_tiles})"),
+                        Kernel::Stream { warps } if kernel == default => {
+                            format!("{name} stream w{warps}")
+                        }
+                        Kernel::Stream { warps } => format!("{name} (stream w{warps})"),
                         Kernel::Gemm if kernel == default => format!("{name} gemm"),
                         Kernel::Gemm => format!("{name} (gemm)"),
                     };

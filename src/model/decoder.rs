@@ -27,6 +27,18 @@ pub trait Decoder {
         which: Logits,
     ) -> Result<Vec<Vec<f32>>>;
 
+    /// Runs `inputs[i]` after `caches[i]` as [`Decoder::forward_batch`] with [`Logits::Last`]
+    /// and returns each sequence's greedy next token: the index of its largest logit, the first
+    /// on ties ([`crate::model::sampling::argmax`]). A GPU decoder picks on the device and
+    /// copies back only the ids.
+    fn greedy_batch(&self, inputs: &[&[u32]], caches: &mut [&mut Cache]) -> Result<Vec<u32>> {
+        let logits = self.forward_batch(inputs, caches, Logits::Last)?;
+        Ok(logits
+            .iter()
+            .map(|l| crate::model::sampling::argmax(l) as u32)
+            .collect())
+    }
+
     /// Runs `tokens` after what `cache` holds and returns the last position's logits.
     fn forward(&self, tokens: &[u32], cache: &mut Cache) -> Result<Vec<f32>> {
         let mut out = self.forward_batch(&[tokens], &mut [cache], Logits::Last)?;

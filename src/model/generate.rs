@@ -115,6 +115,11 @@ pub fn generate(
         return Ok(results);
     }
     let eos = &decoder.model().config().eos_token_ids;
+    let greedy = samplers.iter().all(Sampler::is_greedy);
+    enum Picks {
+        Tokens(Vec<u32>),
+        Logits(Vec<Vec<f32>>),
+    }
     let mut active: Vec<usize> = (0..n).collect();
     let mut next_inputs: Vec<Vec<u32>> = prompts.to_vec();
     while !active.is_empty() {
@@ -125,10 +130,19 @@ pub fn generate(
             .filter(|(i, _)| active.contains(i))
             .map(|(_, c)| c)
             .collect();
-        let logits = decoder.forward_batch(&inputs, &mut cache_refs, Logits::Last)?;
+        // Greedy decoding needs only each sequence's argmax, which a GPU decoder picks on the
+        // device; sampling needs the logits.
+        let picks = if greedy {
+            Picks::Tokens(decoder.greedy_batch(&inputs, &mut cache_refs)?)
+        } else {
+            Picks::Logits(decoder.forward_batch(&inputs, &mut cache_refs, Logits::Last)?)
+        };
         let mut still = Vec::with_capacity(active.len());
         for (slot, &i) in active.iter().enumerate() {
-            let token = samplers[i].sample(&logits[slot]);
+            let token = match &picks {
+                Picks::Tokens(t) => t[slot],
+                Picks::Logits(l) => samplers[i].sample(&l[slot]),
+            };
             if params.stop_at_eos && eos.contains(&token) {
                 results[i].finish_reason = FinishReason::Eos;
                 continue;

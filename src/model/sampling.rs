@@ -60,9 +60,14 @@ impl Sampler {
         }
     }
 
+    /// Whether [`Sampler::sample`] always takes the argmax (temperature <= 0 or top-k 1).
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0 || self.top_k == 1
+    }
+
     /// Picks a token id from `logits`.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        if self.temperature <= 0.0 || self.top_k == 1 {
+        if self.is_greedy() {
             return argmax(logits) as u32;
         }
         let mut candidates: Vec<(usize, f32)> = logits

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::blas::Blas;
 use super::device::{driver_error, CudaDevice};
-use super::layout::DeviceFormat;
+use super::layout::{DeviceFormat, TILE_K, TILE_ROWS};
 use super::linear::{CudaQuantLinear, Kernel};
 use crate::error::Result;
 use crate::quant::{quantize_matrix, QuantScheme, RtnOptions};
@@ -102,6 +102,47 @@ fn run_checked(
         .clone_dtoh(y)
         .map_err(driver_error("downloading the output"))?;
     Ok(relative_error(&got, want))
+}
+
+/// The seed of a check run: `LOWBIT_TEST_SEED` when set (to replay a run), else the clock, so
+/// every run draws fresh inputs.
+pub fn seed_from_env() -> u64 {
+    std::env::var("LOWBIT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+}
+
+/// GPU 0, or `None` after printing that `what` was skipped and why (machines without a GPU,
+/// CI among them, pass the GPU tests this way).
+pub fn device_or_skip(what: &str) -> Option<CudaDevice> {
+    match CudaDevice::new(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("SKIPPED: no usable GPU, {what} not checked: {e}");
+            None
+        }
+    }
+}
+
+/// The decode kernels a check runs on a `[rows, cols]` weight: the row-tile kernel with 1, 2
+/// and 4 row tiles per block, and the flat split with one warp (every row tile whole), seven
+/// warps, a third of the tiles and one tile per warp (every row tile split, the most partial
+/// sums through the scratch buffer). Run one after another on one weight, they also check that
+/// each launch leaves the scratch buffer clean for the next.
+pub fn decode_kernels([rows, cols]: [usize; 2]) -> Vec<Kernel> {
+    let tiles = rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_K);
+    let mut warps = vec![1, 7.min(tiles), (tiles / 3).max(1), tiles];
+    warps.dedup();
+    [1, 2, 4]
+        .map(|row_tiles| Kernel::Gemv { row_tiles })
+        .into_iter()
+        .chain(warps.into_iter().map(|warps| Kernel::Stream { warps }))
+        .collect()
 }
 
 /// Checks `scheme` on a `[rows, cols]` weight against `m` tokens with every kernel in

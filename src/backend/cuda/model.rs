@@ -243,6 +243,49 @@ impl<'a> CudaModel<'a> {
         caches: &mut [&mut CudaKvCache],
         which: Logits,
     ) -> Result<Vec<Vec<f32>>> {
+        let vocab = self.model.config().vocab_size;
+        self.pass(inputs, caches, which, |_, ws, plan| {
+            let logits = ws.download_logits(self.device, plan.rows.len() * vocab)?;
+            Ok(match which {
+                Logits::Last => logits.chunks_exact(vocab).map(|c| c.to_vec()).collect(),
+                Logits::All => plan
+                    .lengths
+                    .iter()
+                    .enumerate()
+                    .map(|(s, &len)| {
+                        logits[plan.starts[s] * vocab..(plan.starts[s] + len) * vocab].to_vec()
+                    })
+                    .collect(),
+            })
+        })
+    }
+
+    /// The forward pass over a ragged batch with GPU caches, and the greedy next token of each
+    /// sequence picked on the GPU (the first of the largest logits, as the host's `argmax`), so
+    /// only one id per sequence comes back instead of its logits.
+    pub fn greedy_device(
+        &self,
+        inputs: &[&[u32]],
+        caches: &mut [&mut CudaKvCache],
+    ) -> Result<Vec<u32>> {
+        let vocab = self.model.config().vocab_size;
+        self.pass(inputs, caches, Logits::Last, |this, ws, plan| {
+            let rows = plan.rows.len();
+            this.kernels
+                .argmax_rows(this.device, &ws.logits, [rows, vocab], &mut ws.picks)?;
+            ws.download_picks(this.device, rows)
+        })
+    }
+
+    /// Runs a pass (its graph for a decode step) and reads its result with `read`, then moves
+    /// the caches past the inputs.
+    fn pass<R>(
+        &self,
+        inputs: &[&[u32]],
+        caches: &mut [&mut CudaKvCache],
+        which: Logits,
+        read: impl FnOnce(&Self, &mut Workspace, &Plan) -> Result<R>,
+    ) -> Result<R> {
         let cfg = self.model.config();
         validate(self.model, inputs, caches)?;
         let plan = Plan::new(&self.rope, inputs, caches, which, cfg.head_dim);
@@ -286,22 +329,11 @@ impl<'a> CudaModel<'a> {
         } else {
             self.run(ws, &plan, inputs.len(), which)?;
         }
-        let vocab = cfg.vocab_size;
-        let logits = ws.download_logits(self.device, plan.rows.len() * vocab)?;
+        let out = read(self, ws, &plan)?;
         for (cache, seq) in caches.iter_mut().zip(inputs) {
             cache.advance(seq.len());
         }
-        Ok(match which {
-            Logits::Last => logits.chunks_exact(vocab).map(|c| c.to_vec()).collect(),
-            Logits::All => plan
-                .lengths
-                .iter()
-                .enumerate()
-                .map(|(s, &len)| {
-                    logits[plan.starts[s] * vocab..(plan.starts[s] + len) * vocab].to_vec()
-                })
-                .collect(),
-        })
+        Ok(out)
     }
 
     /// Records a decode step of `batch` sequences as a graph (nothing runs while capturing).
@@ -504,5 +536,13 @@ impl Decoder for CudaModel<'_> {
             .map(|c| c.downcast_mut::<CudaKvCache>())
             .collect::<Result<Vec<_>>>()?;
         self.forward_device(inputs, &mut own, which)
+    }
+
+    fn greedy_batch(&self, inputs: &[&[u32]], caches: &mut [&mut Cache]) -> Result<Vec<u32>> {
+        let mut own = caches
+            .iter_mut()
+            .map(|c| c.downcast_mut::<CudaKvCache>())
+            .collect::<Result<Vec<_>>>()?;
+        self.greedy_device(inputs, &mut own)
     }
 }

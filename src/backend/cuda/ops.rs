@@ -28,6 +28,7 @@ pub struct ForwardKernels {
     swiglu: CudaFunction,
     gather_rows: CudaFunction,
     widen_bf16: CudaFunction,
+    argmax_rows: CudaFunction,
 }
 
 /// Shapes of the attention of one layer.
@@ -56,6 +57,9 @@ pub struct TokenTables<'a> {
     /// Sequences in the pass.
     pub sequences: usize,
 }
+
+/// Threads of `argmax_rows` (ARGMAX_THREADS in kernels/forward.cu).
+const ARGMAX_THREADS: u32 = 1024;
 
 fn grid(blocks: usize, threads: u32) -> LaunchConfig {
     LaunchConfig {
@@ -103,6 +107,7 @@ impl ForwardKernels {
             swiglu: f("swiglu")?,
             gather_rows: f("gather_rows")?,
             widen_bf16: f("widen_bf16")?,
+            argmax_rows: f("argmax_rows")?,
         })
     }
 
@@ -364,6 +369,28 @@ impl ForwardKernels {
         // SAFETY: matches widen_bf16 (src, n, out); both hold n values.
         unsafe { launch.launch(elementwise(n, device)) }
             .map_err(driver_error("launching the widening"))?;
+        Ok(())
+    }
+
+    /// `out[r]` = the index of the largest of the `width` values of row `r` of `logits`, the
+    /// first on ties (the host's `argmax`); NaN never wins.
+    pub fn argmax_rows(
+        &self,
+        device: &CudaDevice,
+        logits: &CudaSlice<f32>,
+        [rows, width]: [usize; 2],
+        out: &mut CudaSlice<u32>,
+    ) -> Result<()> {
+        if logits.len() < rows * width || out.len() < rows || width > i32::MAX as usize {
+            return Err(too_small("argmax"));
+        }
+        let width_i = width as i32;
+        let mut launch = device.stream().launch_builder(&self.argmax_rows);
+        launch.arg(logits).arg(&width_i).arg(out);
+        // SAFETY: matches argmax_rows (logits, width, out); logits holds rows * width values
+        // and out rows (checked above); one block per row.
+        unsafe { launch.launch(grid(rows, ARGMAX_THREADS)) }
+            .map_err(driver_error("launching the argmax"))?;
         Ok(())
     }
 }

@@ -29,6 +29,9 @@ pub(super) struct Workspace {
     pub(super) tables: CudaSlice<u8>,
     /// Logits on their way back, pinned.
     logits_host: PinnedHostSlice<f32>,
+    /// Greedy picks, one per logit row, and their way back.
+    pub(super) picks: CudaSlice<u32>,
+    picks_host: PinnedHostSlice<u32>,
     pub(super) x: CudaSlice<f32>,
     pub(super) h: CudaSlice<bf16>,
     pub(super) q: CudaSlice<bf16>,
@@ -132,6 +135,9 @@ impl Workspace {
                 .alloc_pinned::<f32>((rows * cfg.vocab_size).max(1))
         }
         .map_err(driver_error("allocating pinned memory for the logits"))?;
+        // SAFETY: as above; read only in `download_picks`, after the stream is synchronized.
+        let picks_host = unsafe { device.context().alloc_pinned::<u32>(rows.max(1)) }
+            .map_err(driver_error("allocating pinned memory for the picks"))?;
         Ok(Workspace {
             tokens_capacity: tokens,
             sequences_capacity: sequences,
@@ -139,6 +145,8 @@ impl Workspace {
             staging,
             tables: zeros(device, layout.bytes)?,
             logits_host,
+            picks: zeros(device, rows)?,
+            picks_host,
             x: zeros(device, t * hidden)?,
             h: zeros(device, t * hidden)?,
             q: zeros(device, t * q_width)?,
@@ -302,5 +310,19 @@ impl Workspace {
             .as_slice()
             .map_err(driver_error("waiting for the logits"))?;
         Ok(&host[..n])
+    }
+
+    /// Copies the first `n` greedy picks back to the host, as [`Workspace::download_logits`].
+    pub(super) fn download_picks(&mut self, device: &CudaDevice, n: usize) -> Result<Vec<u32>> {
+        device
+            .stream()
+            .memcpy_dtoh(&self.picks.slice(..n), &mut self.picks_host)
+            .map_err(driver_error("reading the greedy picks"))?;
+        device.synchronize()?;
+        let host = self
+            .picks_host
+            .as_slice()
+            .map_err(driver_error("waiting for the greedy picks"))?;
+        Ok(host[..n].to_vec())
     }
 }
