@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use super::rope::Rope;
 use super::{KvCache, Model};
 use crate::backend::cpu::dot_f32;
-use crate::checkpoint::Dtype;
+use crate::checkpoint::{Dtype, ModelConfig};
 use crate::error::{Error, Result};
 
 /// Where in a block [`Model::run_block`] shows projection inputs.
@@ -131,28 +131,8 @@ impl Model {
     /// Validates a batch and prepares its pass: embeddings, positions and RoPE angles.
     pub fn begin_pass(&self, inputs: &[&[u32]], caches: &[&mut KvCache]) -> Result<Pass> {
         let cfg = &self.config;
-        if inputs.len() != caches.len() {
-            return Err(Error::invalid("one KV cache is needed per input sequence"));
-        }
-        if inputs.is_empty() {
-            return Err(Error::invalid("no input sequence"));
-        }
-        for (i, seq) in inputs.iter().enumerate() {
-            if seq.is_empty() {
-                return Err(Error::invalid(format!("sequence {i} has no tokens")));
-            }
-            if let Some(&bad) = seq.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-                return Err(Error::invalid(format!(
-                    "token id {bad} is outside the vocabulary ({} entries)",
-                    cfg.vocab_size
-                )));
-            }
-        }
-        for cache in caches.iter() {
-            if cache.keys.len() != cfg.num_hidden_layers {
-                return Err(Error::invalid("KV cache was made for another model"));
-            }
-        }
+        let layers: Vec<usize> = caches.iter().map(|c| c.keys.len()).collect();
+        validate_batch(cfg, inputs, &layers)?;
         let (hidden, hd) = (cfg.hidden_size, cfg.head_dim);
         // Token bookkeeping: owning sequence and absolute position of each new token.
         let total: usize = inputs.iter().map(|s| s.len()).sum();
@@ -355,4 +335,35 @@ impl Model {
         let mut out = self.forward_batch(&[tokens], &mut [cache], Logits::Last)?;
         Ok(out.pop().unwrap_or_default())
     }
+}
+
+/// Checks a ragged batch before a pass, on any backend: one cache per sequence (`cache_layers`
+/// gives each cache's layer count), at least one sequence, no empty sequence, every token id
+/// inside the vocabulary, and caches made for a model of this depth.
+pub(crate) fn validate_batch(
+    cfg: &ModelConfig,
+    inputs: &[&[u32]],
+    cache_layers: &[usize],
+) -> Result<()> {
+    if inputs.len() != cache_layers.len() {
+        return Err(Error::invalid("one KV cache is needed per input sequence"));
+    }
+    if inputs.is_empty() {
+        return Err(Error::invalid("no input sequence"));
+    }
+    for (i, seq) in inputs.iter().enumerate() {
+        if seq.is_empty() {
+            return Err(Error::invalid(format!("sequence {i} has no tokens")));
+        }
+        if let Some(&bad) = seq.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(Error::invalid(format!(
+                "token id {bad} is outside the vocabulary ({} entries)",
+                cfg.vocab_size
+            )));
+        }
+    }
+    if cache_layers.iter().any(|&l| l != cfg.num_hidden_layers) {
+        return Err(Error::invalid("KV cache was made for another model"));
+    }
+    Ok(())
 }

@@ -7,6 +7,8 @@
 mod decoder;
 mod forward;
 pub use decoder::{Cache, CacheState, Decoder};
+#[cfg(feature = "cuda")]
+pub(crate) use forward::validate_batch;
 pub use forward::{CapturePoint, Logits, Pass};
 mod generate;
 mod kv_cache;

@@ -3,38 +3,18 @@
 //! get logits) that is uploaded before the kernels run.
 
 use super::kv_cache::CudaKvCache;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::rope::Rope;
 use crate::model::{Logits, Model};
 
-/// Checks a batch as the CPU pass does.
+/// Checks the batch as the CPU forward pass does (see `validate_batch` in `src/model/forward.rs`).
 pub(super) fn validate(
     model: &Model,
     inputs: &[&[u32]],
     caches: &[&mut CudaKvCache],
 ) -> Result<()> {
-    let cfg = model.config();
-    if inputs.len() != caches.len() {
-        return Err(Error::invalid("one KV cache is needed per input sequence"));
-    }
-    if inputs.is_empty() {
-        return Err(Error::invalid("no input sequence"));
-    }
-    for (i, seq) in inputs.iter().enumerate() {
-        if seq.is_empty() {
-            return Err(Error::invalid(format!("sequence {i} has no tokens")));
-        }
-        if let Some(&bad) = seq.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-            return Err(Error::invalid(format!(
-                "token id {bad} is outside the vocabulary ({} entries)",
-                cfg.vocab_size
-            )));
-        }
-    }
-    if caches.iter().any(|c| c.layers() != cfg.num_hidden_layers) {
-        return Err(Error::invalid("KV cache was made for another model"));
-    }
-    Ok(())
+    let layers: Vec<usize> = caches.iter().map(|c| c.layers()).collect();
+    crate::model::validate_batch(model.config(), inputs, &layers)
 }
 
 /// The host side of one pass: token bookkeeping, RoPE angles and the rows that get logits.
