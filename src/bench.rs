@@ -14,6 +14,10 @@
 //!    caches, each feeding back the previous greedy token (end-of-sequence tokens do not stop
 //!    it).
 //!
+//! Greedy tokens come from [`Decoder::greedy_batch`], as in greedy generation: a GPU decoder
+//! picks them on the device and returns only the ids, the CPU model takes the argmax of its
+//! logits.
+//!
 //! [`measure`] runs one sequence on the CPU model; [`measure_on`] takes any [`Decoder`] (a GPU
 //! copy of the model, say) and a batch size. Rates count the tokens of all sequences.
 //!

@@ -138,10 +138,7 @@ fn run_checks(device: &CudaDevice, blas: &Blas, seed: u64, quick: bool) -> Resul
                     continue;
                 }
                 let kernels: Vec<Kernel> = if m <= 16 {
-                    decode_kernels(shape)
-                        .into_iter()
-                        .chain([Kernel::Gemm])
-                        .collect()
+                    decode_kernels().into_iter().chain([Kernel::Gemm]).collect()
                 } else {
                     vec![Kernel::Gemm]
                 };
@@ -371,35 +368,16 @@ fn timings(
                     let label = format!("{name} dequantize + cuBLAS");
                     report([rows, cols], m, &label, t, bytes, read_bw, baseline[mi]);
                 }
-                let default = linears[0].default_kernel(m);
+                let default = linears[0].default_kernel(device, m);
                 let mut kernels = vec![default];
-                if m <= 16 {
-                    // The alternatives: the row-tile kernel, the flat split with other minimum
-                    // runs (1 and 4 tiles per warp) and with half the resident warps.
-                    let l = &linears[0];
-                    let mut others: Vec<Kernel> = [1, 2, 4]
-                        .map(|row_tiles| Kernel::Gemv { row_tiles })
-                        .into_iter()
-                        .chain(
-                            [
-                                l.stream_warps(1),
-                                l.stream_warps(4),
-                                (l.stream_capacity() / 2).min(l.tiles()),
-                            ]
-                            .map(|warps| Kernel::Stream { warps }),
-                        )
-                        .collect();
-                    if name != "w4a16-g128" {
-                        others.truncate(1);
-                    }
-                    for k in others {
-                        if !kernels.contains(&k) {
+                if name == "w4a16-g128" && m <= 16 {
+                    for row_tiles in [1, 2, 4] {
+                        let k = Kernel::Gemv { row_tiles };
+                        if k != default {
                             kernels.push(k);
                         }
                     }
-                    if name == "w4a16-g128" {
-                        kernels.push(Kernel::Gemm);
-                    }
+                    kernels.push(Kernel::Gemm);
                 }
                 for kernel in kernels {
                     let t = time(device, |i| {
@@ -410,10 +388,6 @@ fn timings(
                             format!("{name} gemv rt{row_tiles}")
                         }
                         Kernel::Gemv { row_tiles } => format!("{name} (gemv rt{row_tiles})"),
-                        Kernel::Stream { warps } if kernel == default => {
-                            format!("{name} stream w{warps}")
-                        }
-                        Kernel::Stream { warps } => format!("{name} (stream w{warps})"),
                         Kernel::Gemm if kernel == default => format!("{name} gemm"),
                         Kernel::Gemm => format!("{name} (gemm)"),
                     };

@@ -846,7 +846,7 @@ fn bench(args: &Args) -> Result<(), String> {
         if device == Device::Cuda {
             println!(
                 "  rates count every sequence of the batch; times are wall-clock, each step \
-                 returning its logits to the host."
+                 returning its greedy token ids to the host (picked on the GPU)."
             );
         }
     }

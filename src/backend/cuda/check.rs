@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::blas::Blas;
 use super::device::{driver_error, CudaDevice};
-use super::layout::{DeviceFormat, TILE_K, TILE_ROWS};
+use super::layout::DeviceFormat;
 use super::linear::{CudaQuantLinear, Kernel};
 use crate::error::Result;
 use crate::quant::{quantize_matrix, QuantScheme, RtnOptions};
@@ -129,20 +129,11 @@ pub fn device_or_skip(what: &str) -> Option<CudaDevice> {
     }
 }
 
-/// The decode kernels a check runs on a `[rows, cols]` weight: the row-tile kernel with 1, 2
-/// and 4 row tiles per block, and the flat split with one warp (every row tile whole), seven
-/// warps, a third of the tiles and one tile per warp (every row tile split, the most partial
-/// sums through the scratch buffer). Run one after another on one weight, they also check that
-/// each launch leaves the scratch buffer clean for the next.
-pub fn decode_kernels([rows, cols]: [usize; 2]) -> Vec<Kernel> {
-    let tiles = rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_K);
-    let mut warps = vec![1, 7.min(tiles), (tiles / 3).max(1), tiles];
-    warps.dedup();
+/// The decode kernels a check runs: the row-tile kernel with 1, 2 and 4 row tiles per block.
+pub fn decode_kernels() -> Vec<Kernel> {
     [1, 2, 4]
         .map(|row_tiles| Kernel::Gemv { row_tiles })
-        .into_iter()
-        .chain(warps.into_iter().map(|warps| Kernel::Stream { warps }))
-        .collect()
+        .to_vec()
 }
 
 /// Checks `scheme` on a `[rows, cols]` weight against `m` tokens with every kernel in

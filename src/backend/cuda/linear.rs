@@ -1,11 +1,9 @@
 //! Quantized linear layers on the GPU: weights uploaded once in the device layout
 //! ([`super::layout`]), products launched on the device's stream.
 //!
-//! `y[m, rows] = x[m, cols] W^T` with `x` and `y` bf16. Up to 16 tokens run a decode kernel: the
-//! flat split (`gemv_stream_nt{1,2}`: the weight's tiles cut into equal runs, one per warp, split
-//! row tiles summed through a small scratch buffer) or the row-tile kernel
-//! (`gemv_nt{1,2}_rt{1,2,4}`: 1 to 4 row tiles per block of 8 warps); 8 or 16 tokens per
-//! instruction. More tokens run the tensor-core GEMM (`gemm`, 128 rows x 64 tokens per block).
+//! `y[m, rows] = x[m, cols] W^T` with `x` and `y` bf16. Up to 16 tokens run the decode kernel
+//! (`gemv_nt{1,2}_rt{1,2,4}`: 8 or 16 tokens per instruction, 1 to 4 row tiles per block); more
+//! run the tensor-core GEMM (`gemm`, 128 rows x 64 tokens per block).
 
 use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 use half::bf16;
@@ -17,10 +15,6 @@ use crate::quant::QuantizedTensor;
 
 /// Most tokens the decode kernel takes (two token tiles of 8).
 pub const GEMV_MAX_TOKENS: usize = 16;
-
-/// Fewest tiles per warp the default flat split gives (fewer warps share a row tile, so fewer
-/// partial sums go through the scratch buffer).
-const STREAM_MIN_TILES: usize = 2;
 
 /// Threads per block of every product kernel (8 warps).
 const THREADS: u32 = 256;
@@ -36,12 +30,6 @@ pub enum Kernel {
     Gemv {
         /// Row tiles per block.
         row_tiles: usize,
-    },
-    /// The decode kernel over a flat split of the tiles into `warps` runs (at most the number
-    /// of tiles).
-    Stream {
-        /// Warps the tiles are split among.
-        warps: usize,
     },
     /// The tensor-core GEMM.
     Gemm,
@@ -61,14 +49,6 @@ pub struct CudaQuantLinear {
     table: Option<CudaSlice<u16>>,
     /// `gemv[token_tiles - 1][log2(row_tiles)]`.
     gemv: Vec<Vec<CudaFunction>>,
-    /// `gemv_stream[token_tiles - 1]`.
-    gemv_stream: Vec<CudaFunction>,
-    /// Warps of `gemv_stream` resident at once on the device (all multiprocessors).
-    stream_capacity: usize,
-    /// Partial sums of row tiles split between warps, `[rows rounded up to tiles][16]`, and
-    /// one arrival counter per row tile; zero between launches (the kernel leaves them so).
-    scratch: CudaSlice<f32>,
-    counters: CudaSlice<u32>,
     gemm: CudaFunction,
     dequantize: CudaFunction,
 }
@@ -126,27 +106,6 @@ impl CudaQuantLinear {
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
-        let gemv_stream = (1..=2)
-            .map(|nt| CudaDevice::function(&module, &format!("gemv_stream_nt{nt}")))
-            .collect::<Result<Vec<_>>>()?;
-        let per_multiprocessor = gemv_stream
-            .iter()
-            .map(|f| f.occupancy_max_active_blocks_per_multiprocessor(THREADS, 0, None))
-            .collect::<std::result::Result<Vec<u32>, _>>()
-            .map_err(driver_error("reading kernel occupancy"))?
-            .into_iter()
-            .min()
-            .unwrap_or(1)
-            .max(1) as usize;
-        let stream_capacity =
-            per_multiprocessor * (THREADS as usize / 32) * device.multiprocessors();
-        let row_tiles = packed.rows.div_ceil(TILE_ROWS);
-        let scratch = stream
-            .alloc_zeros(row_tiles * TILE_ROWS * GEMV_MAX_TOKENS)
-            .map_err(driver_error("allocating the decode scratch"))?;
-        let counters = stream
-            .alloc_zeros(row_tiles.max(1))
-            .map_err(driver_error("allocating the decode scratch"))?;
         let gemm = CudaDevice::function(&module, "gemm")?;
         let dequantize = CudaDevice::function(&module, "dequantize")?;
         Ok(CudaQuantLinear {
@@ -161,10 +120,6 @@ impl CudaQuantLinear {
             zero_points,
             table,
             gemv,
-            gemv_stream,
-            stream_capacity,
-            scratch,
-            counters,
             gemm,
             dequantize,
         })
@@ -203,12 +158,6 @@ impl CudaQuantLinear {
                     .enumerate()
                     .map(move |(rt, f)| (format!("gemv_nt{}_rt{}", nt + 1, 1 << rt), f))
             })
-            .chain(
-                self.gemv_stream
-                    .iter()
-                    .enumerate()
-                    .map(|(nt, f)| (format!("gemv_stream_nt{}", nt + 1), f)),
-            )
             .chain([("gemm".to_string(), &self.gemm)]);
         for (name, f) in named {
             let regs = f
@@ -222,33 +171,28 @@ impl CudaQuantLinear {
         Ok(out)
     }
 
-    /// The kernel [`CudaQuantLinear::forward`] picks for `m` tokens: the flat-split decode kernel
-    /// up to [`GEMV_MAX_TOKENS`], the GEMM above.
-    pub fn default_kernel(&self, m: usize) -> Kernel {
+    /// The kernel [`CudaQuantLinear::forward`] picks for `m` tokens on `device`.
+    pub fn default_kernel(&self, device: &CudaDevice, m: usize) -> Kernel {
         if m > GEMV_MAX_TOKENS {
             return Kernel::Gemm;
         }
-        Kernel::Stream {
-            warps: self.stream_warps(STREAM_MIN_TILES),
+        // Short rows (at most 16 k tiles): a block's 8 warps take 4 / RT k tiles at a time, so
+        // with one row tile most of them idle; two row tiles per block measured 16-17% faster at
+        // 1 and 4 tokens on 576-feature rows (H100: 2.47 against 2.95 us for 576x576, 2.51
+        // against 3.00 for 1536x576) and as fast at 16, while 1536-feature rows were slower
+        // (3.60 against 3.10 us for 576x1536).
+        if self.cols.div_ceil(super::layout::TILE_K) <= 16 {
+            return Kernel::Gemv { row_tiles: 2 };
         }
-    }
-
-    /// Warps for [`Kernel::Stream`] giving each at least `min_tiles` tiles, and no more than
-    /// are resident at once (more would run in a second, partial wave).
-    pub fn stream_warps(&self, min_tiles: usize) -> usize {
-        (self.tiles() / min_tiles.max(1))
-            .min(self.stream_capacity)
-            .max(1)
-    }
-
-    /// Tiles of the weight (16 rows x 64 features each): the most warps [`Kernel::Stream`] takes.
-    pub fn tiles(&self) -> usize {
-        self.rows.div_ceil(TILE_ROWS) * self.cols.div_ceil(super::layout::TILE_K)
-    }
-
-    /// Warps of [`Kernel::Stream`] resident at once on the whole device.
-    pub fn stream_capacity(&self) -> usize {
-        self.stream_capacity
+        // Larger blocks share each activation load among more rows; keep at least two blocks
+        // per multiprocessor so enough loads are in flight.
+        let row_tiles = self.rows.div_ceil(TILE_ROWS);
+        let wanted_blocks = 2 * device.multiprocessors();
+        let row_tiles = [4, 2]
+            .into_iter()
+            .find(|&r| m > 4 && row_tiles.div_ceil(r) >= wanted_blocks)
+            .unwrap_or(1);
+        Kernel::Gemv { row_tiles }
     }
 
     /// `y = x W^T` for `m` tokens with the default kernel. `x` holds `m * cols` values and `y`
@@ -260,7 +204,7 @@ impl CudaQuantLinear {
         m: usize,
         y: &mut CudaSlice<bf16>,
     ) -> Result<()> {
-        self.forward_with(device, x, m, y, self.default_kernel(m))
+        self.forward_with(device, x, m, y, self.default_kernel(device, m))
     }
 
     /// `y = x W^T` with a chosen kernel (benchmarks compare them).
@@ -306,19 +250,10 @@ impl CudaQuantLinear {
             .arg(&cols)
             .arg(&groups)
             .arg(&group_size);
-        let warps = match kernel {
-            Kernel::Stream { warps } => warps as i32,
-            _ => 0,
-        };
-        if let Kernel::Stream { .. } = kernel {
-            launch.arg(&self.scratch).arg(&self.counters).arg(&warps);
-        }
         // SAFETY: the arguments match the kernel signature in kernels/quant_gemm.cu (pointers to
-        // codes, scales, zero points or null, code book or null, x, y; five ints; for the flat
-        // split also the scratch, the counters and the warp count); the buffers hold the sizes
-        // the layout and the length check above guarantee (the scratch one row tile of 16 tokens
-        // per 16 rows, a counter per row tile), and the kernels bound every access by m, rows
-        // and cols.
+        // codes, scales, zero points or null, code book or null, x, y; five ints); the buffers
+        // hold the sizes the layout and the length check above guarantee, and the kernels bound
+        // every access by m, rows and cols.
         unsafe { launch.launch(config) }
             .map_err(driver_error("launching the quantized product"))?;
         Ok(())
@@ -385,21 +320,6 @@ impl CudaQuantLinear {
                 (
                     &self.gemv[token_tiles - 1][per_block.trailing_zeros() as usize],
                     (row_tiles.div_ceil(per_block) as u32, 1),
-                )
-            }
-            Kernel::Stream { warps } => {
-                if m > GEMV_MAX_TOKENS || warps == 0 || warps > self.tiles() {
-                    return Err(Error::InvalidArgument(format!(
-                        "decode kernel: {m} tokens (at most {GEMV_MAX_TOKENS}), {warps} warps \
-                         (1 to the {} tiles)",
-                        self.tiles()
-                    )));
-                }
-                let token_tiles = if m > 8 { 2 } else { 1 };
-                let per_block = THREADS as usize / 32;
-                (
-                    &self.gemv_stream[token_tiles - 1],
-                    (warps.div_ceil(per_block) as u32, 1),
                 )
             }
             Kernel::Gemm => (
