@@ -26,6 +26,9 @@ use lowbit::quant::{quantize_checkpoint, QuantRules, QuantScheme, RtnOptions};
 use lowbit::Model;
 use serde_json::{json, Value};
 
+mod common;
+use common::seed;
+
 /// lowbit against transformers, weight-only schemes: both run f32 on the same dequantized
 /// weights, so only summation order differs (the forward-pass tests hold 1e-3 on these models).
 const WEIGHT_ONLY_TOLERANCE: f32 = 1e-3;
@@ -236,18 +239,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-}
-
-fn seed() -> u64 {
-    std::env::var("LOWBIT_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
 }
 
 /// One layer's integers: codes `[out][in]`, zero points and scales `[out][groups]`.

@@ -14,6 +14,9 @@ use lowbit::quant::nf4::{FP4_CODE_BOOK, NF4_CODE_BOOK};
 use lowbit::quant::weights::INT4_TABLE;
 use lowbit::quant::{quantize_matrix, ActivationFormat, CodeKind, QuantScheme, RtnOptions};
 
+mod common;
+use common::seed;
+
 /// Float path tolerance, relative to `sum |scale * v * x|` over the row. The kernels add in f32
 /// with 8 to 16 lanes and several accumulators, so each partial sum holds at most k/8 = 512
 /// terms here: a worst-case error of 512 * 2^-24 = 3e-5 of the magnitude, and typically
@@ -55,20 +58,6 @@ impl Rng {
     fn byte(&mut self) -> u8 {
         (self.next() >> 56) as u8
     }
-}
-
-/// A fresh seed (or `LOWBIT_TEST_SEED`) for one test.
-fn seed() -> u64 {
-    if let Some(seed) = std::env::var("LOWBIT_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        return seed;
-    }
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
 }
 
 /// The code kinds the formats produce.

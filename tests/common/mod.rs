@@ -10,6 +10,18 @@ use std::sync::OnceLock;
 use lowbit::checkpoint::synthetic::{self, Variant};
 use lowbit::Checkpoint;
 
+/// A fresh seed for a test's random inputs, or `LOWBIT_TEST_SEED` when set (to replay a run).
+pub fn seed() -> u64 {
+    std::env::var("LOWBIT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+}
+
 /// The repository root.
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
