@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+mod common;
+
 fn lowbit() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lowbit"))
 }
@@ -167,4 +169,35 @@ fn device_errors_are_messages_not_panics() {
     );
     assert!(!tmp.join("cells").exists(), "the study started: {stderr}");
     std::fs::remove_dir_all(tmp).ok();
+}
+
+#[test]
+fn flags_take_no_value_wherever_they_stand() {
+    // `--no-clip` before another option used to swallow it as its value.
+    let model = common::tiny_model_dir("cli-flags-model");
+    let dir = common::scratch_dir("cli-flags");
+    std::fs::create_dir_all(&dir).unwrap();
+    let calib = dir.join("calib.jsonl");
+    let rows: Vec<String> = (0..4)
+        .map(|r| format!("{{\"text\": \"calibration row {r}: the quick brown fox jumps\"}}"))
+        .collect();
+    std::fs::write(&calib, rows.join("\n")).unwrap();
+    let out_dir = dir.join("awq");
+    let out = lowbit()
+        .arg("quantize")
+        .arg("--model")
+        .arg(&model)
+        .args(["--scheme", "w4a16-g32", "--method", "awq"])
+        .args(["--no-clip", "--out"])
+        .arg(&out_dir)
+        .args(["--act-order", "--calib"])
+        .arg(&calib)
+        .args(["--samples", "4", "--seq-len", "16"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(out_dir.join("config.json").exists(), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(&model).ok();
 }

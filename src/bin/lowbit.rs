@@ -67,6 +67,7 @@ const FLAGS: &[&str] = &[
     "--mse",
     "--no-samples",
     "--act-order",
+    "--no-clip",
 ];
 
 impl Args {
