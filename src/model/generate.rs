@@ -116,10 +116,6 @@ pub fn generate(
     }
     let eos = &decoder.model().config().eos_token_ids;
     let greedy = samplers.iter().all(Sampler::is_greedy);
-    enum Picks {
-        Tokens(Vec<u32>),
-        Logits(Vec<Vec<f32>>),
-    }
     let mut active: Vec<usize> = (0..n).collect();
     let mut next_inputs: Vec<Vec<u32>> = prompts.to_vec();
     while !active.is_empty() {
@@ -132,17 +128,18 @@ pub fn generate(
             .collect();
         // Greedy decoding needs only each sequence's argmax, which a GPU decoder picks on the
         // device; sampling needs the logits.
-        let picks = if greedy {
-            Picks::Tokens(decoder.greedy_batch(&inputs, &mut cache_refs)?)
+        let tokens = if greedy {
+            decoder.greedy_batch(&inputs, &mut cache_refs)?
         } else {
-            Picks::Logits(decoder.forward_batch(&inputs, &mut cache_refs, Logits::Last)?)
+            let logits = decoder.forward_batch(&inputs, &mut cache_refs, Logits::Last)?;
+            active
+                .iter()
+                .zip(&logits)
+                .map(|(&i, l)| samplers[i].sample(l))
+                .collect()
         };
         let mut still = Vec::with_capacity(active.len());
-        for (slot, &i) in active.iter().enumerate() {
-            let token = match &picks {
-                Picks::Tokens(t) => t[slot],
-                Picks::Logits(l) => samplers[i].sample(&l[slot]),
-            };
+        for (&i, &token) in active.iter().zip(&tokens) {
             if params.stop_at_eos && eos.contains(&token) {
                 results[i].finish_reason = FinishReason::Eos;
                 continue;

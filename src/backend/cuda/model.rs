@@ -244,7 +244,7 @@ impl<'a> CudaModel<'a> {
         which: Logits,
     ) -> Result<Vec<Vec<f32>>> {
         let vocab = self.model.config().vocab_size;
-        self.pass(inputs, caches, which, |_, ws, plan| {
+        self.pass(inputs, caches, which, |ws, plan| {
             let logits = ws.download_logits(self.device, plan.rows.len() * vocab)?;
             Ok(match which {
                 Logits::Last => logits.chunks_exact(vocab).map(|c| c.to_vec()).collect(),
@@ -269,11 +269,11 @@ impl<'a> CudaModel<'a> {
         caches: &mut [&mut CudaKvCache],
     ) -> Result<Vec<u32>> {
         let vocab = self.model.config().vocab_size;
-        self.pass(inputs, caches, Logits::Last, |this, ws, plan| {
+        self.pass(inputs, caches, Logits::Last, |ws, plan| {
             let rows = plan.rows.len();
-            this.kernels
-                .argmax_rows(this.device, &ws.logits, [rows, vocab], &mut ws.picks)?;
-            ws.download_picks(this.device, rows)
+            self.kernels
+                .argmax_rows(self.device, &ws.logits, [rows, vocab], &mut ws.picks)?;
+            ws.download_picks(self.device, rows)
         })
     }
 
@@ -284,7 +284,7 @@ impl<'a> CudaModel<'a> {
         inputs: &[&[u32]],
         caches: &mut [&mut CudaKvCache],
         which: Logits,
-        read: impl FnOnce(&Self, &mut Workspace, &Plan) -> Result<R>,
+        read: impl FnOnce(&mut Workspace, &Plan) -> Result<R>,
     ) -> Result<R> {
         let cfg = self.model.config();
         validate(self.model, inputs, caches)?;
@@ -329,7 +329,7 @@ impl<'a> CudaModel<'a> {
         } else {
             self.run(ws, &plan, inputs.len(), which)?;
         }
-        let out = read(self, ws, &plan)?;
+        let out = read(ws, &plan)?;
         for (cache, seq) in caches.iter_mut().zip(inputs) {
             cache.advance(seq.len());
         }

@@ -244,8 +244,9 @@ impl Workspace {
         put(staging, layout.cos, &plan.cos);
         put(staging, layout.sin, &plan.sin);
         put(staging, layout.kv_table, kv_table);
-        // A slice of pinned memory: the copy stays asynchronous (cudarc waits only for pageable
-        // sources it owns, and this one is not).
+        // Only the pass's own bytes travel. cudarc records no event for a plain slice source and
+        // does not wait on it; the slice lies in pinned memory, so the copy stays asynchronous,
+        // and the synchronization above keeps `staging` unwritten while an earlier copy reads it.
         device
             .stream()
             .memcpy_htod(
