@@ -191,11 +191,31 @@ __device__ __forceinline__ void load_table(const u16* table, u16* shared_table) 
 
 // Decode (M <= 8 NT): a block of 8 warps owns RT row tiles; its warps split the k tiles (4 / RT
 // consecutive ones at a time) and add their partial sums through shared memory at the end.
+// SwiGLU inputs of the down projection, fused into the activation loads: x = bf16(silu(g) u),
+// rounded once as the separate `swiglu` kernel of forward.cu rounds it.
+__device__ __forceinline__ u32 swiglu_pair(u32 g2, u32 u2) {
+    float r[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const float g = __uint_as_float(h ? (g2 & 0xFFFF0000u) : (g2 << 16));
+        const float u = __uint_as_float(h ? (u2 & 0xFFFF0000u) : (u2 << 16));
+        r[h] = g / (1.f + expf(-g)) * u;
+    }
+    return pack_bf16x2(r[0], r[1]);
+}
+
+__device__ __forceinline__ uint4 swiglu_vec(uint4 g, uint4 u) {
+    return make_uint4(swiglu_pair(g.x, u.x), swiglu_pair(g.y, u.y), swiglu_pair(g.z, u.z),
+                      swiglu_pair(g.w, u.w));
+}
+
+// x rows are `x_stride` values apart. With `x_up` non-null, x holds SwiGLU gates and x_up the
+// matching up values (same stride), and the product's input is their SwiGLU.
 template <int NT, int RT>
 __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scales,
                      const signed char* __restrict__ zeros, const u16* __restrict__ table,
-                     const u16* __restrict__ x, u16* __restrict__ y, int M, int N, int K,
-                     int groups, int group_size) {
+                     const u16* __restrict__ x, const u16* __restrict__ x_up, long x_stride,
+                     u16* __restrict__ y, int M, int N, int K, int groups, int group_size) {
     __shared__ u16 shared_table[16];
     __shared__ float partial[GEMV_WARPS][RT * NT * 4][32];
     load_table(table, shared_table);
@@ -235,10 +255,16 @@ __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scale
 #pragma unroll
             for (int nt = 0; nt < NT; nt++) {
                 const int token = nt * 8 + g;
-                const u16* row = x + (long)min(token, M - 1) * K;
+                const long at = (long)min(token, M - 1) * x_stride;
+                const u16* row = x + at;
                 uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
                 if (token < M && k < K) lo = ldg16(row + k);
                 if (token < M && k + 8 < K) hi = ldg16(row + k + 8);
+                if (x_up != nullptr) {
+                    const u16* up = x_up + at;
+                    if (token < M && k < K) lo = swiglu_vec(lo, ldg16(up + k));
+                    if (token < M && k + 8 < K) hi = swiglu_vec(hi, ldg16(up + k + 8));
+                }
                 b[nt][0] = lo.x; b[nt][1] = lo.y; b[nt][2] = lo.z; b[nt][3] = lo.w;
                 b[nt][4] = hi.x; b[nt][5] = hi.y; b[nt][6] = hi.z; b[nt][7] = hi.w;
             }
@@ -275,9 +301,10 @@ __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scale
 #define GEMV_KERNEL(NT, RT)                                                                    \
     extern "C" __global__ void __launch_bounds__(256)                                          \
         gemv_nt##NT##_rt##RT(const uint4* w, const void* scales, const signed char* zeros,     \
-                             const u16* table, const u16* x, u16* y, int M, int N, int K,      \
-                             int groups, int group_size) {                                     \
-        gemv<NT, RT>(w, scales, zeros, table, x, y, M, N, K, groups, group_size);             \
+                             const u16* table, const u16* x, const u16* x_up, long x_stride,   \
+                             u16* y, int M, int N, int K, int groups, int group_size) {        \
+        gemv<NT, RT>(w, scales, zeros, table, x, x_up, x_stride, y, M, N, K, groups,          \
+                     group_size);                                                              \
     }
 GEMV_KERNEL(1, 1)
 GEMV_KERNEL(1, 2)

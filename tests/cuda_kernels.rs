@@ -117,3 +117,76 @@ fn bad_sizes_are_errors_not_launches() {
     assert!(linear.forward(&device, &x, 1, &mut y).is_ok());
     device.synchronize().unwrap();
 }
+
+#[test]
+fn fused_swiglu_product_equals_swiglu_then_product() {
+    use half::bf16;
+    use lowbit::backend::cuda::linear::CudaQuantLinear;
+    use lowbit::backend::cuda::ops::ForwardKernels;
+    let Some(device) = device_or_skip("the fused SwiGLU product was") else {
+        return;
+    };
+    let seed = seed_from_env();
+    let mut rng = Rng(seed);
+    let kernels = ForwardKernels::new(&device, 64).unwrap();
+    let stream = device.stream();
+    for name in ["w4a16-g128", "w8a16", "nf4", "fp8"] {
+        let scheme = QuantScheme::parse(name).unwrap();
+        // [rows, cols]: odd row count, short (2 row tiles per block) and long rows.
+        for [rows, cols] in [[200, 576], [96, 1536]] {
+            let weights: Vec<f32> = (0..rows * cols).map(|_| rng.normal() * 0.02).collect();
+            let q = lowbit::quant::quantize_matrix(
+                &weights,
+                [rows, cols],
+                &scheme,
+                &Default::default(),
+            )
+            .unwrap();
+            let linear = CudaQuantLinear::new(&device, &q).unwrap();
+            for m in [1, 3, 16] {
+                // Gates and up values side by side, as a stacked gate/up product leaves them.
+                let stride = 2 * cols;
+                let values: Vec<bf16> = (0..m * stride)
+                    .map(|_| bf16::from_f32(2.0 * rng.normal()))
+                    .collect();
+                let gate_up = stream.clone_htod(&values).unwrap();
+                let (gate, up) = (gate_up.slice(..), gate_up.slice(cols..));
+                let mut inner = stream.alloc_zeros::<bf16>(m * cols).unwrap();
+                kernels
+                    .swiglu(
+                        &device,
+                        [&gate, &up],
+                        [None, None],
+                        [m, cols, stride],
+                        &mut inner,
+                    )
+                    .unwrap();
+                let mut want = stream.alloc_zeros::<bf16>(m * rows).unwrap();
+                linear.forward(&device, &inner, m, &mut want).unwrap();
+                let mut got = stream.clone_htod(&vec![bf16::NAN; m * rows]).unwrap();
+                linear
+                    .forward_swiglu(&device, [&gate, &up], stride, m, &mut got)
+                    .unwrap();
+                let (want, got) = (
+                    stream.clone_dtoh(&want).unwrap(),
+                    stream.clone_dtoh(&got).unwrap(),
+                );
+                let same = want
+                    .iter()
+                    .zip(&got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same && want.iter().any(|v| v.to_f32() != 0.0),
+                    "{name} [{rows}, {cols}] m={m}: fused SwiGLU product differs (seed {seed})"
+                );
+            }
+            // Too many tokens for the decode kernel: an error, not a launch.
+            let big = stream.alloc_zeros::<bf16>(17 * 2 * cols).unwrap();
+            let mut y = stream.alloc_zeros::<bf16>(17 * rows).unwrap();
+            let (gate, up) = (big.slice(..), big.slice(cols..));
+            assert!(linear
+                .forward_swiglu(&device, [&gate, &up], 2 * cols, 17, &mut y)
+                .is_err());
+        }
+    }
+}

@@ -5,7 +5,7 @@
 //! (`gemv_nt{1,2}_rt{1,2,4}`: 8 or 16 tokens per instruction, 1 to 4 row tiles per block); more
 //! run the tensor-core GEMM (`gemm`, 128 rows x 64 tokens per block).
 
-use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 use half::bf16;
 
 use super::device::{driver_error, CudaDevice, QUANT_GEMM};
@@ -216,20 +216,76 @@ impl CudaQuantLinear {
         y: &mut CudaSlice<bf16>,
         kernel: Kernel,
     ) -> Result<()> {
-        if m == 0 || x.len() < m * self.cols || y.len() < m * self.rows {
+        self.launch(device, &x.slice(..), None, self.cols, m, y, kernel)
+    }
+
+    /// `y = swiglu(gate, up) W^T` for `m` tokens (at most [`GEMV_MAX_TOKENS`]), the SwiGLU
+    /// (`bf16(silu(g) u)`, rounded as the separate kernel of the forward pass rounds it) computed
+    /// as the decode kernel loads its input, which saves a launch and a round trip through
+    /// memory. `gate` and `up` hold `m` rows of `cols` values, `stride` values apart (the halves
+    /// of a stacked gate/up product, or two products).
+    pub fn forward_swiglu(
+        &self,
+        device: &CudaDevice,
+        [gate, up]: [&CudaView<'_, bf16>; 2],
+        stride: usize,
+        m: usize,
+        y: &mut CudaSlice<bf16>,
+    ) -> Result<()> {
+        match self.default_kernel(device, m) {
+            Kernel::Gemv { row_tiles } => {
+                let kernel = Kernel::Gemv { row_tiles };
+                self.launch(device, gate, Some(up), stride, m, y, kernel)
+            }
+            Kernel::Gemm => Err(Error::InvalidArgument(format!(
+                "fused SwiGLU product: {m} tokens (at most {GEMV_MAX_TOKENS})"
+            ))),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        &self,
+        device: &CudaDevice,
+        x: &CudaView<'_, bf16>,
+        x_up: Option<&CudaView<'_, bf16>>,
+        stride: usize,
+        m: usize,
+        y: &mut CudaSlice<bf16>,
+        kernel: Kernel,
+    ) -> Result<()> {
+        let span = (m.max(1) - 1) * stride + self.cols;
+        if m == 0
+            || stride < self.cols
+            || x.len() < span
+            || x_up.is_some_and(|u| u.len() < span)
+            || y.len() < m * self.rows
+        {
             return Err(Error::InvalidArgument(format!(
                 "quantized product [{}, {}]: {m} tokens need {} inputs and {} outputs, got {} and {}",
                 self.rows,
                 self.cols,
-                m * self.cols,
+                span,
                 m * self.rows,
                 x.len(),
                 y.len()
             )));
         }
+        let gemv = matches!(kernel, Kernel::Gemv { .. });
+        if x_up.is_some() && !gemv {
+            return Err(Error::InvalidArgument(
+                "only the decode kernel takes SwiGLU inputs".into(),
+            ));
+        }
+        if !gemv && stride != self.cols {
+            return Err(Error::InvalidArgument(
+                "the GEMM takes activation rows without gaps".into(),
+            ));
+        }
         let (function, config) = self.launch_plan(m, kernel)?;
         let dims = [m, self.rows, self.cols, self.groups, self.group_size];
         let [m, rows, cols, groups, group_size] = dims.map(|v| v as i32);
+        let stride = stride as i64;
         let null = 0u64;
         let stream = device.stream();
         let mut launch = stream.launch_builder(function);
@@ -242,18 +298,26 @@ impl CudaQuantLinear {
             Some(t) => launch.arg(t),
             None => launch.arg(&null),
         };
+        launch.arg(x);
+        if gemv {
+            match x_up {
+                Some(u) => launch.arg(u),
+                None => launch.arg(&null),
+            };
+            launch.arg(&stride);
+        }
         launch
-            .arg(x)
             .arg(y)
             .arg(&m)
             .arg(&rows)
             .arg(&cols)
             .arg(&groups)
             .arg(&group_size);
-        // SAFETY: the arguments match the kernel signature in kernels/quant_gemm.cu (pointers to
-        // codes, scales, zero points or null, code book or null, x, y; five ints); the buffers
-        // hold the sizes the layout and the length check above guarantee, and the kernels bound
-        // every access by m, rows and cols.
+        // SAFETY: the arguments match the kernel signatures in kernels/quant_gemm.cu (pointers to
+        // codes, scales, zero points or null, code book or null, x; for the decode kernel the up
+        // values or null and the row stride; y; five ints); the buffers hold the sizes the
+        // layout and the length checks above guarantee (m rows `stride` apart of x and up), and
+        // the kernels bound every access by m, rows and cols.
         unsafe { launch.launch(config) }
             .map_err(driver_error("launching the quantized product"))?;
         Ok(())

@@ -26,6 +26,7 @@ use super::blas::Blas;
 use super::device::{driver_error, CudaDevice};
 use super::kv_cache::CudaKvCache;
 use super::layers::{biases, upload_f32, DeviceLinear, DeviceWeight, Stacked};
+use super::linear::GEMV_MAX_TOKENS;
 use super::ops::{AttentionShape, EmbeddingRef, ForwardKernels, TokenTables, MAX_HEAD_DIM};
 use super::plan::{validate, Plan};
 use super::workspace::{Tables, Workspace};
@@ -470,15 +471,25 @@ impl<'a> CudaModel<'a> {
                     (gate.slice(..), up.slice(..), inter)
                 }
             };
-            k.swiglu(
-                device,
-                [&gate_view, &up_view],
-                [b.gate_up_bias[0].as_ref(), b.gate_up_bias[1].as_ref()],
-                [total, inter, stride],
-                inner,
-            )?;
-            b.down_proj
-                .forward(device, blas, inner, total, proj, dequantized)?;
+            let no_bias = b.gate_up_bias.iter().all(Option::is_none);
+            match &b.down_proj.weight {
+                // A quantized down projection of a few tokens computes the SwiGLU as it loads
+                // its input: one launch less per block.
+                DeviceWeight::Quantized(q) if no_bias && total <= GEMV_MAX_TOKENS => {
+                    q.forward_swiglu(device, [&gate_view, &up_view], stride, total, proj)?;
+                }
+                _ => {
+                    k.swiglu(
+                        device,
+                        [&gate_view, &up_view],
+                        [b.gate_up_bias[0].as_ref(), b.gate_up_bias[1].as_ref()],
+                        [total, inter, stride],
+                        inner,
+                    )?;
+                    b.down_proj
+                        .forward(device, blas, inner, total, proj, dequantized)?;
+                }
+            }
             let next_norm = self
                 .blocks
                 .get(layer + 1)
