@@ -7,9 +7,9 @@
 #![cfg(feature = "cuda")]
 
 use lowbit::backend::cuda::check::{
-    check_product, decode_kernels, device_or_skip, seed_from_env, Rng,
+    check_product, check_scaled, decode_kernels, device_or_skip, seed_from_env, Rng,
 };
-use lowbit::backend::cuda::device::{compile, QUANT_GEMM};
+use lowbit::backend::cuda::device::{compile, QUANT_GEMM, SCALED_MM};
 use lowbit::backend::cuda::linear::Kernel;
 use lowbit::quant::QuantScheme;
 
@@ -49,6 +49,72 @@ fn every_format_compiles_for_hopper_and_ampere() {
                 Err(e) => panic!("{arch} {defines:?}: {e}"),
             }
         }
+    }
+}
+
+#[test]
+fn activation_quantization_compiles_for_hopper_and_ampere() {
+    for arch in ["compute_90a", "compute_80"] {
+        match compile(SCALED_MM, arch, &[]) {
+            Ok(ptx) => {
+                for entry in ["quantize_int8", "quantize_fp8", "scale_int32"] {
+                    assert!(ptx.contains(&format!(".entry {entry}")), "{arch}: {entry}");
+                }
+                // FP8 conversion exists from compute 8.9; older GPUs get a trap, and cuBLASLt
+                // refuses FP8 products there anyway.
+                assert_eq!(
+                    ptx.contains("cvt.rn.satfinite.e4m3x2.f32"),
+                    arch == "compute_90a",
+                    "{arch}"
+                );
+            }
+            Err(lowbit::Error::Device(e)) if e.contains("not found") => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+            Err(e) => panic!("{arch}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn products_of_quantized_activations_match_the_cpu() {
+    let Some(device) = device_or_skip("the cuBLASLt products were") else {
+        return;
+    };
+    let blas = lowbit::backend::cuda::blas::Blas::new(&device).unwrap();
+    let seed = seed_from_env();
+    let mut rng = Rng(seed);
+    let mut worst = 0f64;
+    for name in ["w8a8", "w8a8-fp8", "w8a8-fp8-block"] {
+        let scheme = QuantScheme::parse(name).unwrap();
+        // Widths that need padding to 16 and to 128, rows under one 128-row block.
+        for shape in [[1024, 1032], [576, 576], [64, 896], [1536, 576]] {
+            for m in [1, 3, 4, 16, 17, 130] {
+                let r = check_scaled(&device, &blas, &scheme, shape, m, &mut rng).unwrap();
+                assert!(
+                    r.passed(),
+                    "{}: relative error {:e} (tolerance {:e}), {} outputs unwritten or not \
+                     finite (seed {seed})",
+                    r.label,
+                    r.relative_error,
+                    r.tolerance,
+                    r.bad_outputs
+                );
+                worst = worst.max(r.relative_error / r.tolerance);
+            }
+        }
+    }
+    eprintln!("quantized-activation products: worst error {worst:.2} of the tolerance");
+    // What the GPU does not take is an error that says so, not a wrong product.
+    for (name, shape) in [
+        ("w8a8", [37, 200]),
+        ("w4a8-g128", [64, 256]),
+        ("w8a8-g128", [64, 256]),
+    ] {
+        let scheme = QuantScheme::parse(name).unwrap();
+        let e = check_scaled(&device, &blas, &scheme, shape, 2, &mut rng).unwrap_err();
+        assert!(e.to_string().contains("GPU kernels for"), "{name}: {e}");
     }
 }
 

@@ -5,8 +5,8 @@
 //!
 //! Run on a machine with a GPU: `cargo bench --features cuda --bench cuda_forward` (or the built
 //! binary `target/release/deps/cuda_forward-*`). Options: `--schemes LIST` (default
-//! bf16,w4a16-g128,w8a16,fp8,nf4; bf16 is dense), `--batch LIST` (default 1,16),
-//! `--prompt-tokens N` (128), `--decode-tokens N` (128). The real model's numbers come from
+//! bf16,w4a16-g128,w8a16,fp8,nf4,w8a8,w8a8-fp8,w8a8-fp8-block; bf16 is dense), `--batch LIST`
+//! (default 1,16), `--prompt-tokens N` (128), `--decode-tokens N` (128). The real model's numbers come from
 //! `lowbit bench --device cuda`.
 
 use std::time::Instant;
@@ -106,7 +106,11 @@ fn main() {
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let schemes = list(&args, "--schemes", "bf16,w4a16-g128,w8a16,fp8,nf4");
+    let schemes = list(
+        &args,
+        "--schemes",
+        "bf16,w4a16-g128,w8a16,fp8,nf4,w8a8,w8a8-fp8,w8a8-fp8-block",
+    );
     let batches: Vec<usize> = list(&args, "--batch", "1,16")
         .iter()
         .map(|b| b.parse().expect("--batch: numbers"))

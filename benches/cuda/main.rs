@@ -1,5 +1,7 @@
 //! The device script of the CUDA backend, one run: checks every kernel against the CPU, measures
-//! the memory bandwidth, then times the quantized products against cuBLAS bf16.
+//! the memory bandwidth, then times the quantized products (the fused kernels, and products of
+//! int8 or FP8 activations through cuBLASLt, activation quantization included) against cuBLAS
+//! bf16.
 //!
 //! Run on a machine with a GPU: `cargo bench --features cuda --bench cuda` (or the built binary
 //! `target/release/deps/cuda-*`). Options: `--quick` (fewer shapes), `--seed N`.
@@ -18,10 +20,13 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use half::bf16;
 
 use lowbit::backend::cuda::blas::Blas;
-use lowbit::backend::cuda::check::{check_product, decode_kernels, seed_from_env, Rng};
+use lowbit::backend::cuda::check::{
+    check_product, check_scaled, decode_kernels, seed_from_env, Rng,
+};
 use lowbit::backend::cuda::device::{CudaDevice, BANDWIDTH};
 use lowbit::backend::cuda::layout::{DeviceFormat, DeviceScales, PackedWeight, TILE_K, TILE_ROWS};
 use lowbit::backend::cuda::linear::{CudaQuantLinear, Kernel};
+use lowbit::backend::cuda::scaled::{CudaScaledLinear, ScaledScratch};
 use lowbit::quant::QuantScheme;
 use lowbit::Result;
 
@@ -48,6 +53,8 @@ const SHAPES: [[usize; 2]; 7] = [
 const TOKENS: [usize; 6] = [1, 4, 16, 64, 256, 2048];
 /// Schemes timed.
 const SCHEMES: [&str; 5] = ["w4a16-g128", "w4a16-g128-asym", "w8a16", "fp8", "nf4"];
+/// Schemes with quantized activations, checked and timed through cuBLASLt.
+const SCALED_SCHEMES: [&str; 3] = ["w8a8-fp8", "w8a8-fp8-block", "w8a8"];
 
 fn main() {
     if let Err(e) = run() {
@@ -165,7 +172,36 @@ fn run_checks(device: &CudaDevice, blas: &Blas, seed: u64, quick: bool) -> Resul
         shapes.len(),
         worst
     );
-    Ok(failures)
+    // Quantized activations (rows must be a multiple of 16: the first shape is left out).
+    let mut scaled_worst = 0f64;
+    let mut scaled_failures = 0;
+    for name in SCALED_SCHEMES {
+        let scheme = QuantScheme::parse(name)?;
+        for &shape in &shapes[1..] {
+            for m in [1, 3, 4, 16, 17, 64, 130, 300] {
+                if shape[0] * shape[1] * m > 120_000_000 {
+                    continue;
+                }
+                let r = check_scaled(device, blas, &scheme, shape, m, &mut rng)?;
+                scaled_worst = scaled_worst.max(r.relative_error / r.tolerance);
+                if !r.passed() {
+                    scaled_failures += 1;
+                    println!(
+                        "FAIL {}: relative error {:.3e} (tolerance {:.1e}), {} outputs unwritten \
+                         or not finite (seed {seed})",
+                        r.label, r.relative_error, r.tolerance, r.bad_outputs
+                    );
+                }
+            }
+        }
+    }
+    println!(
+        "checks of quantized activations (cuBLASLt): {} schemes x {} shapes x 8 token counts, \
+         {scaled_failures} failures, worst error {scaled_worst:.2} of its tolerance",
+        SCALED_SCHEMES.len(),
+        shapes.len() - 1
+    );
+    Ok(failures + scaled_failures)
 }
 
 /// Median seconds per launch of `launch(i)` (i counts launches, for rotating inputs): first
@@ -393,6 +429,31 @@ fn timings(
                     };
                     report([rows, cols], m, &label, t, bytes, read_bw, baseline[mi]);
                 }
+            }
+        }
+        for name in SCALED_SCHEMES {
+            let scheme = QuantScheme::parse(name)?;
+            let weights: Vec<f32> = (0..rows * cols).map(|_| rng.normal() * 0.02).collect();
+            let q = lowbit::quant::quantize_matrix(
+                &weights,
+                [rows, cols],
+                &scheme,
+                &Default::default(),
+            )?;
+            let first = CudaScaledLinear::new(device, &[&q])?;
+            let bytes = first.device_bytes();
+            let copies = ROTATE_BYTES.div_ceil(bytes).max(2);
+            let mut linears = vec![first];
+            for _ in 1..copies {
+                linears.push(CudaScaledLinear::new(device, &[&q])?);
+            }
+            let mut scratch = ScaledScratch::new(device, max_m, linears[0].needs())?;
+            for (mi, &m) in TOKENS.iter().enumerate() {
+                let t = time(device, |i| {
+                    linears[i % copies].forward(device, blas, &x, m, &mut y, &mut scratch)
+                })?;
+                let label = format!("{name} cuBLASLt");
+                report([rows, cols], m, &label, t, bytes, read_bw, baseline[mi]);
             }
         }
     }

@@ -42,7 +42,8 @@ Usage:
   lowbit fetch    (download and convert the default model; prints its directory)
 
 --device cuda runs the forward pass on the first NVIDIA GPU (lowbit built with --features cuda):
-weights uploaded once, activations bf16 into the projections, KV cache and logits f32.
+weights uploaded once, activations bf16 into the projections (quantized per token for w8a8 and
+w8a8-fp8 schemes), KV cache and logits f32.
 
 PATH is a Hugging Face directory (config.json + safetensors), a .safetensors file or a .gguf
 file. Quantized checkpoints load in lowbit's own layout or in the compressed-tensors, GPTQ

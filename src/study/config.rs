@@ -62,7 +62,8 @@ pub struct StudyConfig {
     pub efficiency: EfficiencyConfig,
     /// Where scoring and timing run: `"cpu"` or `"cuda"` (lowbit built with `--features
     /// cuda`). Quantization always runs on the CPU. A cell whose model the GPU kernels do not
-    /// take (int8 activations) is scored and timed on the CPU, and its result says so.
+    /// take (int8 activations with 4-bit or grouped weights) is scored and timed on the CPU, and
+    /// its result says so.
     pub device: String,
 }
 

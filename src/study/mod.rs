@@ -410,7 +410,7 @@ fn run_cell(
                 measured(gpu, &mut *progress).map(|m| (m, name.to_string()))
             }) {
                 Ok(outcome) => outcome?,
-                // A model the GPU kernels do not take (int8 activations): the CPU scores it.
+                // A model the GPU kernels do not take (W4A8, grouped W8A8): the CPU scores it.
                 Err(Error::InvalidArgument(why)) => {
                     progress("not on the GPU; scoring on the CPU");
                     (measured(&model, progress)?, format!("CPU ({why})"))

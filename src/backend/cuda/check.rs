@@ -11,6 +11,7 @@ use super::blas::Blas;
 use super::device::{driver_error, CudaDevice};
 use super::layout::DeviceFormat;
 use super::linear::{CudaQuantLinear, Kernel};
+use super::scaled::{CudaScaledLinear, ScaledScratch};
 use crate::error::Result;
 use crate::quant::{quantize_matrix, QuantScheme, RtnOptions};
 
@@ -24,6 +25,10 @@ pub const TABLE_TOLERANCE: f64 = 4.5e-3;
 /// Tolerance of dequantize-then-cuBLAS: each weight is rounded to bf16 once (2^-9; NF4/FP4 code
 /// books once more, 2^-9) and y once (2^-9): at most 3 * 2^-9 = 5.9e-3.
 pub const DEQUANT_TOLERANCE: f64 = 6e-3;
+/// Tolerance of FP8 x FP8 products: codes and their products are exact, y is rounded to bf16
+/// (2^-9), and the FP8 tensor cores add with fewer bits than f32 between cuBLASLt's promotions
+/// to f32 (measured on an H100, see `benches/cuda/NOTES.md`).
+pub const FP8_TOLERANCE: f64 = 4e-3;
 /// A bf16 NaN the kernels never produce from finite inputs.
 const POISON: u16 = 0x7FC1;
 
@@ -136,6 +141,128 @@ pub fn decode_kernels() -> Vec<Kernel> {
         .to_vec()
 }
 
+/// A random problem: weights with a few outliers, as trained matrices have, quantized by RTN;
+/// bf16 activations.
+struct Problem {
+    quantized: crate::quant::QuantizedTensor,
+    dense: Vec<f32>,
+    x: Vec<bf16>,
+    xf: Vec<f64>,
+    shape: [usize; 3],
+}
+
+impl Problem {
+    fn new(
+        scheme: &QuantScheme,
+        [rows, cols]: [usize; 2],
+        m: usize,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let weights: Vec<f32> = (0..rows * cols)
+            .map(|i| {
+                let w = rng.normal() * 0.02;
+                if i % 997 == 0 {
+                    w * 8.0
+                } else {
+                    w
+                }
+            })
+            .collect();
+        let quantized = quantize_matrix(&weights, [rows, cols], scheme, &RtnOptions::default())?;
+        let dense = quantized.dequantize();
+        let x: Vec<bf16> = (0..m * cols)
+            .map(|_| bf16::from_f32(rng.normal()))
+            .collect();
+        let xf = x.iter().map(|v| v.to_f32() as f64).collect();
+        Ok(Problem {
+            quantized,
+            dense,
+            x,
+            xf,
+            shape: [m, rows, cols],
+        })
+    }
+
+    /// `x w^T` in f64.
+    fn reference(&self, w: &[f32], x: &[f64]) -> Vec<f64> {
+        let [m, rows, cols] = self.shape;
+        let mut y = vec![0f64; m * rows];
+        y.par_chunks_mut(rows).enumerate().for_each(|(t, out)| {
+            let xt = &x[t * cols..(t + 1) * cols];
+            for (r, o) in out.iter_mut().enumerate() {
+                *o = w[r * cols..(r + 1) * cols]
+                    .iter()
+                    .zip(xt)
+                    .map(|(&a, &b)| a as f64 * b)
+                    .sum();
+            }
+        });
+        y
+    }
+}
+
+/// Checks a scheme with quantized activations (`w8a8`, `w8a8-fp8`, `w8a8-fp8-block`) on a
+/// `[rows, cols]` weight against `m` tokens: [`CudaScaledLinear`] against the f64 product of
+/// the dequantized weight and the activations quantized by the CPU's rules
+/// (`crate::quant::activation`), from the same bf16 values.
+pub fn check_scaled(
+    device: &CudaDevice,
+    blas: &Blas,
+    scheme: &QuantScheme,
+    [rows, cols]: [usize; 2],
+    m: usize,
+    rng: &mut Rng,
+) -> Result<CheckResult> {
+    use crate::quant::activation::{fake_quantize_fp8, quantize_int8_rows};
+    use crate::quant::scheme::{ActivationFormat, Granularity, FP8_BLOCK};
+    let problem = Problem::new(scheme, [rows, cols], m, rng)?;
+    let xq: Vec<f64> = {
+        let xs: Vec<f32> = problem.x.iter().map(|v| v.to_f32()).collect();
+        if scheme.activation == ActivationFormat::Int8 {
+            let mut codes = vec![0i8; m * cols];
+            let mut scales = vec![0f32; m];
+            quantize_int8_rows(&xs, cols, &mut codes, &mut scales);
+            codes
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| c as f64 * scales[i / cols] as f64)
+                .collect()
+        } else {
+            let mut xs = xs;
+            let group = if scheme.granularity == Granularity::Block128 {
+                FP8_BLOCK
+            } else {
+                cols
+            };
+            fake_quantize_fp8(&mut xs, cols, group);
+            xs.iter().map(|&v| v as f64).collect()
+        }
+    };
+    let want = problem.reference(&problem.dense, &xq);
+    let linear = CudaScaledLinear::new(device, &[&problem.quantized])?;
+    let stream = device.stream();
+    let x_device = stream
+        .clone_htod(&problem.x)
+        .map_err(driver_error("uploading activations"))?;
+    let mut y = stream
+        .alloc_zeros::<bf16>(m * rows)
+        .map_err(driver_error("allocating the output"))?;
+    let mut scratch = ScaledScratch::new(device, m, linear.needs())?;
+    let (relative_error, bad_outputs) = run_checked(device, &mut y, &want, |y| {
+        linear.forward(device, blas, &x_device, m, y, &mut scratch)
+    })?;
+    Ok(CheckResult {
+        label: format!("{scheme} [{rows}, {cols}] m={m} cuBLASLt"),
+        relative_error,
+        tolerance: if scheme.activation == ActivationFormat::Int8 {
+            EXACT_TOLERANCE
+        } else {
+            FP8_TOLERANCE
+        },
+        bad_outputs,
+    })
+}
+
 /// Checks `scheme` on a `[rows, cols]` weight against `m` tokens with every kernel in
 /// `kernels`; with `blas`, also the GPU dequantization followed by cuBLAS, and cuBLAS alone on
 /// the weight dequantized by the CPU.
@@ -148,40 +275,12 @@ pub fn check_product(
     kernels: &[Kernel],
     rng: &mut Rng,
 ) -> Result<Vec<CheckResult>> {
-    // Weights with a few outliers, as trained matrices have.
-    let weights: Vec<f32> = (0..rows * cols)
-        .map(|i| {
-            let w = rng.normal() * 0.02;
-            if i % 997 == 0 {
-                w * 8.0
-            } else {
-                w
-            }
-        })
-        .collect();
-    let quantized = quantize_matrix(&weights, [rows, cols], scheme, &RtnOptions::default())?;
-    let dense = quantized.dequantize();
-    let x: Vec<bf16> = (0..m * cols)
-        .map(|_| bf16::from_f32(rng.normal()))
-        .collect();
-    let xf: Vec<f64> = x.iter().map(|v| v.to_f32() as f64).collect();
-    let reference = |w: &[f32]| -> Vec<f64> {
-        let mut y = vec![0f64; m * rows];
-        y.par_chunks_mut(rows).enumerate().for_each(|(t, out)| {
-            let xt = &xf[t * cols..(t + 1) * cols];
-            for (r, o) in out.iter_mut().enumerate() {
-                *o = w[r * cols..(r + 1) * cols]
-                    .iter()
-                    .zip(xt)
-                    .map(|(&a, &b)| a as f64 * b)
-                    .sum();
-            }
-        });
-        y
-    };
-    let want = reference(&dense);
+    let problem = Problem::new(scheme, [rows, cols], m, rng)?;
+    let (quantized, dense, x) = (&problem.quantized, &problem.dense, &problem.x);
+    let reference = |w: &[f32]| problem.reference(w, &problem.xf);
+    let want = reference(dense);
 
-    let linear = CudaQuantLinear::new(device, &quantized)?;
+    let linear = CudaQuantLinear::new(device, quantized)?;
     let tolerance = if linear.format() == DeviceFormat::NibbleTable {
         TABLE_TOLERANCE
     } else {
@@ -189,7 +288,7 @@ pub fn check_product(
     };
     let stream = device.stream();
     let x_device = stream
-        .clone_htod(&x)
+        .clone_htod(x)
         .map_err(driver_error("uploading activations"))?;
     let mut y = stream
         .alloc_zeros::<bf16>(m * rows)

@@ -38,6 +38,12 @@ pub const FORWARD: KernelSource = KernelSource {
     text: include_str!("../../../kernels/forward.cu"),
 };
 
+/// Activation quantization for products with int8 or FP8 activations (`kernels/scaled_mm.cu`).
+pub const SCALED_MM: KernelSource = KernelSource {
+    name: "scaled_mm.cu",
+    text: include_str!("../../../kernels/scaled_mm.cu"),
+};
+
 /// Bandwidth probes (`kernels/bandwidth.cu`).
 pub const BANDWIDTH: KernelSource = KernelSource {
     name: "bandwidth.cu",

@@ -9,8 +9,11 @@ use super::blas::Blas;
 use super::device::{driver_error, CudaDevice};
 use super::layout::PackedWeight;
 use super::linear::{CudaQuantLinear, GEMV_MAX_TOKENS};
+use super::scaled::{CudaScaledLinear, ScaledNeeds, ScaledScratch};
 use crate::error::{Error, Result};
 use crate::model::{Linear, Weight};
+use crate::quant::scheme::ActivationFormat;
+use crate::quant::QuantizedTensor;
 
 /// A projection's weight on the device.
 pub(super) enum DeviceWeight {
@@ -18,6 +21,20 @@ pub(super) enum DeviceWeight {
     Quantized(Box<CudaQuantLinear>),
     /// bf16, row-major `[rows, cols]`, for cuBLAS.
     Dense(CudaSlice<bf16>),
+    /// Codes for products with quantized activations (W8A8) through cuBLASLt.
+    Scaled(Box<CudaScaledLinear>),
+}
+
+/// The scratch buffers products share: a dequantized weight (quantized weights with many
+/// tokens) and the buffers of products with quantized activations.
+pub(super) struct Scratch {
+    pub(super) dequantized: CudaSlice<bf16>,
+    pub(super) scaled: ScaledScratch,
+}
+
+/// Whether `q`'s activations are quantized too (so it runs as a scaled product).
+fn scaled_activations(q: &QuantizedTensor) -> bool {
+    q.scheme().activation != ActivationFormat::Float
 }
 
 /// A projection on the device. Its bias is applied by the kernel that reads its output.
@@ -70,6 +87,9 @@ impl DeviceLinear {
     pub(super) fn new(device: &CudaDevice, linear: &Linear, name: &str) -> Result<Self> {
         let [rows, cols] = linear.weight.shape();
         let weight = match &linear.weight {
+            Weight::Quantized(q) if scaled_activations(q) => DeviceWeight::Scaled(Box::new(
+                CudaScaledLinear::new(device, &[q]).map_err(|e| context(e, name))?,
+            )),
             Weight::Quantized(q) => DeviceWeight::Quantized(Box::new(
                 CudaQuantLinear::new(device, q).map_err(|e| context(e, name))?,
             )),
@@ -92,6 +112,7 @@ impl DeviceLinear {
         let weight = match &self.weight {
             DeviceWeight::Quantized(q) => q.device_bytes(),
             DeviceWeight::Dense(w) => w.len() * 2,
+            DeviceWeight::Scaled(s) => s.device_bytes(),
         };
         weight + self.bias.as_ref().map_or(0, |b| b.len() * 4)
     }
@@ -100,12 +121,21 @@ impl DeviceLinear {
     pub(super) fn dequantized_values(&self) -> usize {
         match self.weight {
             DeviceWeight::Quantized(_) => self.rows * self.cols,
-            DeviceWeight::Dense(_) => 0,
+            DeviceWeight::Dense(_) | DeviceWeight::Scaled(_) => 0,
+        }
+    }
+
+    /// What the scaled-product scratch needs for this weight.
+    pub(super) fn scaled_needs(&self) -> ScaledNeeds {
+        match &self.weight {
+            DeviceWeight::Scaled(s) => s.needs(),
+            _ => ScaledNeeds::default(),
         }
     }
 
     /// `y = x W^T` for `m` rows (bias not applied): the fused kernel for up to
-    /// [`GEMV_MAX_TOKENS`] rows, dequantize-then-cuBLAS above.
+    /// [`GEMV_MAX_TOKENS`] rows, dequantize-then-cuBLAS above; quantized activations through
+    /// cuBLASLt.
     pub(super) fn forward(
         &self,
         device: &CudaDevice,
@@ -113,15 +143,16 @@ impl DeviceLinear {
         x: &CudaSlice<bf16>,
         m: usize,
         y: &mut CudaSlice<bf16>,
-        dequantized: &mut CudaSlice<bf16>,
+        scratch: &mut Scratch,
     ) -> Result<()> {
         match &self.weight {
             DeviceWeight::Dense(w) => blas.linear(x, w, y, [m, self.rows, self.cols]),
             DeviceWeight::Quantized(q) if m <= GEMV_MAX_TOKENS => q.forward(device, x, m, y),
             DeviceWeight::Quantized(q) => {
-                q.dequantize_into(device, dequantized)?;
-                blas.linear(x, dequantized, y, [m, self.rows, self.cols])
+                q.dequantize_into(device, &mut scratch.dequantized)?;
+                blas.linear(x, &scratch.dequantized, y, [m, self.rows, self.cols])
             }
+            DeviceWeight::Scaled(s) => s.forward(device, blas, x, m, y, &mut scratch.scaled),
         }
     }
 }
@@ -138,7 +169,15 @@ impl Stacked {
                 Weight::Dense(_) => None,
             })
             .collect();
-        let stacked = if quantized.len() == parts.len() {
+        let scaled = quantized.iter().filter(|q| scaled_activations(q)).count();
+        let stacked = if scaled == parts.len() {
+            // One matrix when the parts can share it, else one each (below).
+            CudaScaledLinear::new(device, &quantized)
+                .ok()
+                .map(|s| DeviceWeight::Scaled(Box::new(s)))
+        } else if scaled > 0 {
+            None
+        } else if quantized.len() == parts.len() {
             let packed = quantized
                 .iter()
                 .zip(parts)

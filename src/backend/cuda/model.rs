@@ -29,6 +29,7 @@ use super::layers::{biases, upload_f32, DeviceLinear, DeviceWeight, Stacked};
 use super::linear::GEMV_MAX_TOKENS;
 use super::ops::{AttentionShape, EmbeddingRef, ForwardKernels, TokenTables, MAX_HEAD_DIM};
 use super::plan::{validate, Plan};
+use super::scaled::ScaledNeeds;
 use super::workspace::{Tables, Workspace};
 use crate::checkpoint::Dtype;
 use crate::error::{Error, Result};
@@ -68,6 +69,8 @@ pub struct CudaModel<'a> {
     rope: Rope,
     /// Largest quantized weight, in values: the dequantization buffer's size.
     dequant_values: usize,
+    /// What the scratch of products with quantized activations must hold.
+    scaled_needs: ScaledNeeds,
     state: Mutex<State>,
     graphs_enabled: bool,
     device_bytes: usize,
@@ -167,6 +170,9 @@ impl<'a> CudaModel<'a> {
             .map(|l| l.dequantized_values())
             .max()
             .unwrap_or(0);
+        let scaled_needs = linears
+            .iter()
+            .fold(ScaledNeeds::default(), |n, l| n.max(l.scaled_needs()));
         let weight_bytes: usize = linears.iter().map(|l| l.bytes()).sum();
         let final_norm = upload_f32(device, model.final_norm(), "model.norm")?;
         let device_bytes = weight_bytes
@@ -186,6 +192,7 @@ impl<'a> CudaModel<'a> {
             lm_head,
             rope: Rope::new(cfg),
             dequant_values,
+            scaled_needs,
             state: Mutex::new(State::default()),
             graphs_enabled: true,
             device_bytes,
@@ -306,7 +313,7 @@ impl<'a> CudaModel<'a> {
                 self.device,
                 cfg,
                 sizes,
-                self.dequant_values,
+                (self.dequant_values, self.scaled_needs),
             )?);
         }
         let ws = state.workspace.as_mut().expect("allocated above");
@@ -385,7 +392,7 @@ impl<'a> CudaModel<'a> {
             selected,
             logits_bf16,
             logits,
-            dequantized,
+            scratch,
             ..
         } = ws;
         let views = Tables::new(table_buffer, [total, sequences, plan.rows.len()], cfg);
@@ -414,7 +421,7 @@ impl<'a> CudaModel<'a> {
             );
             let (q_view, k_view, v_view, strides) = match &b.qkv {
                 Stacked::One(l) => {
-                    l.forward(device, blas, h, total, qkv_out, dequantized)?;
+                    l.forward(device, blas, h, total, qkv_out, scratch)?;
                     let row = q_width + 2 * kv_width;
                     (
                         qkv_out.slice(..),
@@ -424,9 +431,9 @@ impl<'a> CudaModel<'a> {
                     )
                 }
                 Stacked::Each(ls) => {
-                    ls[0].forward(device, blas, h, total, q, dequantized)?;
-                    ls[1].forward(device, blas, h, total, key, dequantized)?;
-                    ls[2].forward(device, blas, h, total, v, dequantized)?;
+                    ls[0].forward(device, blas, h, total, q, scratch)?;
+                    ls[1].forward(device, blas, h, total, key, scratch)?;
+                    ls[2].forward(device, blas, h, total, v, scratch)?;
                     (q.slice(..), key.slice(..), v.slice(..), [q_width, kv_width])
                 }
             };
@@ -448,8 +455,7 @@ impl<'a> CudaModel<'a> {
                 q_rot,
             )?;
             k.attention(device, q_rot, &tables, layer, total, shape, scale, attn)?;
-            b.o_proj
-                .forward(device, blas, attn, total, proj, dequantized)?;
+            b.o_proj.forward(device, blas, attn, total, proj, scratch)?;
             k.add_rms_norm(
                 device,
                 x,
@@ -462,12 +468,12 @@ impl<'a> CudaModel<'a> {
             )?;
             let (gate_view, up_view, stride) = match &b.gate_up {
                 Stacked::One(l) => {
-                    l.forward(device, blas, h, total, gate_up_out, dequantized)?;
+                    l.forward(device, blas, h, total, gate_up_out, scratch)?;
                     (gate_up_out.slice(..), gate_up_out.slice(inter..), 2 * inter)
                 }
                 Stacked::Each(ls) => {
-                    ls[0].forward(device, blas, h, total, gate, dequantized)?;
-                    ls[1].forward(device, blas, h, total, up, dequantized)?;
+                    ls[0].forward(device, blas, h, total, gate, scratch)?;
+                    ls[1].forward(device, blas, h, total, up, scratch)?;
                     (gate.slice(..), up.slice(..), inter)
                 }
             };
@@ -487,7 +493,7 @@ impl<'a> CudaModel<'a> {
                         inner,
                     )?;
                     b.down_proj
-                        .forward(device, blas, inner, total, proj, dequantized)?;
+                        .forward(device, blas, inner, total, proj, scratch)?;
                 }
             }
             let next_norm = self
@@ -517,9 +523,9 @@ impl<'a> CudaModel<'a> {
                 self.blas
                     .linear_f32_out(head_input, w, logits, [count, vocab, hidden])?
             }
-            DeviceWeight::Quantized(_) => {
+            DeviceWeight::Quantized(_) | DeviceWeight::Scaled(_) => {
                 self.lm_head
-                    .forward(device, blas, head_input, count, logits_bf16, dequantized)?;
+                    .forward(device, blas, head_input, count, logits_bf16, scratch)?;
                 k.widen(device, logits_bf16, count * vocab, logits)?;
             }
         }

@@ -13,7 +13,9 @@ use cudarc::driver::{CudaSlice, CudaView, DeviceRepr, PinnedHostSlice, ValidAsZe
 use half::bf16;
 
 use super::device::{driver_error, CudaDevice};
+use super::layers::Scratch;
 use super::plan::Plan;
+use super::scaled::{ScaledNeeds, ScaledScratch};
 use crate::checkpoint::ModelConfig;
 use crate::error::Result;
 
@@ -50,7 +52,8 @@ pub(super) struct Workspace {
     pub(super) selected: CudaSlice<bf16>,
     pub(super) logits_bf16: CudaSlice<bf16>,
     pub(super) logits: CudaSlice<f32>,
-    pub(super) dequantized: CudaSlice<bf16>,
+    /// Buffers the products share.
+    pub(super) scratch: Scratch,
 }
 
 /// Byte offsets of one pass's tables inside one buffer (each 256-byte aligned): token ids
@@ -110,12 +113,13 @@ fn zeros<T: DeviceRepr + ValidAsZeroBits>(device: &CudaDevice, n: usize) -> Resu
 
 impl Workspace {
     /// Buffers for passes of up to `tokens` tokens over `sequences` sequences with `rows` rows
-    /// of logits, and a dequantization buffer of `dequantized` values.
+    /// of logits, a dequantization buffer of `dequantized` values and the scratch of products
+    /// with quantized activations (`scaled`).
     pub(super) fn new(
         device: &CudaDevice,
         cfg: &ModelConfig,
         [tokens, sequences, rows]: [usize; 3],
-        dequantized: usize,
+        (dequantized, scaled): (usize, ScaledNeeds),
     ) -> Result<Self> {
         let t = tokens;
         let (hidden, inter) = (cfg.hidden_size, cfg.intermediate_size);
@@ -163,7 +167,10 @@ impl Workspace {
             selected: zeros(device, rows * hidden)?,
             logits_bf16: zeros(device, rows * cfg.vocab_size)?,
             logits: zeros(device, rows * cfg.vocab_size)?,
-            dequantized: zeros(device, dequantized)?,
+            scratch: Scratch {
+                dequantized: zeros(device, dequantized)?,
+                scaled: ScaledScratch::new(device, tokens.max(rows), scaled)?,
+            },
         })
     }
 
@@ -208,7 +215,7 @@ impl Workspace {
             &mut self.inner,
             &mut self.selected,
             &mut self.logits_bf16,
-            &mut self.dequantized,
+            &mut self.scratch.dequantized,
         ] {
             device.poison(b)?;
         }

@@ -1,0 +1,108 @@
+// Products with quantized activations (W8A8 int8, W8A8 FP8): the activations are quantized here,
+// dynamically, and cuBLASLt multiplies the codes (src/backend/cuda/scaled.rs).
+//
+//   x       bf16 [m, cols] row-major, as every projection input
+//   codes   int8 or e4m3 [m_pad, cols_pad] row-major; rows m..m_pad and columns cols..cols_pad
+//           are zero, so padding adds nothing to a product
+//   scales  f32, per token: [m_pad]; per 1x128 group: [cols_pad / 128][m_pad] (the token index
+//           fastest, the layout cuBLASLt reads for VEC128_32F scales)
+//
+// The rounding is the CPU's (src/quant/activation.rs):
+//   int8: scale = max|x| / 127 (1 for an all-zero row), q = clamp(rint(x * (1 / scale)), +-127)
+//   FP8:  scale = max|x| / 448 (1 for an all-zero group), code = e4m3(x / scale), ties to even,
+//         saturating at +-448.
+// One block of 128 threads per (token, group); a per-token scale is one group of cols_pad.
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned char u8;
+
+#define THREADS 128
+
+__device__ __forceinline__ float bf16_to_f32(u16 b) { return __uint_as_float(((u32)b) << 16); }
+
+__device__ __forceinline__ u16 f32_to_bf16(float f) {
+    u16 d;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(d) : "f"(f));
+    return d;
+}
+
+__device__ __forceinline__ u8 f32_to_e4m3(float f) {
+#if __CUDA_ARCH__ >= 890
+    u16 pair;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(pair) : "f"(0.0f), "f"(f));
+    return (u8)(pair & 0xFF);
+#else
+    __trap();
+    return 0;
+#endif
+}
+
+// Largest |x| of the block's values, returned to every thread.
+__device__ __forceinline__ float block_max(float v) {
+    __shared__ float partial[THREADS / 32];
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    float m = partial[0];
+    for (int w = 1; w < THREADS / 32; ++w) m = fmaxf(m, partial[w]);
+    return m;
+}
+
+// grid (m_pad, cols_pad / group); FP8 selects e4m3 codes, else int8.
+template <bool FP8>
+__device__ void quantize(const u16* __restrict__ x, u8* __restrict__ codes,
+                         float* __restrict__ scales, int m, int m_pad, int cols, int cols_pad,
+                         int group) {
+    const int t = blockIdx.x, g = blockIdx.y;
+    const int start = g * group;
+    const bool live = t < m;
+    float amax = 0.0f;
+    if (live) {
+        for (int k = start + threadIdx.x; k < start + group && k < cols; k += THREADS)
+            amax = fmaxf(amax, fabsf(bf16_to_f32(x[(size_t)t * cols + k])));
+    }
+    amax = block_max(amax);
+    const float limit = FP8 ? 448.0f : 127.0f;
+    const float scale = amax > 0.0f ? amax / limit : 1.0f;
+    const float inverse = 1.0f / scale;
+    u8* out = codes + (size_t)t * cols_pad;
+    for (int k = start + threadIdx.x; k < start + group; k += THREADS) {
+        u8 code = 0;
+        if (live && k < cols) {
+            const float v = bf16_to_f32(x[(size_t)t * cols + k]);
+            if (FP8) {
+                code = f32_to_e4m3(v / scale);
+            } else {
+                const float q = fminf(fmaxf(rintf(v * inverse), -127.0f), 127.0f);
+                code = (u8)(signed char)(int)q;
+            }
+        }
+        out[k] = code;
+    }
+    if (threadIdx.x == 0) scales[(size_t)g * m_pad + t] = scale;
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS)
+    quantize_int8(const u16* __restrict__ x, u8* __restrict__ codes, float* __restrict__ scales,
+                  int m, int m_pad, int cols, int cols_pad, int group) {
+    quantize<false>(x, codes, scales, m, m_pad, cols, cols_pad, group);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS)
+    quantize_fp8(const u16* __restrict__ x, u8* __restrict__ codes, float* __restrict__ scales,
+                 int m, int m_pad, int cols, int cols_pad, int group) {
+    quantize<true>(x, codes, scales, m, m_pad, cols, cols_pad, group);
+}
+
+// y[t, r] = bf16(acc[t, r] * token_scale[t] * row_scale[r]) for the first m tokens: the int8
+// product's i32 sums ([m_pad, rows], cuBLASLt's column-major [rows, m_pad]) scaled back.
+extern "C" __global__ void __launch_bounds__(256)
+    scale_int32(const int* __restrict__ acc, const float* __restrict__ token_scale,
+                const float* __restrict__ row_scale, u16* __restrict__ y, int m, int rows) {
+    const size_t i = (size_t)blockIdx.x * 256 + threadIdx.x;
+    if (i >= (size_t)m * rows) return;
+    const int t = (int)(i / rows), r = (int)(i % rows);
+    y[i] = f32_to_bf16((float)acc[i] * token_scale[t] * row_scale[r]);
+}
