@@ -121,8 +121,9 @@ typedef enum lowbit_status {
  * Thread safety: a model is immutable once loaded. Any number of threads may call
  * `lowbit_tokenize`, `lowbit_detokenize`, `lowbit_generate`, `lowbit_logits` and the
  * `lowbit_model_*` queries on the same model at the same time (each call keeps its own
- * KV cache). Only `lowbit_model_free` and `lowbit_model_quantize`, which change the model,
- * must not overlap with any other use of that model.
+ * KV cache; on a GPU the forward passes of concurrent calls take turns). Only
+ * `lowbit_model_free` and `lowbit_model_quantize`, which change the model, must not overlap
+ * with any other use of that model.
  */
 typedef struct lowbit_model lowbit_model;
 
@@ -202,9 +203,11 @@ typedef struct lowbit_load_params {
     size_t struct_size;
     /**
      * Where the model runs: `"cpu"` (the default; NULL means `"cpu"`), or `"cuda"` /
-     * `"cuda:N"` for GPU N, which the C API refuses with `LOWBIT_ERR_UNSUPPORTED` (the GPU
-     * forward pass is not reachable through it yet). Case is ignored. A string, so that
-     * devices added later need no change of this struct.
+     * `"cuda:N"` for CUDA GPU 0 / N: the weights are then uploaded once, and every forward
+     * pass of `lowbit_generate`, `lowbit_logits`, the scoring functions, `lowbit_eval` and
+     * `lowbit_bench` runs on that GPU (tokenizing and sampling stay on the CPU). Needs a
+     * lowbit built with the `cuda` feature. Case is ignored. A string, so that devices added
+     * later need no change of this struct.
      */
     const char *device;
     /**
@@ -725,9 +728,10 @@ struct lowbit_load_params lowbit_load_default_params(void);
  *
  * Errors: those of `lowbit_model_load`, and `LOWBIT_ERR_INVALID_ARGUMENT` (wrong
  * `params->struct_size`; a device or dtype that is not one of the names listed at
- * `lowbit_load_params`, or not UTF-8), `LOWBIT_ERR_UNSUPPORTED` (a device this build cannot
- * run on: `"cuda"`, until the C API reaches the GPU forward pass). The arguments are checked
- * before the checkpoint is read.
+ * `lowbit_load_params`, or not UTF-8), `LOWBIT_ERR_UNSUPPORTED` (a device this build or
+ * machine cannot run on: `"cuda"` in a build without the `cuda` feature, checked before the
+ * checkpoint is read; no such GPU or no CUDA driver; a model the GPU kernels do not take,
+ * such as `w4a8` layers; the message says which).
  *
  * Thread-safe: loads may run concurrently.
  *

@@ -380,3 +380,153 @@ fn forward_kernels_compile_for_hopper_and_ampere() {
         }
     }
 }
+
+/// `lowbit_last_error()` as a string.
+fn last_error() -> String {
+    // SAFETY: lowbit_last_error never returns NULL; the string is read before the next call.
+    unsafe { std::ffi::CStr::from_ptr(lowbit::ffi::lowbit_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The logits of `ids` through `lowbit_logits`.
+fn c_logits(model: *mut lowbit::ffi::lowbit_model, ids: &[u32], vocab: usize) -> Vec<f32> {
+    let mut out = vec![f32::NAN; vocab];
+    let mut n = 0;
+    // SAFETY: a live model, `ids.len()` ids, `vocab` writable floats and a writable count.
+    let status = unsafe {
+        lowbit::ffi::lowbit_logits(
+            model,
+            ids.as_ptr(),
+            ids.len(),
+            out.as_mut_ptr(),
+            vocab,
+            &mut n,
+        )
+    };
+    assert_eq!(
+        status,
+        lowbit::ffi::lowbit_status::LOWBIT_OK,
+        "{}",
+        last_error()
+    );
+    assert_eq!(n, vocab);
+    out
+}
+
+/// Quantizes `model` in memory with RTN to `scheme` through `lowbit_model_quantize`.
+fn c_quantize(model: *mut lowbit::ffi::lowbit_model, scheme: &str) -> lowbit::ffi::lowbit_status {
+    let scheme = std::ffi::CString::new(scheme).unwrap();
+    let params = lowbit::ffi::lowbit_quantize_params {
+        scheme: scheme.as_ptr(),
+        ..lowbit::ffi::lowbit_quantize_default_params()
+    };
+    // SAFETY: a live model used by no other thread; params from the default function.
+    unsafe { lowbit::ffi::lowbit_model_quantize(model, &params) }
+}
+
+#[test]
+fn the_c_api_runs_models_on_the_gpu() {
+    use lowbit::ffi::lowbit_status::*;
+    use lowbit::ffi::*;
+    let Some(device) = device_or_skip("the C API on the GPU was") else {
+        return;
+    };
+    drop(device);
+    let mut rng = Rng(seed_from_env());
+    let base = synthetic::build(Variant::Qwen2, 5);
+    let dir = std::env::temp_dir().join(format!("lowbit-c-api-gpu-{}", std::process::id()));
+    lowbit::checkpoint::Checkpoint::from_parts(
+        base.path().to_path_buf(),
+        base.config().clone(),
+        base.tensors().clone(),
+        Some(synthetic::byte_tokenizer_json()),
+    )
+    .save(&dir)
+    .unwrap();
+    let vocab = base.config().vocab_size;
+    let path = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    let load = |device: &std::ffi::CStr| {
+        let params = lowbit_load_params {
+            device: device.as_ptr(),
+            ..lowbit_load_default_params()
+        };
+        let mut model = std::ptr::null_mut();
+        // SAFETY: a valid path, params from the default function, a writable out-pointer.
+        let status = unsafe { lowbit_model_load_with_params(path.as_ptr(), &params, &mut model) };
+        assert_eq!(status, LOWBIT_OK, "{device:?}: {}", last_error());
+        model
+    };
+    let cpu = load(c"cpu");
+    let gpu = load(c"cuda:0");
+    let ids = tokens(&mut rng, 23, vocab);
+    let check = |stage: &str| {
+        let (err, bad) = compare(&c_logits(gpu, &ids, vocab), &c_logits(cpu, &ids, vocab));
+        assert!(
+            bad == 0 && err < LOGITS_TOLERANCE,
+            "C API, {stage}: GPU logits relative error {err:e}, {bad} not finite"
+        );
+        eprintln!("C API on the GPU, {stage}: logits relative error {err:.3e}");
+    };
+    check("dense");
+    // A scheme the GPU kernels do not take leaves the model as it was, still on the GPU.
+    let before = c_logits(gpu, &ids, vocab);
+    assert_eq!(c_quantize(gpu, "w4a8-g128"), LOWBIT_ERR_UNSUPPORTED);
+    let message = last_error();
+    assert!(message.contains("the model is unchanged"), "{message}");
+    let (err, _) = compare(&c_logits(gpu, &ids, vocab), &before);
+    assert!(
+        err < 1e-6,
+        "the model changed after a refused quantization: {err:e}"
+    );
+    // Quantizing in memory replaces the GPU copy.
+    for m in [cpu, gpu] {
+        assert_eq!(c_quantize(m, "w4a16-g128"), LOWBIT_OK, "{}", last_error());
+    }
+    check("w4a16-g128");
+    // Generation and the benchmark run there too.
+    let prompt = c"hello";
+    let params = lowbit_generate_params {
+        max_new_tokens: 8,
+        temperature: 0.0,
+        ..lowbit_generate_default_params()
+    };
+    let mut text = std::ptr::null_mut();
+    // SAFETY: a live model, a NUL-terminated prompt, default-derived params, no callback and a
+    // writable out-pointer.
+    let status = unsafe {
+        lowbit_generate(
+            gpu,
+            prompt.as_ptr(),
+            &params,
+            None,
+            std::ptr::null_mut(),
+            &mut text,
+        )
+    };
+    assert_eq!(status, LOWBIT_OK, "{}", last_error());
+    // SAFETY: lowbit allocated the string; it is freed once.
+    unsafe { lowbit_string_free(text) };
+    let bench = lowbit_bench_params {
+        prompt_tokens: 16,
+        decode_tokens: 8,
+        ..lowbit_bench_default_params()
+    };
+    // SAFETY: a zeroed result is a valid value of this plain struct.
+    let mut result: lowbit_bench_result = unsafe { std::mem::zeroed() };
+    result.struct_size = std::mem::size_of::<lowbit_bench_result>();
+    // SAFETY: a live model, params from the default function and a result with struct_size set.
+    let status = unsafe { lowbit_bench(gpu, &bench, &mut result) };
+    assert_eq!(status, LOWBIT_OK, "{}", last_error());
+    assert!(result.decode_tokens_per_s > 0.0);
+    eprintln!(
+        "C API bench on the GPU: {:.0} decode tok/s",
+        result.decode_tokens_per_s
+    );
+    // SAFETY: both came from lowbit_model_load_with_params and are freed once.
+    unsafe {
+        lowbit_model_free(cpu);
+        lowbit_model_free(gpu);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -242,7 +242,7 @@ int main(int argc, char **argv) {
     load.device = "cuda:0";
     lowbit_model *on_gpu = NULL;
     expect("cuda device", lowbit_model_load_with_params(model_dir, &load, &on_gpu),
-           LOWBIT_ERR_UNSUPPORTED, "does not run models on the GPU");
+           LOWBIT_ERR_UNSUPPORTED, "without CUDA support");
     load.device = "tpu";
     expect("unknown device", lowbit_model_load_with_params(model_dir, &load, &on_gpu),
            LOWBIT_ERR_INVALID_ARGUMENT, "expected cpu, cuda or cuda:N");

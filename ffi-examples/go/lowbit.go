@@ -120,8 +120,9 @@ type Model struct {
 	ptr *C.lowbit_model
 }
 
-// Load loads a checkpoint directory, .safetensors or .gguf file on device ("cpu"; "cuda" is
-// refused with ErrUnsupported by builds without a CUDA backend).
+// Load loads a checkpoint directory, .safetensors or .gguf file on device ("cpu", or "cuda" /
+// "cuda:N", which builds without CUDA support and machines without a GPU refuse with
+// ErrUnsupported).
 func Load(path, device string) (*Model, error) {
 	cPath := C.CString(path)
 	defer C.free(unsafe.Pointer(cPath))

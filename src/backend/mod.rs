@@ -1,9 +1,12 @@
 //! Compute backends. The CPU backend holds the dense kernels the forward pass runs on; the CUDA
 //! backend (feature `cuda`) holds the GPU kernels and the whole forward pass on the GPU.
-//! [`with_decoder`] picks one for a run ([`Device`]).
+//! [`with_decoder`] picks one for a run ([`Device`]); [`upload`] makes a GPU copy that lives as
+//! long as its owner wants (the C API keeps one in the model handle).
 
 pub mod cpu;
 pub mod cuda;
+
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::model::{Decoder, Model};
@@ -58,6 +61,34 @@ pub fn check(device: Device) -> Result<()> {
         #[cfg(not(feature = "cuda"))]
         Device::Cuda => Err(no_cuda()),
     }
+}
+
+/// A decoder other threads may use: a GPU copy of a model.
+pub type SharedDecoder = Box<dyn Decoder + Send + Sync>;
+
+/// Uploads `model` to CUDA GPU `ordinal` and returns the copy with a short description of the
+/// GPU. Errors: [`Error::Device`] when lowbit was built without the `cuda` feature, the GPU
+/// does not open or the upload fails; [`Error::InvalidArgument`] for a model the GPU kernels do
+/// not take.
+pub fn upload(model: Arc<Model>, ordinal: usize) -> Result<(SharedDecoder, String)> {
+    upload_cuda(model, ordinal)
+}
+
+#[cfg(feature = "cuda")]
+fn upload_cuda(model: Arc<Model>, ordinal: usize) -> Result<(SharedDecoder, String)> {
+    let device = Arc::new(cuda::device::CudaDevice::new(ordinal)?);
+    let name = format!(
+        "{} (CUDA {ordinal}, kernels for {})",
+        device.name(),
+        device.arch()
+    );
+    let gpu = cuda::model::CudaModel::new_shared(model, device)?;
+    Ok((Box::new(gpu), name))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn upload_cuda(_model: Arc<Model>, _ordinal: usize) -> Result<(SharedDecoder, String)> {
+    Err(no_cuda())
 }
 
 #[cfg(not(feature = "cuda"))]

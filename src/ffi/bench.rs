@@ -4,7 +4,7 @@
 use super::lowbit_model;
 use super::marshal::{model_ref, out_struct_size, read_versioned, write_versioned};
 use super::status::{guard, guard_value, lowbit_status};
-use crate::bench::{checkpoint_disk_bytes, measure};
+use crate::bench::{checkpoint_disk_bytes, measure_on};
 
 /// Prompt tokens of `lowbit_bench_default_params()`, as `lowbit bench` has them.
 const DEFAULT_PROMPT_TOKENS: usize = 64;
@@ -145,7 +145,12 @@ pub unsafe extern "C" fn lowbit_bench(
             Some(_) => 0,
             None => checkpoint_disk_bytes(&handle.source)?,
         };
-        let report = measure(&handle.model, params.prompt_tokens, params.decode_tokens)?;
+        let report = measure_on(
+            handle.decoder(),
+            params.prompt_tokens,
+            params.decode_tokens,
+            1,
+        )?;
         let result = lowbit_bench_result {
             struct_size: size_of::<lowbit_bench_result>(),
             checkpoint_bytes,

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::lowbit_model;
-use super::marshal::{c_str, model_ref, require, slice, to_c_string, write_if_some, write_out};
+use super::marshal::{c_str, handle_ref, require, slice, to_c_string, write_if_some, write_out};
 use super::status::{guard, guard_value, lowbit_status, Failure};
-use crate::eval::{evaluate, to_json, TaskOptions, TASKS};
+use crate::eval::{evaluate_on, to_json, TaskOptions, TASKS};
 
 /// The data folder of `lowbit_eval_default_params()`, as the Rust API's default.
 const DEFAULT_DATA_DIR: &CStr = c"data";
@@ -181,7 +181,8 @@ pub unsafe extern "C" fn lowbit_eval(
         // SAFETY: `results_json` is NULL or writable per this function's contract.
         unsafe { write_if_some(results_json, std::ptr::null_mut()) };
         // SAFETY: `model` is NULL or live per this function's contract.
-        let model = unsafe { model_ref(model) }?;
+        let handle = unsafe { handle_ref(model) }?;
+        let model = &*handle.model;
         require(results_json, "results_json")?;
         // SAFETY: `params` is NULL or a struct with `struct_size` set per this contract.
         let params = unsafe { read_eval_params(params) }?;
@@ -212,8 +213,8 @@ pub unsafe extern "C" fn lowbit_eval(
                 }
             }
             // One task per call, so that the callback can cancel between tasks.
-            let scored = evaluate(
-                model,
+            let scored = evaluate_on(
+                handle.decoder(),
                 std::slice::from_ref(task),
                 &request.options,
                 &mut |_, _, _| {},

@@ -4,10 +4,10 @@ use std::ffi::{c_char, c_void};
 
 use super::lowbit_model;
 use super::marshal::{
-    c_str, copy_to_buffer, model_ref, require, slice, to_c_string, write_if_some, write_out,
+    c_str, copy_to_buffer, handle_ref, require, slice, to_c_string, write_if_some, write_out,
 };
 use super::status::{guard, guard_value, lowbit_status, Failure};
-use crate::model::{GenerateParams, TextStream};
+use crate::model::{generate, GenerateParams, TextStream};
 
 /// Settings of `lowbit_generate`. Obtain them from `lowbit_generate_default_params()` and
 /// change the fields you need; never build one from scratch, so that `struct_size` is right
@@ -132,7 +132,8 @@ pub unsafe extern "C" fn lowbit_generate(
         // SAFETY: `out_text` is NULL or writable per this function's contract.
         unsafe { write_if_some(out_text, std::ptr::null_mut()) };
         // SAFETY: `model` is NULL or live per this function's contract.
-        let model = unsafe { model_ref(model) }?;
+        let handle = unsafe { handle_ref(model) }?;
+        let model = &*handle.model;
         // SAFETY: `prompt` is NULL or NUL-terminated per this function's contract.
         let prompt = unsafe { c_str(prompt, "prompt") }?;
         // SAFETY: `params` is NULL or a struct with `struct_size` set per this contract.
@@ -143,7 +144,7 @@ pub unsafe extern "C" fn lowbit_generate(
         // An error while streaming stops generation through the callback's return value and
         // is reported after `generate` returns.
         let mut stream_failure = None;
-        let generations = model.generate(&[ids], &params, |_, token| {
+        let generations = generate(handle.decoder(), &[ids], &params, |_, token| {
             let Some(callback) = callback else {
                 return true;
             };
@@ -234,8 +235,8 @@ pub unsafe extern "C" fn lowbit_logits(
 ) -> lowbit_status {
     guard(|| {
         // SAFETY: `model` is NULL or live per this function's contract.
-        let model = unsafe { model_ref(model) }?;
-        let vocab_size = model.config().vocab_size;
+        let decoder = unsafe { handle_ref(model) }?.decoder();
+        let vocab_size = decoder.model().config().vocab_size;
         // SAFETY: `n_logits` is NULL or writable per this function's contract.
         unsafe { write_out(n_logits, vocab_size, "n_logits") }?;
         if capacity < vocab_size {
@@ -244,7 +245,7 @@ pub unsafe extern "C" fn lowbit_logits(
         require(logits, "logits")?;
         // SAFETY: `ids` points to `n_ids` ids per this function's contract.
         let ids = unsafe { slice(ids, n_ids, "ids") }?;
-        let values = model.forward(ids, &mut model.new_cache())?;
+        let values = decoder.forward(ids, &mut decoder.new_cache()?)?;
         // SAFETY: `logits` holds `capacity >= vocab_size` writable floats per this contract.
         unsafe { copy_to_buffer(&values, logits, capacity, "logits") }
     })

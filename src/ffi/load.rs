@@ -3,9 +3,10 @@
 
 use std::ffi::{c_char, CStr};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::marshal::{c_str, model_ref, read_versioned, require, write_if_some, write_out};
-use super::model::lowbit_model;
+use super::model::{lowbit_model, Gpu};
 use super::status::{guard, guard_value, lowbit_status, Failure};
 use crate::checkpoint::{Checkpoint, Dtype};
 use crate::model::Model;
@@ -28,9 +29,11 @@ pub struct lowbit_load_params {
     /// `LOWBIT_ERR_INVALID_ARGUMENT`.
     pub struct_size: usize,
     /// Where the model runs: `"cpu"` (the default; NULL means `"cpu"`), or `"cuda"` /
-    /// `"cuda:N"` for GPU N, which the C API refuses with `LOWBIT_ERR_UNSUPPORTED` (the GPU
-    /// forward pass is not reachable through it yet). Case is ignored. A string, so that
-    /// devices added later need no change of this struct.
+    /// `"cuda:N"` for CUDA GPU 0 / N: the weights are then uploaded once, and every forward
+    /// pass of `lowbit_generate`, `lowbit_logits`, the scoring functions, `lowbit_eval` and
+    /// `lowbit_bench` runs on that GPU (tokenizing and sampling stay on the CPU). Needs a
+    /// lowbit built with the `cuda` feature. Case is ignored. A string, so that devices added
+    /// later need no change of this struct.
     pub device: *const c_char,
     /// The dtype dense weight matrices are converted to when loaded: `"f32"`, `"bf16"` or
     /// `"f16"`; NULL (the default) keeps the stored dtype. Norms, biases and activations are
@@ -108,9 +111,10 @@ fn parse_dtype(text: &str) -> Result<Dtype, Failure> {
 ///
 /// Errors: those of `lowbit_model_load`, and `LOWBIT_ERR_INVALID_ARGUMENT` (wrong
 /// `params->struct_size`; a device or dtype that is not one of the names listed at
-/// `lowbit_load_params`, or not UTF-8), `LOWBIT_ERR_UNSUPPORTED` (a device this build cannot
-/// run on: `"cuda"`, until the C API reaches the GPU forward pass). The arguments are checked
-/// before the checkpoint is read.
+/// `lowbit_load_params`, or not UTF-8), `LOWBIT_ERR_UNSUPPORTED` (a device this build or
+/// machine cannot run on: `"cuda"` in a build without the `cuda` feature, checked before the
+/// checkpoint is read; no such GPU or no CUDA driver; a model the GPU kernels do not take,
+/// such as `w4a8` layers; the message says which).
 ///
 /// Thread-safe: loads may run concurrently.
 ///
@@ -161,17 +165,21 @@ pub unsafe extern "C" fn lowbit_model_load_with_params(
                 c_str(params.dtype, "params->dtype")
             }?)?)
         };
-        match device {
-            Device::Cpu => {}
-            Device::Cuda(index) => {
-                return Err(Failure::new(
-                    lowbit_status::LOWBIT_ERR_UNSUPPORTED,
-                    format!("device cuda:{index}: the C API does not run models on the GPU yet"),
-                ))
-            }
+        if let (Device::Cuda(index), false) = (device, cfg!(feature = "cuda")) {
+            return Err(Failure::new(
+                lowbit_status::LOWBIT_ERR_UNSUPPORTED,
+                format!(
+                    "device cuda:{index}: this lowbit was built without CUDA support (build \
+                     with --features cuda)"
+                ),
+            ));
         }
-        let model = Model::from_checkpoint(&Checkpoint::open(path)?, dtype)?;
-        let handle = lowbit_model::into_raw(model, Path::new(path));
+        let model = Arc::new(Model::from_checkpoint(&Checkpoint::open(path)?, dtype)?);
+        let gpu = match device {
+            Device::Cpu => None,
+            Device::Cuda(index) => Some(Gpu::upload(model.clone(), index)?),
+        };
+        let handle = lowbit_model::into_raw(model, gpu, Path::new(path));
         // SAFETY: checked non-NULL above; writable per this function's contract.
         unsafe { write_out(out, handle, "out") }
     })

@@ -16,6 +16,18 @@ use crate::model::Model;
 /// `handle` is NULL or a pointer returned by a load function, not being freed by another
 /// thread.
 pub(crate) unsafe fn model_ref<'a>(handle: *const lowbit_model) -> Result<&'a Model, Failure> {
+    // SAFETY: the caller's contract is this function's.
+    Ok(&unsafe { handle_ref(handle) }?.model)
+}
+
+/// The handle itself (the model and where its forward passes run), checked as [`model_ref`]
+/// checks it.
+///
+/// # Safety
+/// As [`model_ref`].
+pub(crate) unsafe fn handle_ref<'a>(
+    handle: *const lowbit_model,
+) -> Result<&'a lowbit_model, Failure> {
     if handle.is_null() {
         return Err(Failure::null("model"));
     }
@@ -27,7 +39,7 @@ pub(crate) unsafe fn model_ref<'a>(handle: *const lowbit_model) -> Result<&'a Mo
     // SAFETY: non-NULL and registered as live, so it came from lowbit_model::into_raw and was
     // not freed; the caller guarantees no concurrent free. It is only read, and lowbit_model is
     // Sync.
-    Ok(&unsafe { &*handle }.model)
+    Ok(unsafe { &*handle })
 }
 
 /// A NUL-terminated UTF-8 argument.

@@ -2,12 +2,14 @@
 
 use std::ffi::{c_char, CString};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::live;
 use super::marshal::{c_str, model_ref, require, to_c_string, write_if_some, write_out};
 use super::status::{guard, guard_value, last_error_ptr, lowbit_status, set_last_error, Failure};
+use crate::backend::SharedDecoder;
 use crate::checkpoint::default_model;
-use crate::model::Model;
+use crate::model::{Decoder, Model};
 use crate::quant::QuantRules;
 
 /// The library's version, `"MAJOR.MINOR.PATCH"`, as a static string (never freed). Compare it
@@ -43,11 +45,14 @@ pub extern "C" fn lowbit_last_error() -> *const c_char {
 /// Thread safety: a model is immutable once loaded. Any number of threads may call
 /// `lowbit_tokenize`, `lowbit_detokenize`, `lowbit_generate`, `lowbit_logits` and the
 /// `lowbit_model_*` queries on the same model at the same time (each call keeps its own
-/// KV cache). Only `lowbit_model_free` and `lowbit_model_quantize`, which change the model,
-/// must not overlap with any other use of that model.
+/// KV cache; on a GPU the forward passes of concurrent calls take turns). Only
+/// `lowbit_model_free` and `lowbit_model_quantize`, which change the model, must not overlap
+/// with any other use of that model.
 #[allow(non_camel_case_types)]
 pub struct lowbit_model {
-    pub(crate) model: Model,
+    pub(crate) model: Arc<Model>,
+    /// The GPU copy the forward passes run on, for a model loaded on a GPU.
+    pub(crate) gpu: Option<Gpu>,
     /// The path the model was loaded from: `lowbit_model_save` takes the tensors the model does
     /// not hold (and the configuration) from there, and `lowbit_bench` its size on disk.
     pub(crate) source: PathBuf,
@@ -56,16 +61,60 @@ pub struct lowbit_model {
     pub(crate) quantized_with: Option<(QuantRules, &'static str)>,
 }
 
+/// A model's copy on a GPU.
+pub(crate) struct Gpu {
+    pub(crate) decoder: SharedDecoder,
+    /// The CUDA device's index.
+    pub(crate) ordinal: usize,
+}
+
+impl Gpu {
+    /// Uploads `model` to GPU `ordinal`. A model the GPU kernels do not take, like a GPU that
+    /// does not open, is `LOWBIT_ERR_UNSUPPORTED`; the message starts with the device.
+    pub(crate) fn upload(model: Arc<Model>, ordinal: usize) -> Result<Gpu, Failure> {
+        match crate::backend::upload(model, ordinal) {
+            Ok((decoder, _name)) => Ok(Gpu { decoder, ordinal }),
+            Err(error) => {
+                let status = match error {
+                    crate::Error::InvalidArgument(_) | crate::Error::Device(_) => {
+                        lowbit_status::LOWBIT_ERR_UNSUPPORTED
+                    }
+                    ref other => super::status::status_of(other),
+                };
+                let message = Failure::from(error).message;
+                Err(Failure::new(
+                    status,
+                    format!("device cuda:{ordinal}: {message}"),
+                ))
+            }
+        }
+    }
+}
+
 impl lowbit_model {
-    /// A new handle for `model`, loaded from `source`, as a pointer for the caller.
-    pub(crate) fn into_raw(model: Model, source: &Path) -> *mut lowbit_model {
+    /// A new handle for `model`, loaded from `source` (and copied to a GPU when `gpu` is
+    /// given), as a pointer for the caller.
+    pub(crate) fn into_raw(
+        model: Arc<Model>,
+        gpu: Option<Gpu>,
+        source: &Path,
+    ) -> *mut lowbit_model {
         let handle = Box::into_raw(Box::new(lowbit_model {
             model,
+            gpu,
             source: source.to_path_buf(),
             quantized_with: None,
         }));
         live::MODELS.insert(handle);
         handle
+    }
+
+    /// What forward passes run on: the GPU copy, or the model on the CPU.
+    pub(crate) fn decoder(&self) -> &dyn Decoder {
+        match &self.gpu {
+            Some(gpu) => gpu.decoder.as_ref(),
+            None => self.model.as_ref(),
+        }
     }
 }
 
@@ -99,7 +148,7 @@ pub unsafe extern "C" fn lowbit_model_load(
             return Err(Failure::invalid("path is empty"));
         }
         let model = Model::load(path)?;
-        let handle = lowbit_model::into_raw(model, Path::new(path));
+        let handle = lowbit_model::into_raw(Arc::new(model), None, Path::new(path));
         // SAFETY: checked non-NULL above; writable per this function's contract.
         unsafe { write_out(out, handle, "out") }
     })

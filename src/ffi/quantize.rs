@@ -4,9 +4,10 @@
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::marshal::{c_str, model_ref, read_versioned, slice};
-use super::model::lowbit_model;
+use super::model::{lowbit_model, Gpu};
 use super::status::{guard, guard_value, lowbit_status, Failure};
 use crate::checkpoint::Checkpoint;
 use crate::error::Error;
@@ -303,10 +304,27 @@ pub unsafe extern "C" fn lowbit_model_quantize(
         let request = unsafe { QuantizeRequest::from_params(&params) }?;
         let mut reporter = Reporter::new(&params);
         // Weights are shared, not copied, by the clone; it replaces the model only on success.
-        let mut quantized = handle.model.clone();
+        let mut quantized = Model::clone(&handle.model);
         quantize_in_memory(&mut quantized, &request, &mut reporter)
             .map_err(|error| reporter.failure(error, "the model is unchanged"))?;
+        let quantized = Arc::new(quantized);
+        // A model on a GPU gets a new copy there (the old one is kept until that succeeds).
+        let gpu = match &handle.gpu {
+            Some(gpu) => Some(
+                Gpu::upload(quantized.clone(), gpu.ordinal).map_err(|failure| {
+                    Failure::new(
+                        failure.status,
+                        format!(
+                        "the quantized model does not run on the GPU: {}; the model is unchanged",
+                        failure.message
+                    ),
+                    )
+                })?,
+            ),
+            None => None,
+        };
         handle.model = quantized;
+        handle.gpu = gpu;
         handle.quantized_with = Some((request.rules, request.method_name));
         Ok(())
     })

@@ -4,7 +4,7 @@
 use std::ffi::c_char;
 
 use super::lowbit_model;
-use super::marshal::{c_str, model_ref, out_struct_size, require, slice, write_versioned};
+use super::marshal::{c_str, handle_ref, out_struct_size, require, slice, write_versioned};
 use super::status::{guard, lowbit_status, Failure};
 use crate::eval::metrics::count_words;
 use crate::eval::tasks::encode_pair;
@@ -47,7 +47,7 @@ pub unsafe extern "C" fn lowbit_score_continuations(
 ) -> lowbit_status {
     guard(|| {
         // SAFETY: `model` is NULL or live per this function's contract.
-        let model = unsafe { model_ref(model) }?;
+        let handle = unsafe { handle_ref(model) }?;
         // SAFETY: NULL or NUL-terminated per this function's contract.
         let context = unsafe { c_str(context, "context") }?;
         // SAFETY: NULL or `n_continuations` pointers per this function's contract.
@@ -56,7 +56,7 @@ pub unsafe extern "C" fn lowbit_score_continuations(
             return Err(Failure::invalid("n_continuations is 0; give at least one"));
         }
         require(logprobs, "logprobs")?;
-        let scorer = Scorer::new(model);
+        let scorer = Scorer::with_decoder(handle.decoder());
         let mut requests = Vec::with_capacity(continuations.len());
         for (i, &continuation) in continuations.iter().enumerate() {
             let what = format!("continuations[{i}]");
@@ -140,12 +140,13 @@ pub unsafe extern "C" fn lowbit_perplexity(
 ) -> lowbit_status {
     guard(|| {
         // SAFETY: `model` is NULL or live per this function's contract.
-        let model = unsafe { model_ref(model) }?;
+        let handle = unsafe { handle_ref(model) }?;
+        let model = &*handle.model;
         // SAFETY: NULL or NUL-terminated per this function's contract.
         let text = unsafe { c_str(text, "text") }?;
         // SAFETY: NULL or a struct whose `struct_size` is set, per this function's contract.
         unsafe { out_struct_size(out, &PERPLEXITY_RESULT_LAYOUTS, "lowbit_perplexity_result") }?;
-        let mut scorer = Scorer::new(model);
+        let mut scorer = Scorer::with_decoder(handle.decoder());
         match max_length {
             0 => {}
             1 => return Err(Failure::invalid("max_length is 1; use 0 or at least 2")),

@@ -63,7 +63,7 @@ pub(crate) fn status_of(error: &Error) -> lowbit_status {
         Error::Tokenizer(_) => LOWBIT_ERR_TOKENIZER,
         Error::InvalidArgument(_) => LOWBIT_ERR_INVALID_ARGUMENT,
         Error::Cancelled => LOWBIT_ERR_CANCELLED,
-        // The C API runs on the CPU; a GPU error there means the GPU path is not available.
+        // A GPU that is missing, does not open or fails: the GPU path is not available.
         Error::Device(_) => LOWBIT_ERR_UNSUPPORTED,
     }
 }

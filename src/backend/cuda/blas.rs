@@ -27,6 +27,13 @@ pub struct Blas {
 
 struct LtHandle(lt_sys::cublasLtHandle_t);
 
+// SAFETY: a cuBLASLt handle holds no per-call state (each product gets its own descriptors and
+// the stream explicitly) and cuBLAS documents its handles as usable from several host threads;
+// lowbit's products run on one stream, and the GPU model queues them under its pass lock.
+unsafe impl Send for LtHandle {}
+// SAFETY: as for Send: shared use only reads the handle.
+unsafe impl Sync for LtHandle {}
+
 impl Drop for LtHandle {
     fn drop(&mut self) {
         // SAFETY: the handle was created by `lt::create_handle` and is destroyed once, here.

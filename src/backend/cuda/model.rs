@@ -16,7 +16,7 @@
 //! are dropped whenever the workspace is reallocated.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{CudaGraph, CudaSlice};
@@ -56,10 +56,28 @@ enum DeviceEmbedding {
     Bf16(CudaSlice<bf16>),
 }
 
+/// A value a [`CudaModel`] borrows, or shares when it must outlive its caller's scope (the C
+/// API keeps the GPU copy in the model handle).
+enum Held<'a, T> {
+    Borrowed(&'a T),
+    Shared(Arc<T>),
+}
+
+impl<T> std::ops::Deref for Held<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match self {
+            Held::Borrowed(r) => r,
+            Held::Shared(a) => a,
+        }
+    }
+}
+
 /// A model uploaded to one GPU.
 pub struct CudaModel<'a> {
-    model: &'a Model,
-    device: &'a CudaDevice,
+    model: Held<'a, Model>,
+    device: Held<'a, CudaDevice>,
     blas: Blas,
     kernels: ForwardKernels,
     embedding: DeviceEmbedding,
@@ -81,14 +99,33 @@ pub struct CudaModel<'a> {
 struct State {
     workspace: Option<Workspace>,
     /// By batch size.
-    graphs: HashMap<usize, CudaGraph>,
+    graphs: HashMap<usize, Graph>,
 }
+
+/// A captured decode graph.
+struct Graph(CudaGraph);
+
+// SAFETY: a CUDA graph and its executable are driver objects of the model's context, usable
+// from any thread that makes the context current (cudarc's launch does); the graphs live in
+// `State`, behind the model's mutex, so one thread at a time launches or drops them.
+unsafe impl Send for Graph {}
 
 impl<'a> CudaModel<'a> {
     /// Uploads every weight of `model` to `device`. Errors: [`Error::Device`] when the GPU
     /// fails; [`Error::InvalidArgument`] for shapes or schemes the kernels do not take (head_dim
     /// over 256 or not a multiple of 4, quantized activations, ...).
     pub fn new(model: &'a Model, device: &'a CudaDevice) -> Result<Self> {
+        Self::build(Held::Borrowed(model), Held::Borrowed(device))
+    }
+
+    /// [`CudaModel::new`] for a model and device shared with the caller, so the GPU copy can be
+    /// kept as long as wanted (the C API keeps it in the model handle).
+    pub fn new_shared(model: Arc<Model>, device: Arc<CudaDevice>) -> Result<CudaModel<'static>> {
+        CudaModel::build(Held::Shared(model), Held::Shared(device))
+    }
+
+    fn build(held_model: Held<'a, Model>, held_device: Held<'a, CudaDevice>) -> Result<Self> {
+        let (model, device): (&Model, &CudaDevice) = (&held_model, &held_device);
         let cfg = model.config();
         let hd = cfg.head_dim;
         if hd > MAX_HEAD_DIM || !hd.is_multiple_of(4) {
@@ -181,16 +218,17 @@ impl<'a> CudaModel<'a> {
                 DeviceEmbedding::Bf16(e) => e.len() * 2,
             };
         device.synchronize()?;
+        let rope = Rope::new(cfg);
         Ok(CudaModel {
-            model,
-            device,
+            model: held_model,
+            device: held_device,
             blas,
             kernels,
             embedding,
             blocks,
             final_norm,
             lm_head,
-            rope: Rope::new(cfg),
+            rope,
             dequant_values,
             scaled_needs,
             state: Mutex::new(State::default()),
@@ -210,7 +248,7 @@ impl<'a> CudaModel<'a> {
 
     /// The device.
     pub fn device(&self) -> &CudaDevice {
-        self.device
+        &self.device
     }
 
     /// Bytes of weights on the device (projections as packed, the embedding, the LM head).
@@ -223,7 +261,7 @@ impl<'a> CudaModel<'a> {
     pub fn poison_workspace(&self) -> Result<()> {
         let mut state = self.lock()?;
         if let Some(ws) = state.workspace.as_mut() {
-            ws.poison(self.device)?;
+            ws.poison(&self.device)?;
         }
         Ok(())
     }
@@ -253,7 +291,7 @@ impl<'a> CudaModel<'a> {
     ) -> Result<Vec<Vec<f32>>> {
         let vocab = self.model.config().vocab_size;
         self.pass(inputs, caches, which, |ws, plan| {
-            let logits = ws.download_logits(self.device, plan.rows.len() * vocab)?;
+            let logits = ws.download_logits(&self.device, plan.rows.len() * vocab)?;
             Ok(match which {
                 Logits::Last => logits.chunks_exact(vocab).map(|c| c.to_vec()).collect(),
                 Logits::All => plan
@@ -280,8 +318,8 @@ impl<'a> CudaModel<'a> {
         self.pass(inputs, caches, Logits::Last, |ws, plan| {
             let rows = plan.rows.len();
             self.kernels
-                .argmax_rows(self.device, &ws.logits, [rows, vocab], &mut ws.picks)?;
-            ws.download_picks(self.device, rows)
+                .argmax_rows(&self.device, &ws.logits, [rows, vocab], &mut ws.picks)?;
+            ws.download_picks(&self.device, rows)
         })
     }
 
@@ -295,7 +333,7 @@ impl<'a> CudaModel<'a> {
         read: impl FnOnce(&mut Workspace, &Plan) -> Result<R>,
     ) -> Result<R> {
         let cfg = self.model.config();
-        validate(self.model, inputs, caches)?;
+        validate(&self.model, inputs, caches)?;
         let plan = Plan::new(&self.rope, inputs, caches, which, cfg.head_dim);
         for (cache, seq) in caches.iter_mut().zip(inputs) {
             cache.reserve(cache.len() + seq.len())?;
@@ -310,7 +348,7 @@ impl<'a> CudaModel<'a> {
             state.graphs.clear();
             state.workspace = None;
             state.workspace = Some(Workspace::new(
-                self.device,
+                &self.device,
                 cfg,
                 sizes,
                 (self.dequant_values, self.scaled_needs),
@@ -324,14 +362,15 @@ impl<'a> CudaModel<'a> {
                 kv_table[at..at + 2].copy_from_slice(&cache.addresses(layer));
             }
         }
-        ws.upload(self.device, cfg, &plan, inputs.len(), &kv_table)?;
+        ws.upload(&self.device, cfg, &plan, inputs.len(), &kv_table)?;
         let decode = which == Logits::Last && plan.total == inputs.len();
         if self.graphs_enabled && decode {
             let batch = inputs.len();
             if let std::collections::hash_map::Entry::Vacant(slot) = state.graphs.entry(batch) {
-                slot.insert(self.capture(ws, &plan, batch)?);
+                slot.insert(Graph(self.capture(ws, &plan, batch)?));
             }
             state.graphs[&batch]
+                .0
                 .launch()
                 .map_err(driver_error("replaying the decode graph"))?;
         } else {
@@ -362,7 +401,7 @@ impl<'a> CudaModel<'a> {
     /// Queues the pass's kernels; the workspace holds the uploaded tables.
     fn run(&self, ws: &mut Workspace, plan: &Plan, sequences: usize, which: Logits) -> Result<()> {
         let cfg = self.model.config();
-        let device = self.device;
+        let device: &CudaDevice = &self.device;
         let k = &self.kernels;
         let blas = &self.blas;
         let total = plan.total;
@@ -535,7 +574,7 @@ impl<'a> CudaModel<'a> {
 
 impl Decoder for CudaModel<'_> {
     fn model(&self) -> &Model {
-        self.model
+        &self.model
     }
 
     fn new_cache(&self) -> Result<Cache> {
@@ -563,3 +602,9 @@ impl Decoder for CudaModel<'_> {
         self.greedy_device(inputs, &mut own)
     }
 }
+
+// The C API shares a GPU copy between threads (passes take the workspace lock).
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<CudaModel<'static>>();
+};
