@@ -12,6 +12,8 @@
 //   FP8:  scale = max|x| / 448 (1 for an all-zero group), code = e4m3(x / scale), ties to even,
 //         saturating at +-448.
 // One block of 128 threads per (token, group); a per-token scale is one group of cols_pad.
+// Codes are stored 8 at a time when rows are read 8 values at a time: cols_pad is a multiple of
+// 16, so each row of codes starts 8-byte aligned.
 
 typedef unsigned int u32;
 typedef unsigned short u16;
@@ -50,36 +52,65 @@ __device__ __forceinline__ float block_max(float v) {
     return m;
 }
 
-// grid (m_pad, cols_pad / group); FP8 selects e4m3 codes, else int8.
+template <bool FP8>
+__device__ __forceinline__ u8 encode(float v, float scale, float inverse) {
+    if (FP8) return f32_to_e4m3(v / scale);
+    const float q = fminf(fmaxf(rintf(v * inverse), -127.0f), 127.0f);
+    return (u8)(signed char)(int)q;
+}
+
+// grid (m_pad, cols_pad / group); FP8 selects e4m3 codes, else int8. Rows of a multiple of 8
+// values (16-byte aligned) are read 8 values per load and written 8 codes per store.
 template <bool FP8>
 __device__ void quantize(const u16* __restrict__ x, u8* __restrict__ codes,
                          float* __restrict__ scales, int m, int m_pad, int cols, int cols_pad,
                          int group) {
     const int t = blockIdx.x, g = blockIdx.y;
-    const int start = g * group;
+    const int start = g * group, end = min(start + group, cols);
     const bool live = t < m;
+    const bool vector = (cols % 8) == 0;
+    const u16* row = x + (size_t)t * cols;
     float amax = 0.0f;
-    if (live) {
-        for (int k = start + threadIdx.x; k < start + group && k < cols; k += THREADS)
-            amax = fmaxf(amax, fabsf(bf16_to_f32(x[(size_t)t * cols + k])));
+    if (live && vector) {
+        for (int k = start + 8 * threadIdx.x; k < end; k += 8 * THREADS) {
+            const uint4 v = *reinterpret_cast<const uint4*>(row + k);
+            const u32 w[4] = {v.x, v.y, v.z, v.w};
+            for (int i = 0; i < 4; ++i) {
+                amax = fmaxf(amax, fabsf(__uint_as_float(w[i] << 16)));
+                amax = fmaxf(amax, fabsf(__uint_as_float(w[i] & 0xFFFF0000u)));
+            }
+        }
+    } else if (live) {
+        for (int k = start + threadIdx.x; k < end; k += THREADS)
+            amax = fmaxf(amax, fabsf(bf16_to_f32(row[k])));
     }
     amax = block_max(amax);
     const float limit = FP8 ? 448.0f : 127.0f;
     const float scale = amax > 0.0f ? amax / limit : 1.0f;
     const float inverse = 1.0f / scale;
     u8* out = codes + (size_t)t * cols_pad;
-    for (int k = start + threadIdx.x; k < start + group; k += THREADS) {
-        u8 code = 0;
-        if (live && k < cols) {
-            const float v = bf16_to_f32(x[(size_t)t * cols + k]);
-            if (FP8) {
-                code = f32_to_e4m3(v / scale);
-            } else {
-                const float q = fminf(fmaxf(rintf(v * inverse), -127.0f), 127.0f);
-                code = (u8)(signed char)(int)q;
+    if (vector) {
+        // cols_pad and group are multiples of 16, so 8-code runs never straddle the padding.
+        for (int k = start + 8 * threadIdx.x; k < start + group; k += 8 * THREADS) {
+            u32 packed[2] = {0u, 0u};
+            if (live && k < cols) {
+                const uint4 v = *reinterpret_cast<const uint4*>(row + k);
+                const u32 w[4] = {v.x, v.y, v.z, v.w};
+                for (int i = 0; i < 4; ++i) {
+                    const u32 lo = encode<FP8>(__uint_as_float(w[i] << 16), scale, inverse);
+                    const u32 hi =
+                        encode<FP8>(__uint_as_float(w[i] & 0xFFFF0000u), scale, inverse);
+                    packed[i / 2] |= (lo | (hi << 8)) << (16 * (i % 2));
+                }
             }
+            *reinterpret_cast<uint2*>(out + k) = make_uint2(packed[0], packed[1]);
         }
-        out[k] = code;
+    } else {
+        for (int k = start + threadIdx.x; k < start + group; k += THREADS) {
+            u8 code = 0;
+            if (live && k < cols) code = encode<FP8>(bf16_to_f32(row[k]), scale, inverse);
+            out[k] = code;
+        }
     }
     if (threadIdx.x == 0) scales[(size_t)g * m_pad + t] = scale;
 }
