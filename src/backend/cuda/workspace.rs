@@ -307,30 +307,38 @@ impl Workspace {
     /// Copies the first `n` logits back to the host (one copy into pinned memory) and returns
     /// them once they are there.
     pub(super) fn download_logits(&mut self, device: &CudaDevice, n: usize) -> Result<&[f32]> {
-        device
-            .stream()
-            .memcpy_dtoh(&self.logits.slice(..n), &mut self.logits_host)
-            .map_err(driver_error("reading the logits"))?;
-        // The copy into pinned memory is asynchronous and no event tracks it (see `upload`).
-        device.synchronize()?;
-        let host = self
-            .logits_host
-            .as_slice()
-            .map_err(driver_error("waiting for the logits"))?;
-        Ok(&host[..n])
+        download(device, &self.logits, &mut self.logits_host, n, "the logits")
     }
 
     /// Copies the first `n` greedy picks back to the host, as [`Workspace::download_logits`].
     pub(super) fn download_picks(&mut self, device: &CudaDevice, n: usize) -> Result<Vec<u32>> {
-        device
-            .stream()
-            .memcpy_dtoh(&self.picks.slice(..n), &mut self.picks_host)
-            .map_err(driver_error("reading the greedy picks"))?;
-        device.synchronize()?;
-        let host = self
-            .picks_host
-            .as_slice()
-            .map_err(driver_error("waiting for the greedy picks"))?;
-        Ok(host[..n].to_vec())
+        download(
+            device,
+            &self.picks,
+            &mut self.picks_host,
+            n,
+            "the greedy picks",
+        )
+        .map(<[u32]>::to_vec)
     }
+}
+
+/// Copies the first `n` values of `from` into the pinned `host` buffer and waits for them.
+fn download<'h, T: DeviceRepr + ValidAsZeroBits + Default + Clone>(
+    device: &CudaDevice,
+    from: &CudaSlice<T>,
+    host: &'h mut PinnedHostSlice<T>,
+    n: usize,
+    what: &str,
+) -> Result<&'h [T]> {
+    device
+        .stream()
+        .memcpy_dtoh(&from.slice(..n), host)
+        .map_err(driver_error(&format!("reading {what}")))?;
+    // The copy into pinned memory is asynchronous and no event tracks it (see `upload`).
+    device.synchronize()?;
+    let values = host
+        .as_slice()
+        .map_err(driver_error(&format!("waiting for {what}")))?;
+    Ok(&values[..n])
 }
