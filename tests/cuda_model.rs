@@ -25,15 +25,21 @@ use lowbit::quant::{quantize_model, QuantRules, QuantScheme, RtnOptions};
 /// errors of order 1.
 const LOGITS_TOLERANCE: f64 = 1e-2;
 
-/// Bound for schemes with quantized activations (W8A8 int8 and FP8). Both sides quantize each
-/// projection input per token, the GPU from bf16 values and the CPU from f32 ones, so a value
-/// near a rounding boundary can get a neighbouring code: with Gaussian activations (max about
-/// 4 sigma) an int8 code moves with probability about 0.03 per value (the bf16 rounding is
-/// 2^-9 of a code near 32), a difference of about 0.5% of each input's size; an E4M3 code (3
-/// mantissa bits) moves with probability about 2^-9 / 2^-4 and then by 1/8 to 1/16 of the
-/// value, about as much. Four quantized inputs per block over 2 blocks add in quadrature to
-/// 1.5%, on top of LOGITS_TOLERANCE's bf16 roundings: 4e-2.
-const SCALED_TOLERANCE: f64 = 4e-2;
+/// Bounds for schemes with quantized activations. Both sides quantize each projection input per
+/// token, the GPU from bf16 values and the CPU from f32 ones, so a value near a rounding
+/// boundary can get the neighbouring code. Four quantized inputs per block over 2 blocks add in
+/// quadrature (a factor of about 2.8), on top of LOGITS_TOLERANCE's bf16 roundings.
+///
+/// int8 (w8a8): with Gaussian activations (max about 4 sigma) a typical code is near 32, the
+/// bf16 rounding moves it by 2^-9 of that, so it changes with probability about 0.03, by one
+/// step: about 0.5% of each input, 1.5% over the model. Seen on an H200: at most 9.8e-3. Bound
+/// 3e-2.
+const INT8_ACTIVATION_TOLERANCE: f64 = 3e-2;
+/// FP8 (w8a8-fp8, -block): an E4M3 step is 2^-4 to 2^-3 of the value, so a code changes with
+/// probability about 2^-9 / 2^-3.5 = 2.2%, by about 9% of the value: 1.3% of each input, 3.8%
+/// over the model. Seen on an H200: 2.0e-2 to 3.8e-2. Bound 8e-2 (a wrong index, scale or
+/// block gives errors of order 1).
+const FP8_ACTIVATION_TOLERANCE: f64 = 8e-2;
 
 /// Schemes checked besides dense weights (the kernels' formats: int4 grouped, int8, FP8, NF4;
 /// int8 and FP8 activations through cuBLASLt).
@@ -47,16 +53,16 @@ const SCHEMES: [&str; 7] = [
     "w8a8-fp8-block",
 ];
 
-/// The logits bound for `scheme` (see the two constants).
+/// The logits bound for `scheme` (see the constants).
 fn tolerance(scheme: Option<&str>) -> f64 {
-    let quantized_activations = scheme
+    use lowbit::quant::scheme::ActivationFormat;
+    let activation = scheme
         .and_then(|s| s.split('+').next())
-        .map(|s| QuantScheme::parse(s).unwrap().activation)
-        .is_some_and(|a| a != lowbit::quant::scheme::ActivationFormat::Float);
-    if quantized_activations {
-        SCALED_TOLERANCE
-    } else {
-        LOGITS_TOLERANCE
+        .map(|s| QuantScheme::parse(s).unwrap().activation);
+    match activation {
+        Some(ActivationFormat::Int8) => INT8_ACTIVATION_TOLERANCE,
+        Some(ActivationFormat::Fp8) => FP8_ACTIVATION_TOLERANCE,
+        _ => LOGITS_TOLERANCE,
     }
 }
 
@@ -192,10 +198,11 @@ fn logits_match_the_cpu_for_every_architecture_and_scheme() {
     for variant in Variant::ALL {
         for scheme in std::iter::once(None).chain(SCHEMES.iter().map(|s| Some(*s))) {
             let err = check_model(&device, variant, scheme, &mut rng);
-            if tolerance(scheme) == SCALED_TOLERANCE {
-                worst_scaled = worst_scaled.max(err);
-            } else {
+            let tol = tolerance(scheme);
+            if tol == LOGITS_TOLERANCE {
                 worst = worst.max(err);
+            } else {
+                worst_scaled = worst_scaled.max(err / tol);
             }
         }
     }
@@ -207,8 +214,7 @@ fn logits_match_the_cpu_for_every_architecture_and_scheme() {
     }
     eprintln!(
         "worst logits relative error over all models: {worst:.3e} (tolerance \
-         {LOGITS_TOLERANCE:e}); with quantized activations {worst_scaled:.3e} (tolerance \
-         {SCALED_TOLERANCE:e})"
+         {LOGITS_TOLERANCE:e}); with quantized activations {worst_scaled:.2} of the tolerance"
     );
 }
 

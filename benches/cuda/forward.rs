@@ -6,8 +6,10 @@
 //! Run on a machine with a GPU: `cargo bench --features cuda --bench cuda_forward` (or the built
 //! binary `target/release/deps/cuda_forward-*`). Options: `--schemes LIST` (default
 //! bf16,w4a16-g128,w8a16,fp8,nf4,w8a8,w8a8-fp8,w8a8-fp8-block; bf16 is dense), `--batch LIST`
-//! (default 1,16), `--prompt-tokens N` (128), `--decode-tokens N` (128). The real model's numbers come from
-//! `lowbit bench --device cuda`.
+//! (default 1,16), `--prompt-tokens N` (128), `--decode-tokens N` (128), `--fused-swiglu` (the
+//! down projection computes the SwiGLU as it loads its input; see
+//! `CudaModel::set_fused_swiglu`). The real model's numbers come from `lowbit bench --device
+//! cuda`.
 
 use std::time::Instant;
 
@@ -119,6 +121,7 @@ fn run() -> Result<()> {
         option(&args, "--prompt-tokens").map_or(128, |v| v.parse().expect("--prompt-tokens"));
     let decode_tokens: usize =
         option(&args, "--decode-tokens").map_or(128, |v| v.parse().expect("--decode-tokens"));
+    let fused = args.iter().any(|a| a == "--fused-swiglu");
     let device = match CudaDevice::new(0) {
         Ok(d) => d,
         Err(e) => {
@@ -133,10 +136,12 @@ fn run() -> Result<()> {
     drop(checkpoint);
     println!(
         "device: {}; model: Qwen2.5-0.5B shape, random weights, {:.1}M parameters (built in {:.1} s); \
-         {prompt_tokens} prompt + {decode_tokens} decode tokens per sequence",
+         {prompt_tokens} prompt + {decode_tokens} decode tokens per sequence; SwiGLU fused into \
+         the down projection: {}",
         device.name(),
         base.parameter_count() as f64 / 1e6,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        if fused { "yes" } else { "no" }
     );
     println!(
         "{:<12} {:>6} {:>5} {:>10} {:>13} {:>14} {:>9}",
@@ -149,6 +154,7 @@ fn run() -> Result<()> {
             quantize_model(&mut model, &QuantRules::new(scheme), &RtnOptions::default())?;
         }
         let mut gpu = CudaModel::new(&model, &device)?;
+        gpu.set_fused_swiglu(fused);
         for graphs in [false, true] {
             gpu.set_graphs(graphs);
             for &batch in &batches {

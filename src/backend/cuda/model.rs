@@ -91,6 +91,9 @@ pub struct CudaModel<'a> {
     scaled_needs: ScaledNeeds,
     state: Mutex<State>,
     graphs_enabled: bool,
+    /// Whether the down projection computes the SwiGLU as it loads its input (off by default:
+    /// measured slower, see `set_fused_swiglu`).
+    fused_swiglu: bool,
     device_bytes: usize,
 }
 
@@ -233,6 +236,7 @@ impl<'a> CudaModel<'a> {
             scaled_needs,
             state: Mutex::new(State::default()),
             graphs_enabled: true,
+            fused_swiglu: false,
             device_bytes,
         })
     }
@@ -241,6 +245,19 @@ impl<'a> CudaModel<'a> {
     /// from the host each step, for comparison).
     pub fn set_graphs(&mut self, enabled: bool) {
         self.graphs_enabled = enabled;
+        if let Ok(state) = self.state.get_mut() {
+            state.graphs.clear();
+        }
+    }
+
+    /// Whether a quantized down projection of up to 16 tokens computes the SwiGLU as it loads
+    /// its input ([`CudaQuantLinear::forward_swiglu`](super::linear::CudaQuantLinear::forward_swiglu),
+    /// one launch less per block) instead of a separate SwiGLU kernel. Off by default: on an
+    /// H200 the 0.5B-shaped model decoded slower with it (the decode kernel's blocks each
+    /// recompute the whole SwiGLU, on the lanes that hold the token; see
+    /// `benches/cuda/NOTES.md`). The benchmark compares both.
+    pub fn set_fused_swiglu(&mut self, enabled: bool) {
+        self.fused_swiglu = enabled;
         if let Ok(state) = self.state.get_mut() {
             state.graphs.clear();
         }
@@ -520,7 +537,9 @@ impl<'a> CudaModel<'a> {
             match &b.down_proj.weight {
                 // A quantized down projection of a few tokens computes the SwiGLU as it loads
                 // its input: one launch less per block.
-                DeviceWeight::Quantized(q) if no_bias && total <= GEMV_MAX_TOKENS => {
+                DeviceWeight::Quantized(q)
+                    if self.fused_swiglu && no_bias && total <= GEMV_MAX_TOKENS =>
+                {
                     q.forward_swiglu(device, [&gate_view, &up_view], stride, total, proj)?;
                 }
                 _ => {
