@@ -7,11 +7,28 @@
 #![cfg(feature = "cuda")]
 
 use lowbit::backend::cuda::check::{
-    check_product, check_scaled, decode_kernels, device_or_skip, seed_from_env, Rng,
+    check_product, check_scaled, decode_kernels, device_or_skip, random_quantized, seed_from_env,
+    Rng,
 };
-use lowbit::backend::cuda::device::{compile, QUANT_GEMM, SCALED_MM};
+use lowbit::backend::cuda::device::{compile, KernelSource, QUANT_GEMM, SCALED_MM};
 use lowbit::backend::cuda::linear::Kernel;
 use lowbit::quant::QuantScheme;
+
+/// `source` compiled for `arch`, or `None` (after saying so) where NVRTC is not installed.
+fn compiled(
+    source: KernelSource,
+    arch: &'static str,
+    defines: &[(&str, String)],
+) -> Option<String> {
+    match compile(source, arch, defines) {
+        Ok(ptx) => Some(ptx),
+        Err(lowbit::Error::Device(e)) if e.contains("not found") => {
+            eprintln!("skipped: {e}");
+            None
+        }
+        Err(e) => panic!("{} for {arch} {defines:?}: {e}", source.name),
+    }
+}
 
 #[test]
 fn every_format_compiles_for_hopper_and_ampere() {
@@ -29,24 +46,18 @@ fn every_format_compiles_for_hopper_and_ampere() {
                 ("ASYM", asym.to_string()),
                 ("SCALE_F16", f16.to_string()),
             ];
-            match compile(QUANT_GEMM, arch, &defines) {
-                Ok(ptx) => {
-                    assert!(
-                        ptx.contains("mma.sync.aligned.m16n8k16"),
-                        "{arch} {defines:?}"
-                    );
-                    for entry in ["gemm", "gemv_nt1_rt1", "gemv_nt2_rt4", "dequantize"] {
-                        assert!(
-                            ptx.contains(&format!(".entry {entry}")),
-                            "{arch} {defines:?}: {entry}"
-                        );
-                    }
-                }
-                Err(lowbit::Error::Device(e)) if e.contains("not found") => {
-                    eprintln!("skipped: {e}");
-                    return;
-                }
-                Err(e) => panic!("{arch} {defines:?}: {e}"),
+            let Some(ptx) = compiled(QUANT_GEMM, arch, &defines) else {
+                return;
+            };
+            assert!(
+                ptx.contains("mma.sync.aligned.m16n8k16"),
+                "{arch} {defines:?}"
+            );
+            for entry in ["gemm", "gemv_nt1_rt1", "gemv_nt2_rt4", "dequantize"] {
+                assert!(
+                    ptx.contains(&format!(".entry {entry}")),
+                    "{arch} {defines:?}: {entry}"
+                );
             }
         }
     }
@@ -55,25 +66,19 @@ fn every_format_compiles_for_hopper_and_ampere() {
 #[test]
 fn activation_quantization_compiles_for_hopper_and_ampere() {
     for arch in ["compute_90a", "compute_80"] {
-        match compile(SCALED_MM, arch, &[]) {
-            Ok(ptx) => {
-                for entry in ["quantize_int8", "quantize_fp8", "scale_int32"] {
-                    assert!(ptx.contains(&format!(".entry {entry}")), "{arch}: {entry}");
-                }
-                // FP8 conversion exists from compute 8.9; older GPUs get a trap, and cuBLASLt
-                // refuses FP8 products there anyway.
-                assert_eq!(
-                    ptx.contains("cvt.rn.satfinite.e4m3x2.f32"),
-                    arch == "compute_90a",
-                    "{arch}"
-                );
-            }
-            Err(lowbit::Error::Device(e)) if e.contains("not found") => {
-                eprintln!("skipped: {e}");
-                return;
-            }
-            Err(e) => panic!("{arch}: {e}"),
+        let Some(ptx) = compiled(SCALED_MM, arch, &[]) else {
+            return;
+        };
+        for entry in ["quantize_int8", "quantize_fp8", "scale_int32"] {
+            assert!(ptx.contains(&format!(".entry {entry}")), "{arch}: {entry}");
         }
+        // FP8 conversion exists from compute 8.9; older GPUs get a trap, and cuBLASLt refuses
+        // FP8 products there anyway.
+        assert_eq!(
+            ptx.contains("cvt.rn.satfinite.e4m3x2.f32"),
+            arch == "compute_90a",
+            "{arch}"
+        );
     }
 }
 
@@ -201,14 +206,7 @@ fn fused_swiglu_product_equals_swiglu_then_product() {
         let scheme = QuantScheme::parse(name).unwrap();
         // [rows, cols]: odd row count, short (2 row tiles per block) and long rows.
         for [rows, cols] in [[200, 576], [96, 1536]] {
-            let weights: Vec<f32> = (0..rows * cols).map(|_| rng.normal() * 0.02).collect();
-            let q = lowbit::quant::quantize_matrix(
-                &weights,
-                [rows, cols],
-                &scheme,
-                &Default::default(),
-            )
-            .unwrap();
+            let q = random_quantized(&scheme, [rows, cols], &mut rng).unwrap();
             let linear = CudaQuantLinear::new(&device, &q).unwrap();
             for m in [1, 3, 16] {
                 // Gates and up values side by side, as a stacked gate/up product leaves them.

@@ -21,7 +21,7 @@ use half::bf16;
 
 use lowbit::backend::cuda::blas::Blas;
 use lowbit::backend::cuda::check::{
-    check_product, check_scaled, decode_kernels, seed_from_env, Rng,
+    check_product, check_scaled, decode_kernels, random_quantized, seed_from_env, Rng,
 };
 use lowbit::backend::cuda::device::{CudaDevice, BANDWIDTH};
 use lowbit::backend::cuda::layout::{DeviceFormat, DeviceScales, PackedWeight, TILE_K, TILE_ROWS};
@@ -446,13 +446,7 @@ fn timings(
         }
         for name in SCALED_SCHEMES {
             let scheme = QuantScheme::parse(name)?;
-            let weights: Vec<f32> = (0..rows * cols).map(|_| rng.normal() * 0.02).collect();
-            let q = lowbit::quant::quantize_matrix(
-                &weights,
-                [rows, cols],
-                &scheme,
-                &Default::default(),
-            )?;
+            let q = random_quantized(&scheme, [rows, cols], &mut rng)?;
             let first = CudaScaledLinear::new(device, &[&q])?;
             let bytes = first.device_bytes();
             let copies = ROTATE_BYTES.div_ceil(bytes).max(2);

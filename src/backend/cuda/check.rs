@@ -151,6 +151,26 @@ struct Problem {
     shape: [usize; 3],
 }
 
+/// A random `[rows, cols]` weight with a few outliers, as trained matrices have, quantized to
+/// `scheme` by RTN.
+pub fn random_quantized(
+    scheme: &QuantScheme,
+    [rows, cols]: [usize; 2],
+    rng: &mut Rng,
+) -> Result<crate::quant::QuantizedTensor> {
+    let weights: Vec<f32> = (0..rows * cols)
+        .map(|i| {
+            let w = rng.normal() * 0.02;
+            if i % 997 == 0 {
+                w * 8.0
+            } else {
+                w
+            }
+        })
+        .collect();
+    quantize_matrix(&weights, [rows, cols], scheme, &RtnOptions::default())
+}
+
 impl Problem {
     fn new(
         scheme: &QuantScheme,
@@ -158,17 +178,7 @@ impl Problem {
         m: usize,
         rng: &mut Rng,
     ) -> Result<Self> {
-        let weights: Vec<f32> = (0..rows * cols)
-            .map(|i| {
-                let w = rng.normal() * 0.02;
-                if i % 997 == 0 {
-                    w * 8.0
-                } else {
-                    w
-                }
-            })
-            .collect();
-        let quantized = quantize_matrix(&weights, [rows, cols], scheme, &RtnOptions::default())?;
+        let quantized = random_quantized(scheme, [rows, cols], rng)?;
         let dense = quantized.dequantize();
         let x: Vec<bf16> = (0..m * cols)
             .map(|_| bf16::from_f32(rng.normal()))
