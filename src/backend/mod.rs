@@ -66,32 +66,32 @@ pub fn check(device: Device) -> Result<()> {
 /// A decoder other threads may use: a GPU copy of a model.
 pub type SharedDecoder = Box<dyn Decoder + Send + Sync>;
 
-/// Uploads `model` to CUDA GPU `ordinal` and returns the copy with a short description of the
-/// GPU. Errors: [`Error::Device`] when lowbit was built without the `cuda` feature, the GPU
-/// does not open or the upload fails; [`Error::InvalidArgument`] for a model the GPU kernels do
-/// not take.
-pub fn upload(model: Arc<Model>, ordinal: usize) -> Result<(SharedDecoder, String)> {
-    upload_cuda(model, ordinal)
+/// Uploads `model` to CUDA GPU `ordinal` and returns the copy. Errors: [`Error::Device`] when
+/// lowbit was built without the `cuda` feature (see [`require_cuda_build`]), the GPU does not
+/// open or the upload fails; [`Error::InvalidArgument`] for a model the GPU kernels do not take.
+pub fn upload(model: Arc<Model>, ordinal: usize) -> Result<SharedDecoder> {
+    #[cfg(feature = "cuda")]
+    {
+        let device = Arc::new(cuda::device::CudaDevice::new(ordinal)?);
+        Ok(Box::new(cuda::model::CudaModel::new_shared(model, device)?))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (model, ordinal);
+        Err(no_cuda())
+    }
 }
 
-#[cfg(feature = "cuda")]
-fn upload_cuda(model: Arc<Model>, ordinal: usize) -> Result<(SharedDecoder, String)> {
-    let device = Arc::new(cuda::device::CudaDevice::new(ordinal)?);
-    let name = format!(
-        "{} (CUDA {ordinal}, kernels for {})",
-        device.name(),
-        device.arch()
-    );
-    let gpu = cuda::model::CudaModel::new_shared(model, device)?;
-    Ok((Box::new(gpu), name))
+/// Fails with [`Error::Device`], saying so, when lowbit was built without the `cuda` feature:
+/// a check that opens no GPU, for callers that want to refuse before long work.
+pub fn require_cuda_build() -> Result<()> {
+    if cfg!(feature = "cuda") {
+        Ok(())
+    } else {
+        Err(no_cuda())
+    }
 }
 
-#[cfg(not(feature = "cuda"))]
-fn upload_cuda(_model: Arc<Model>, _ordinal: usize) -> Result<(SharedDecoder, String)> {
-    Err(no_cuda())
-}
-
-#[cfg(not(feature = "cuda"))]
 fn no_cuda() -> Error {
     Error::Device("this lowbit was built without CUDA support (build with --features cuda)".into())
 }

@@ -165,14 +165,8 @@ pub unsafe extern "C" fn lowbit_model_load_with_params(
                 c_str(params.dtype, "params->dtype")
             }?)?)
         };
-        if let (Device::Cuda(index), false) = (device, cfg!(feature = "cuda")) {
-            return Err(Failure::new(
-                lowbit_status::LOWBIT_ERR_UNSUPPORTED,
-                format!(
-                    "device cuda:{index}: this lowbit was built without CUDA support (build \
-                     with --features cuda)"
-                ),
-            ));
+        if let Device::Cuda(index) = device {
+            crate::backend::require_cuda_build().map_err(|e| Gpu::failure(e, index))?;
         }
         let model = Arc::new(Model::from_checkpoint(&Checkpoint::open(path)?, dtype)?);
         let gpu = match device {

@@ -69,25 +69,24 @@ pub(crate) struct Gpu {
 }
 
 impl Gpu {
-    /// Uploads `model` to GPU `ordinal`. A model the GPU kernels do not take, like a GPU that
-    /// does not open, is `LOWBIT_ERR_UNSUPPORTED`; the message starts with the device.
+    /// Uploads `model` to GPU `ordinal`; errors as [`Gpu::failure`] says.
     pub(crate) fn upload(model: Arc<Model>, ordinal: usize) -> Result<Gpu, Failure> {
-        match crate::backend::upload(model, ordinal) {
-            Ok((decoder, _name)) => Ok(Gpu { decoder, ordinal }),
-            Err(error) => {
-                let status = match error {
-                    crate::Error::InvalidArgument(_) | crate::Error::Device(_) => {
-                        lowbit_status::LOWBIT_ERR_UNSUPPORTED
-                    }
-                    ref other => super::status::status_of(other),
-                };
-                let message = Failure::from(error).message;
-                Err(Failure::new(
-                    status,
-                    format!("device cuda:{ordinal}: {message}"),
-                ))
+        crate::backend::upload(model, ordinal)
+            .map(|decoder| Gpu { decoder, ordinal })
+            .map_err(|error| Gpu::failure(error, ordinal))
+    }
+
+    /// What a failure to run on GPU `ordinal` returns: a build without CUDA, a GPU that does
+    /// not open and a model the GPU kernels do not take are all `LOWBIT_ERR_UNSUPPORTED`, with
+    /// the reason after the device.
+    pub(crate) fn failure(error: crate::Error, ordinal: usize) -> Failure {
+        let (status, reason) = match error {
+            crate::Error::InvalidArgument(reason) | crate::Error::Device(reason) => {
+                (lowbit_status::LOWBIT_ERR_UNSUPPORTED, reason)
             }
-        }
+            other => (super::status::status_of(&other), other.to_string()),
+        };
+        Failure::new(status, format!("device cuda:{ordinal}: {reason}"))
     }
 }
 

@@ -8,7 +8,9 @@
 //! out `[ceil(rows / 128)][kb4]` (kb4: the column blocks rounded up to 4), as cuBLASLt reads
 //! them. Token counts are padded to a multiple of 4 with zero codes.
 
-use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaFunction, CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
 use half::bf16;
 
 use super::blas::{Blas, ScaledKind, ScaledOperands};
@@ -62,22 +64,27 @@ impl ScaledNeeds {
 impl ScaledScratch {
     /// Buffers for up to `tokens` tokens of every product `needs` describes.
     pub fn new(device: &CudaDevice, tokens: usize, needs: ScaledNeeds) -> Result<Self> {
+        fn zeros<T: DeviceRepr + ValidAsZeroBits>(
+            device: &CudaDevice,
+            n: usize,
+        ) -> Result<CudaSlice<T>> {
+            device
+                .stream()
+                .alloc_zeros(n.max(1))
+                .map_err(driver_error("allocating the scaled-product scratch"))
+        }
         let t = padded_tokens(tokens.max(1));
-        let alloc = driver_error("allocating the scaled-product scratch");
-        let stream = device.stream();
+        // Buffers a kind of product does not use keep one element.
+        let only = |on: bool, n: usize| if on { n } else { 0 };
         let used = needs.int8 || needs.fp8;
-        let n = |on: bool, v: usize| if on { v.max(1) } else { 1 };
         Ok(ScaledScratch {
-            codes: stream.alloc_zeros(n(used, t * needs.cols)).map_err(alloc)?,
-            scales: stream
-                .alloc_zeros(n(used, t * needs.cols.div_ceil(FP8_BLOCK).max(1)))
-                .map_err(driver_error("allocating the scaled-product scratch"))?,
-            sums: stream
-                .alloc_zeros(n(needs.int8, t * needs.rows))
-                .map_err(driver_error("allocating the scaled-product scratch"))?,
-            out: stream
-                .alloc_zeros(n(needs.fp8, t * needs.rows))
-                .map_err(driver_error("allocating the scaled-product scratch"))?,
+            codes: zeros(device, only(used, t * needs.cols))?,
+            scales: zeros(
+                device,
+                only(used, t * needs.cols.div_ceil(FP8_BLOCK).max(1)),
+            )?,
+            sums: zeros(device, only(needs.int8, t * needs.rows))?,
+            out: zeros(device, only(needs.fp8, t * needs.rows))?,
         })
     }
 }
