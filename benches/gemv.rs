@@ -11,12 +11,14 @@
 //! together exceed the working set (the larger of 256 MiB and 4x the last-level cache, at most
 //! 4 GiB; `LOWBIT_GEMV_WORKING_SET_MIB` overrides it), and successive calls rotate through the
 //! copies. The bandwidth probe sums a buffer of at least 512 MiB (and at least the working set)
-//! as u64 words, on one thread and on all.
+//! as u64 words, on one thread and on all, just before each shape's kernels, and each kernel's
+//! share is of the rate measured for its shape: on a shared machine the read rate drifts by up to
+//! 20% over a run.
 //!
 //! Criterion's throughput is weight bytes (codes and scales for quantized weights) per call, in
 //! decimal units (`Throughput::BytesDecimal`, GB/s). At the end a summary table gives GB/s per
 //! kernel (median of the samples), the speed-up over f32 and bf16 of the same shape and batch, and
-//! the share of the measured read bandwidth. `LOWBIT_GEMV_QUICK=1` runs only 4096x4096;
+//! the share of the read bandwidth measured for its shape. `LOWBIT_GEMV_QUICK=1` runs only 4096x4096;
 //! `LOWBIT_GEMV_SHAPES=4096x4096,4096x11008` picks shapes (`OUTxIN`) and
 //! `LOWBIT_GEMV_KERNELS=w4a16-g128,bf16` kernels (names as in the table), so that a run prepares
 //! only what it measures. The thread counts are fixed: 1 and every hardware thread. Sample counts
@@ -208,15 +210,25 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
         .measurement_time(Duration::from_millis(500));
 }
 
-/// Sequential read bandwidth per pool, GB/s.
-fn bandwidth_probe(c: &mut Criterion, pools: &[(usize, ThreadPool)]) -> Vec<(usize, f64)> {
+/// The bandwidth probe's buffer: at least [`MIN_PROBE`] and the working set when benchmarking.
+fn probe_words() -> Vec<u64> {
     let bytes = if benchmarking() {
         MIN_PROBE.max(working_set())
     } else {
         16 * MIB
     };
-    let words = probe_buffer(bytes);
-    let mut group = c.benchmark_group("memory_read");
+    probe_buffer(bytes)
+}
+
+/// Sequential read bandwidth per pool, GB/s, measured under `label` (the shape it serves).
+fn bandwidth_probe(
+    c: &mut Criterion,
+    pools: &[(usize, ThreadPool)],
+    words: &[u64],
+    label: &str,
+) -> Vec<(usize, f64)> {
+    let bytes = std::mem::size_of_val(words);
+    let mut group = c.benchmark_group(format!("memory_read/{label}"));
     configure(&mut group);
     group.throughput(Throughput::BytesDecimal(bytes as u64));
     let mut results = Vec::new();
@@ -227,7 +239,7 @@ fn bandwidth_probe(c: &mut Criterion, pools: &[(usize, ThreadPool)]) -> Vec<(usi
                 pool.install(|| {
                     let started = Instant::now();
                     for _ in 0..iterations {
-                        black_box(read_pass(&words, *threads));
+                        black_box(read_pass(words, *threads));
                     }
                     let elapsed = started.elapsed();
                     calls.push((iterations, elapsed));
@@ -308,7 +320,7 @@ fn replicate(weights: Weights, working_set: usize) -> Weights {
 fn gemv(c: &mut Criterion) {
     let pools = pools();
     let working_set = working_set();
-    let bandwidth = bandwidth_probe(c, &pools);
+    let words = probe_words();
     let quick = std::env::var("LOWBIT_GEMV_QUICK").is_ok_and(|v| v == "1");
     let shapes: Vec<[usize; 2]> = if let Some(picked) = picked_shapes() {
         picked
@@ -319,8 +331,14 @@ fn gemv(c: &mut Criterion) {
     };
     let kernels = picked_kernels();
     let mut records = Vec::new();
+    let mut bandwidth = Vec::new();
     for (index, &shape) in shapes.iter().enumerate() {
         let [out, inp] = shape;
+        // Measured next to the shape's kernels: on a shared machine the read rate drifts by
+        // 20% over a run, more than the gap the share is meant to show.
+        for (threads, rate) in bandwidth_probe(c, &pools, &words, &format!("{out}x{inp}")) {
+            bandwidth.push((shape, threads, rate));
+        }
         let mut group = c.benchmark_group(format!("gemv/{out}x{inp}"));
         configure(&mut group);
         let started = Instant::now();
@@ -378,8 +396,9 @@ fn gemv(c: &mut Criterion) {
 }
 
 /// Prints GB/s per kernel, speed-ups over f32 and bf16 (same shape, batch and threads), and the
-/// share of the measured read bandwidth, one table per thread count.
-fn summary(records: &[Record], bandwidth: &[(usize, f64)], working_set: usize) {
+/// share of the read bandwidth measured just before the shape's kernels, one table per thread
+/// count.
+fn summary(records: &[Record], bandwidth: &[([usize; 2], usize, f64)], working_set: usize) {
     let time_of = |r: &Record, kernel: &str| {
         records
             .iter()
@@ -402,27 +421,47 @@ fn summary(records: &[Record], bandwidth: &[(usize, f64)], working_set: usize) {
         working_set / MIB
     );
     for threads in thread_counts {
-        let read = bandwidth
+        let rates: Vec<f64> = bandwidth
             .iter()
-            .find(|(t, _)| *t == threads)
-            .map(|(_, rate)| *rate);
+            .filter(|(_, t, _)| *t == threads)
+            .map(|(_, _, rate)| *rate)
+            .collect();
+        let range = match (
+            rates.iter().copied().reduce(f64::min),
+            rates.iter().copied().reduce(f64::max),
+        ) {
+            (Some(low), Some(high)) => format!("{low:.1}-{high:.1} GB/s over the shapes"),
+            _ => "not measured".to_string(),
+        };
         println!(
-            "\n{threads} thread{}: sequential read bandwidth {}",
+            "\n{threads} thread{}: sequential read bandwidth {range}",
             if threads == 1 { "" } else { "s" },
-            read.map_or("not measured".to_string(), |r| format!("{r:.1} GB/s"))
         );
         println!(
-            "{:<12} {:<11} {:>2} {:>10} {:>10} {:>8} {:>8} {:>8} {:>7}",
-            "shape", "kernel", "m", "weight MB", "us/call", "GB/s", "vs f32", "vs bf16", "% read"
+            "{:<12} {:<11} {:>2} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7}",
+            "shape",
+            "kernel",
+            "m",
+            "weight MB",
+            "us/call",
+            "GB/s",
+            "vs f32",
+            "vs bf16",
+            "read",
+            "% read"
         );
         for r in records.iter().filter(|r| r.threads == threads) {
             let Some(seconds) = r.seconds_per_call() else {
                 continue;
             };
+            let read = bandwidth
+                .iter()
+                .find(|(shape, t, _)| *shape == r.shape && *t == threads)
+                .map(|(_, _, rate)| *rate);
             let rate = r.bytes as f64 / seconds / 1e9;
             let share = read.map_or("-".to_string(), |b| format!("{:.0}%", 100.0 * rate / b));
             println!(
-                "{:<12} {:<11} {:>2} {:>10.2} {:>10.1} {:>8.2} {:>8} {:>8} {:>7}",
+                "{:<12} {:<11} {:>2} {:>10.2} {:>10.1} {:>8.2} {:>8} {:>8} {:>8} {:>7}",
                 format!("{}x{}", r.shape[0], r.shape[1]),
                 r.kernel,
                 r.m,
@@ -431,6 +470,7 @@ fn summary(records: &[Record], bandwidth: &[(usize, f64)], working_set: usize) {
                 rate,
                 ratio(r, "f32"),
                 ratio(r, "bf16"),
+                read.map_or("-".to_string(), |b| format!("{b:.1}")),
                 share
             );
         }
