@@ -69,7 +69,13 @@ fn activation_quantization_compiles_for_hopper_and_ampere() {
         let Some(ptx) = compiled(SCALED_MM, arch, &[]) else {
             return;
         };
-        for entry in ["quantize_int8", "quantize_fp8", "scale_int32"] {
+        for entry in [
+            "quantize_int8",
+            "quantize_fp8",
+            "quantize_row_int8",
+            "quantize_row_fp8",
+            "scale_int32",
+        ] {
             assert!(ptx.contains(&format!(".entry {entry}")), "{arch}: {entry}");
         }
         // FP8 conversion exists from compute 8.9; older GPUs get a trap, and cuBLASLt refuses

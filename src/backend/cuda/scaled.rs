@@ -21,6 +21,10 @@ use crate::quant::{QuantScheme, QuantizedTensor};
 
 /// Threads of the quantization kernel (`THREADS` in `kernels/scaled_mm.cu`).
 const QUANTIZE_THREADS: u32 = 128;
+/// Threads and 8-value loads per thread of the one-pass per-token kernel (`ROW_THREADS`,
+/// `ROW_VECS`).
+const ROW_THREADS: u32 = 512;
+const ROW_VECS: usize = 4;
 
 /// Tokens rounded up to what cuBLASLt takes.
 pub fn padded_tokens(m: usize) -> usize {
@@ -98,6 +102,9 @@ pub struct CudaScaledLinear {
     codes: CudaSlice<u8>,
     scales: CudaSlice<f32>,
     quantize: CudaFunction,
+    /// The one-pass per-token quantization (rows of a multiple of 8 values, up to
+    /// `ROW_THREADS * ROW_VECS * 8`).
+    quantize_row: CudaFunction,
     rescale: CudaFunction,
 }
 
@@ -211,6 +218,14 @@ impl CudaScaledLinear {
                 "quantize_fp8"
             },
         )?;
+        let quantize_row = CudaDevice::function(
+            &module,
+            if kind == ScaledKind::Int8 {
+                "quantize_row_int8"
+            } else {
+                "quantize_row_fp8"
+            },
+        )?;
         let rescale = CudaDevice::function(&module, "scale_int32")?;
         Ok(CudaScaledLinear {
             rows,
@@ -220,6 +235,7 @@ impl CudaScaledLinear {
             codes,
             scales,
             quantize,
+            quantize_row,
             rescale,
         })
     }
@@ -287,26 +303,52 @@ impl CudaScaledLinear {
         let [m_i, m_pad_i, cols, cols_pad, group] =
             [m, m_pad, self.cols, self.cols_pad, group].map(|v| v as i32);
         let stream = device.stream();
-        let mut launch = stream.launch_builder(&self.quantize);
-        launch
-            .arg(x)
-            .arg(&mut scratch.codes)
-            .arg(&mut scratch.scales)
-            .arg(&m_i)
-            .arg(&m_pad_i)
-            .arg(&cols)
-            .arg(&cols_pad)
-            .arg(&group);
-        let config = LaunchConfig {
-            grid_dim: (m_pad as u32, groups as u32, 1),
-            block_dim: (QUANTIZE_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: matches `quantize_int8` / `quantize_fp8` in kernels/scaled_mm.cu; x holds m
-        // rows of cols values, the codes m_pad rows of cols_pad and the scales groups * m_pad
-        // (checked above); the grid covers exactly m_pad tokens and cols_pad / group groups.
-        unsafe { launch.launch(config) }
-            .map_err(driver_error("launching the activation quantization"))?;
+        let one_pass = groups == 1
+            && self.cols.is_multiple_of(8)
+            && self.cols_pad <= ROW_THREADS as usize * ROW_VECS * 8;
+        if one_pass {
+            let mut launch = stream.launch_builder(&self.quantize_row);
+            launch
+                .arg(x)
+                .arg(&mut scratch.codes)
+                .arg(&mut scratch.scales)
+                .arg(&m_i)
+                .arg(&cols)
+                .arg(&cols_pad);
+            let config = LaunchConfig {
+                grid_dim: (m_pad as u32, 1, 1),
+                block_dim: (ROW_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: matches `quantize_row_int8` / `quantize_row_fp8`; x holds m rows of cols
+            // values (a multiple of 8, so 16-byte loads stay in the row), the codes m_pad rows
+            // of cols_pad (at most what the block's threads cover) and the scales m_pad
+            // (checked above); the grid covers exactly m_pad tokens.
+            unsafe { launch.launch(config) }
+                .map_err(driver_error("launching the activation quantization"))?;
+        } else {
+            let mut launch = stream.launch_builder(&self.quantize);
+            launch
+                .arg(x)
+                .arg(&mut scratch.codes)
+                .arg(&mut scratch.scales)
+                .arg(&m_i)
+                .arg(&m_pad_i)
+                .arg(&cols)
+                .arg(&cols_pad)
+                .arg(&group);
+            let config = LaunchConfig {
+                grid_dim: (m_pad as u32, groups as u32, 1),
+                block_dim: (QUANTIZE_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: matches `quantize_int8` / `quantize_fp8` in kernels/scaled_mm.cu; x holds
+            // m rows of cols values, the codes m_pad rows of cols_pad and the scales groups *
+            // m_pad (checked above); the grid covers exactly m_pad tokens and cols_pad / group
+            // groups.
+            unsafe { launch.launch(config) }
+                .map_err(driver_error("launching the activation quantization"))?;
+        }
         let operands = ScaledOperands {
             weight: &self.codes,
             weight_scales: &self.scales,
