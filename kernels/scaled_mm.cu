@@ -15,19 +15,7 @@
 // Codes are stored 8 at a time when rows are read 8 values at a time: cols_pad is a multiple of
 // 16, so each row of codes starts 8-byte aligned.
 
-typedef unsigned int u32;
-typedef unsigned short u16;
-typedef unsigned char u8;
-
 #define THREADS 128
-
-__device__ __forceinline__ float bf16_to_f32(u16 b) { return __uint_as_float(((u32)b) << 16); }
-
-__device__ __forceinline__ u16 f32_to_bf16(float f) {
-    u16 d;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(d) : "f"(f));
-    return d;
-}
 
 __device__ __forceinline__ u8 f32_to_e4m3(float f) {
 #if __CUDA_ARCH__ >= 890
@@ -170,24 +158,32 @@ __device__ void quantize_row(const u16* __restrict__ x, u8* __restrict__ codes,
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
     quantize_row_int8(const u16* __restrict__ x, u8* __restrict__ codes,
                       float* __restrict__ scales, int m, int cols, int cols_pad) {
+    grid_dependency_wait();
+    launch_dependents();
     quantize_row<false>(x, codes, scales, m, cols, cols_pad);
 }
 
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
     quantize_row_fp8(const u16* __restrict__ x, u8* __restrict__ codes,
                      float* __restrict__ scales, int m, int cols, int cols_pad) {
+    grid_dependency_wait();
+    launch_dependents();
     quantize_row<true>(x, codes, scales, m, cols, cols_pad);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
     quantize_int8(const u16* __restrict__ x, u8* __restrict__ codes, float* __restrict__ scales,
                   int m, int m_pad, int cols, int cols_pad, int group) {
+    grid_dependency_wait();
+    launch_dependents();
     quantize<false>(x, codes, scales, m, m_pad, cols, cols_pad, group);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
     quantize_fp8(const u16* __restrict__ x, u8* __restrict__ codes, float* __restrict__ scales,
                  int m, int m_pad, int cols, int cols_pad, int group) {
+    grid_dependency_wait();
+    launch_dependents();
     quantize<true>(x, codes, scales, m, m_pad, cols, cols_pad, group);
 }
 
@@ -196,6 +192,8 @@ extern "C" __global__ void __launch_bounds__(THREADS)
 extern "C" __global__ void __launch_bounds__(256)
     scale_int32(const int* __restrict__ acc, const float* __restrict__ token_scale,
                 const float* __restrict__ row_scale, u16* __restrict__ y, int m, int rows) {
+    grid_dependency_wait();
+    launch_dependents();
     const size_t i = (size_t)blockIdx.x * 256 + threadIdx.x;
     if (i >= (size_t)m * rows) return;
     const int t = (int)(i / rows), r = (int)(i % rows);

@@ -10,7 +10,7 @@ use lowbit::backend::cuda::check::{
     check_product, check_scaled, decode_kernels, device_or_skip, random_quantized, seed_from_env,
     Rng,
 };
-use lowbit::backend::cuda::device::{compile, KernelSource, QUANT_GEMM, SCALED_MM};
+use lowbit::backend::cuda::device::{compile, KernelSource, FORWARD, QUANT_GEMM, SCALED_MM};
 use lowbit::backend::cuda::linear::Kernel;
 use lowbit::quant::QuantScheme;
 
@@ -59,6 +59,45 @@ fn every_format_compiles_for_hopper_and_ampere() {
                     "{arch} {defines:?}: {entry}"
                 );
             }
+            assert_dependent_launch(&ptx, arch, 4);
+        }
+    }
+}
+
+/// Every kernel of `ptx` waits for the kernel before it (griddepcontrol) on Hopper, and no
+/// kernel uses the instruction below compute 9.0, where it does not exist.
+fn assert_dependent_launch(ptx: &str, arch: &str, kernels: usize) {
+    let entries = ptx.matches(".entry ").count();
+    assert!(entries >= kernels, "{arch}: {entries} kernels");
+    let waits = ptx.matches("griddepcontrol.wait").count();
+    if arch == "compute_90a" {
+        assert!(
+            waits >= entries,
+            "{arch}: {waits} waits for {entries} kernels"
+        );
+    } else {
+        assert_eq!(waits, 0, "{arch}");
+    }
+}
+
+#[test]
+fn forward_pass_kernels_compile_for_hopper_and_ampere() {
+    for arch in ["compute_90a", "compute_80"] {
+        for head_dim in [16, 64, 256] {
+            let Some(ptx) = compiled(FORWARD, arch, &[("HEAD_DIM", head_dim.to_string())]) else {
+                return;
+            };
+            for name in [
+                "embed_f32",
+                "add_rms_norm",
+                "qkv_rope",
+                "attention",
+                "swiglu",
+                "argmax_rows",
+            ] {
+                assert!(ptx.contains(&format!(".entry {name}")), "{arch}: {name}");
+            }
+            assert_dependent_launch(&ptx, arch, 9);
         }
     }
 }
@@ -85,6 +124,7 @@ fn activation_quantization_compiles_for_hopper_and_ampere() {
             arch == "compute_90a",
             "{arch}"
         );
+        assert_dependent_launch(&ptx, arch, 5);
     }
 }
 
@@ -190,8 +230,24 @@ fn bad_sizes_are_errors_not_launches() {
     let mut y = stream.alloc_zeros::<half::bf16>(64).unwrap();
     assert!(linear.forward(&device, &x, 2, &mut y).is_err());
     assert!(linear
-        .forward_with(&device, &x, 1, &mut y, Kernel::Gemv { row_tiles: 3 })
+        .forward_with(
+            &device,
+            &x,
+            1,
+            &mut y,
+            Kernel::Gemv {
+                row_tiles: 3,
+                warps: None
+            }
+        )
         .is_err());
+    for warps in [0, 17] {
+        let kernel = Kernel::Gemv {
+            row_tiles: 1,
+            warps: Some(warps),
+        };
+        assert!(linear.forward_with(&device, &x, 1, &mut y, kernel).is_err());
+    }
     assert!(linear.forward(&device, &x, 1, &mut y).is_ok());
     device.synchronize().unwrap();
 }

@@ -4,7 +4,9 @@
 //! bf16.
 //!
 //! Run on a machine with a GPU: `cargo bench --features cuda --bench cuda` (or the built binary
-//! `target/release/deps/cuda-*`). Options: `--quick` (fewer shapes), `--seed N`.
+//! `target/release/deps/cuda-*`). Options: `--quick` (fewer shapes), `--seed N`, `--shapes
+//! LIST` (the shapes timed, `ROWSxCOLS` separated by commas, e.g. `9728x896,896x4864` for
+//! Qwen2.5-0.5B's MLP; the checks are unchanged).
 //!
 //! Timing: CUDA events around `REPS` launches, median of `ROUNDS`, once with the launches captured
 //! in a CUDA graph (the GPU's time; the main columns) and once launched one by one from the host
@@ -97,7 +99,16 @@ fn run() -> Result<()> {
         read_bw / 1e9,
         copy_bw / 1e9
     );
-    let shapes: &[[usize; 2]] = if quick { &SHAPES[..1] } else { &SHAPES };
+    let chosen: Option<Vec<[usize; 2]>> = args
+        .iter()
+        .position(|a| a == "--shapes")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(parse_shape).collect());
+    let shapes: &[[usize; 2]] = match &chosen {
+        Some(list) => list,
+        None if quick => &SHAPES[..1],
+        None => &SHAPES,
+    };
     timings(&device, &blas, shapes, read_bw, seed)?;
     if failures > 0 {
         println!("{failures} checks FAILED");
@@ -105,6 +116,20 @@ fn run() -> Result<()> {
     }
     println!("all checks passed");
     Ok(())
+}
+
+/// `ROWSxCOLS` as `[rows, cols]`.
+fn parse_shape(text: &str) -> [usize; 2] {
+    let parsed = text
+        .split_once('x')
+        .and_then(|(r, c)| Some([r.trim().parse().ok()?, c.trim().parse().ok()?]));
+    match parsed {
+        Some([rows, cols]) if rows > 0 && cols > 0 && cols % 8 == 0 => [rows, cols],
+        _ => {
+            eprintln!("--shapes: {text:?} is not ROWSxCOLS (COLS a multiple of 8)");
+            std::process::exit(2);
+        }
+    }
 }
 
 /// Every scheme against odd and model shapes, every kernel that applies; returns failures.
@@ -420,11 +445,15 @@ fn timings(
                 let default = linears[0].default_kernel(device, m);
                 let mut kernels = vec![default];
                 if name == "w4a16-g128" && m <= 16 {
-                    for row_tiles in [1, 2, 4] {
-                        let k = Kernel::Gemv { row_tiles };
-                        if k != default {
-                            kernels.push(k);
+                    let variants = [(1, None), (1, Some(8)), (2, None), (4, None)];
+                    for (row_tiles, warps) in variants {
+                        // The default already is the row-tile count's automatic split.
+                        if matches!(default, Kernel::Gemv { row_tiles: r, .. } if r == row_tiles)
+                            && warps.is_none()
+                        {
+                            continue;
                         }
+                        kernels.push(Kernel::Gemv { row_tiles, warps });
                     }
                     kernels.push(Kernel::Gemm);
                 }
@@ -433,14 +462,30 @@ fn timings(
                         linears[i % copies].forward_with(device, &x, m, &mut y, kernel)
                     })?;
                     let label = match kernel {
-                        Kernel::Gemv { row_tiles } if kernel == default => {
-                            format!("{name} gemv rt{row_tiles}")
+                        Kernel::Gemv { row_tiles, warps } if kernel == default => {
+                            format!("{name} gemv rt{row_tiles} w{}", warps.unwrap_or(0))
                         }
-                        Kernel::Gemv { row_tiles } => format!("{name} (gemv rt{row_tiles})"),
+                        Kernel::Gemv { row_tiles, warps } => match warps {
+                            Some(w) => format!("{name} (gemv rt{row_tiles} w{w})"),
+                            None => format!("{name} (gemv rt{row_tiles} w-auto)"),
+                        },
                         Kernel::Gemm if kernel == default => format!("{name} gemm"),
                         Kernel::Gemm => format!("{name} (gemm)"),
                     };
                     report([rows, cols], m, &label, t, bytes, read_bw, baseline[mi]);
+                    // Back-to-back decode products overlap with programmatic dependent launch
+                    // (the next one's weight loads start while this one finishes); the same
+                    // kernel without it shows how much of the time that hides.
+                    let pdl = device.programmatic_launch();
+                    if pdl && kernel == default && name == "w4a16-g128" && m <= 16 {
+                        device.set_programmatic_launch(false);
+                        let t = time(device, |i| {
+                            linears[i % copies].forward_with(device, &x, m, &mut y, kernel)
+                        });
+                        device.set_programmatic_launch(true);
+                        let label = format!("{name} (default gemv, no PDL)");
+                        report([rows, cols], m, &label, t?, bytes, read_bw, baseline[mi]);
+                    }
                 }
             }
         }

@@ -2,10 +2,11 @@
 //! ([`super::layout`]), products launched on the device's stream.
 //!
 //! `y[m, rows] = x[m, cols] W^T` with `x` and `y` bf16. Up to 16 tokens run the decode kernel
-//! (`gemv_nt{1,2}_rt{1,2,4}`: 8 or 16 tokens per instruction, 1 to 4 row tiles per block); more
-//! run the tensor-core GEMM (`gemm`, 128 rows x 64 tokens per block).
+//! (`gemv_nt{1,2}_rt{1,2,4}`: 8 or 16 tokens per instruction, 1 to 4 row tiles per block, the
+//! k tiles split among 1 to 16 warps); more run the tensor-core GEMM (`gemm`, 128 rows x 64
+//! tokens per block).
 
-use cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig};
 use half::bf16;
 
 use super::device::{driver_error, CudaDevice, QUANT_GEMM};
@@ -16,8 +17,12 @@ use crate::quant::QuantizedTensor;
 /// Most tokens the decode kernel takes (two token tiles of 8).
 pub const GEMV_MAX_TOKENS: usize = 16;
 
-/// Threads per block of every product kernel (8 warps).
+/// Threads per block of the GEMM and the dequantization (8 warps).
 const THREADS: u32 = 256;
+/// Most warps of a decode block (`__launch_bounds__(512)` in the kernel).
+pub const GEMV_MAX_WARPS: usize = 16;
+/// Shared memory the decode kernel's partial sums may take (the static limit).
+const GEMV_SHARED_BYTES: usize = 48 * 1024;
 /// Weight rows of a GEMM block.
 const GEMM_ROWS: usize = 128;
 /// Tokens of a GEMM block.
@@ -26,10 +31,13 @@ const GEMM_TOKENS: usize = 64;
 /// Which kernel computes a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
-    /// The decode kernel with `row_tiles` (1, 2 or 4) 16-row tiles per block.
+    /// The decode kernel with `row_tiles` (1, 2 or 4) 16-row tiles per block, whose k tiles
+    /// `warps` warps split (1 to [`GEMV_MAX_WARPS`]; `None`: chosen from the shape).
     Gemv {
         /// Row tiles per block.
         row_tiles: usize,
+        /// Warps per block, each taking a contiguous range of the k tiles.
+        warps: Option<usize>,
     },
     /// The tensor-core GEMM.
     Gemm,
@@ -176,23 +184,31 @@ impl CudaQuantLinear {
         if m > GEMV_MAX_TOKENS {
             return Kernel::Gemm;
         }
-        // Short rows (at most 16 k tiles): a block's 8 warps take 4 / RT k tiles at a time, so
-        // with one row tile most of them idle; two row tiles per block measured 16-17% faster at
-        // 1 and 4 tokens on 576-feature rows (H100: 2.47 against 2.95 us for 576x576, 2.51
-        // against 3.00 for 1536x576) and as fast at 16, while 1536-feature rows were slower
-        // (3.60 against 3.10 us for 576x1536).
-        if self.cols.div_ceil(super::layout::TILE_K) <= 16 {
-            return Kernel::Gemv { row_tiles: 2 };
-        }
-        // Larger blocks share each activation load among more rows; keep at least two blocks
-        // per multiprocessor so enough loads are in flight.
+        // With more than 4 tokens, larger blocks share each activation load among more rows;
+        // keep at least two blocks per multiprocessor.
         let row_tiles = self.rows.div_ceil(TILE_ROWS);
         let wanted_blocks = 2 * device.multiprocessors();
         let row_tiles = [4, 2]
             .into_iter()
             .find(|&r| m > 4 && row_tiles.div_ceil(r) >= wanted_blocks)
             .unwrap_or(1);
-        Kernel::Gemv { row_tiles }
+        Kernel::Gemv {
+            row_tiles,
+            warps: Some(self.decode_warps(device, m, row_tiles)),
+        }
+    }
+
+    /// Warps per decode block: enough for about 16 warps per multiprocessor over the whole
+    /// grid (a block has one 16-row slice of the weight, so short matrices get many warps per
+    /// block and long ones few), at most one per k tile and what the shared memory takes, and
+    /// no more than the k tiles need once they are split evenly.
+    fn decode_warps(&self, device: &CudaDevice, m: usize, row_tiles: usize) -> usize {
+        let blocks = self.rows.div_ceil(TILE_ROWS * row_tiles).max(1);
+        let k_tiles = self.cols.div_ceil(super::layout::TILE_K).max(1);
+        let wanted = (16 * device.multiprocessors()).div_ceil(blocks);
+        let cap = max_decode_warps(row_tiles, token_tiles(m)).min(k_tiles);
+        let warps = wanted.clamp(1, cap);
+        k_tiles.div_ceil(k_tiles.div_ceil(warps))
     }
 
     /// `y = x W^T` for `m` tokens with the default kernel. `x` holds `m * cols` values and `y`
@@ -216,6 +232,16 @@ impl CudaQuantLinear {
         y: &mut CudaSlice<bf16>,
         kernel: Kernel,
     ) -> Result<()> {
+        let kernel = match kernel {
+            Kernel::Gemv {
+                row_tiles,
+                warps: None,
+            } if [1, 2, 4].contains(&row_tiles) => Kernel::Gemv {
+                row_tiles,
+                warps: Some(self.decode_warps(device, m, row_tiles)),
+            },
+            other => other,
+        };
         self.launch(device, &x.slice(..), None, self.cols, m, y, kernel)
     }
 
@@ -233,8 +259,7 @@ impl CudaQuantLinear {
         y: &mut CudaSlice<bf16>,
     ) -> Result<()> {
         match self.default_kernel(device, m) {
-            Kernel::Gemv { row_tiles } => {
-                let kernel = Kernel::Gemv { row_tiles };
+            kernel @ Kernel::Gemv { .. } => {
                 self.launch(device, gate, Some(up), stride, m, y, kernel)
             }
             Kernel::Gemm => Err(Error::InvalidArgument(format!(
@@ -283,44 +308,32 @@ impl CudaQuantLinear {
             ));
         }
         let (function, config) = self.launch_plan(m, kernel)?;
-        let dims = [m, self.rows, self.cols, self.groups, self.group_size];
-        let [m, rows, cols, groups, group_size] = dims.map(|v| v as i32);
-        let stride = stride as i64;
-        let null = 0u64;
-        let stream = device.stream();
-        let mut launch = stream.launch_builder(function);
-        launch.arg(&self.codes).arg(&self.scales);
-        match &self.zero_points {
-            Some(z) => launch.arg(z),
-            None => launch.arg(&null),
-        };
-        match &self.table {
-            Some(t) => launch.arg(t),
-            None => launch.arg(&null),
-        };
-        launch.arg(x);
+        let mut args = device.args();
+        args.ptr(&self.codes)
+            .ptr(&self.scales)
+            .ptr_or_null(self.zero_points.as_ref())
+            .ptr_or_null(self.table.as_ref())
+            .ptr(x);
         if gemv {
-            match x_up {
-                Some(u) => launch.arg(u),
-                None => launch.arg(&null),
-            };
-            launch.arg(&stride);
+            args.ptr_or_null(x_up).i64(stride as i64);
         }
-        launch
-            .arg(y)
-            .arg(&m)
-            .arg(&rows)
-            .arg(&cols)
-            .arg(&groups)
-            .arg(&group_size);
+        args.ptr(y);
+        for v in [m, self.rows, self.cols, self.groups, self.group_size] {
+            args.i32(v as i32);
+        }
         // SAFETY: the arguments match the kernel signatures in kernels/quant_gemm.cu (pointers to
         // codes, scales, zero points or null, code book or null, x; for the decode kernel the up
         // values or null and the row stride; y; five ints); the buffers hold the sizes the
         // layout and the length checks above guarantee (m rows `stride` apart of x and up), and
         // the kernels bound every access by m, rows and cols.
-        unsafe { launch.launch(config) }
-            .map_err(driver_error("launching the quantized product"))?;
-        Ok(())
+        unsafe {
+            device.launch(
+                function,
+                config,
+                &mut args,
+                "launching the quantized product",
+            )
+        }
     }
 
     /// Writes W dequantized to bf16, row-major `[rows, cols]`, into `out` (each weight rounded
@@ -342,48 +355,54 @@ impl CudaQuantLinear {
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let [rows, cols, groups, group_size] =
-            [self.rows, self.cols, self.groups, self.group_size].map(|v| v as i32);
-        let null = 0u64;
-        let stream = device.stream();
-        let mut launch = stream.launch_builder(&self.dequantize);
-        launch.arg(&self.codes).arg(&self.scales);
-        match &self.zero_points {
-            Some(z) => launch.arg(z),
-            None => launch.arg(&null),
-        };
-        match &self.table {
-            Some(t) => launch.arg(t),
-            None => launch.arg(&null),
-        };
-        launch
-            .arg(out)
-            .arg(&rows)
-            .arg(&cols)
-            .arg(&groups)
-            .arg(&group_size);
+        let mut args = device.args();
+        args.ptr(&self.codes)
+            .ptr(&self.scales)
+            .ptr_or_null(self.zero_points.as_ref())
+            .ptr_or_null(self.table.as_ref())
+            .ptr(out);
+        for v in [self.rows, self.cols, self.groups, self.group_size] {
+            args.i32(v as i32);
+        }
         // SAFETY: matches `dequantize` in kernels/quant_gemm.cu; `out` holds rows * cols values
         // (checked above) and the kernel bounds every store by rows and cols.
-        unsafe { launch.launch(config) }.map_err(driver_error("launching the dequantization"))?;
-        Ok(())
+        unsafe {
+            device.launch(
+                &self.dequantize,
+                config,
+                &mut args,
+                "launching the dequantization",
+            )
+        }
     }
 
     fn launch_plan(&self, m: usize, kernel: Kernel) -> Result<(&CudaFunction, LaunchConfig)> {
         let row_tiles = self.rows.div_ceil(TILE_ROWS);
-        let (function, grid) = match kernel {
+        let (function, grid, warps, shared) = match kernel {
             Kernel::Gemv {
                 row_tiles: per_block,
+                warps,
             } => {
-                if m > GEMV_MAX_TOKENS || ![1, 2, 4].contains(&per_block) {
+                let warps = warps.unwrap_or(8);
+                let nt = token_tiles(m);
+                let valid = [1, 2, 4].contains(&per_block)
+                    && (1..=max_decode_warps(per_block, nt)).contains(&warps);
+                if m > GEMV_MAX_TOKENS || !valid {
                     return Err(Error::InvalidArgument(format!(
                         "decode kernel: {m} tokens (at most {GEMV_MAX_TOKENS}), {per_block} row \
-                         tiles per block (1, 2 or 4)"
+                         tiles per block (1, 2 or 4), {warps} warps (at most {} here)",
+                        if [1, 2, 4].contains(&per_block) {
+                            max_decode_warps(per_block, nt)
+                        } else {
+                            0
+                        }
                     )));
                 }
-                let token_tiles = if m > 8 { 2 } else { 1 };
                 (
-                    &self.gemv[token_tiles - 1][per_block.trailing_zeros() as usize],
+                    &self.gemv[nt - 1][per_block.trailing_zeros() as usize],
                     (row_tiles.div_ceil(per_block) as u32, 1),
+                    warps as u32,
+                    (warps * decode_partial_bytes(per_block, nt)) as u32,
                 )
             }
             Kernel::Gemm => (
@@ -392,6 +411,8 @@ impl CudaQuantLinear {
                     self.rows.div_ceil(GEMM_ROWS) as u32,
                     m.div_ceil(GEMM_TOKENS) as u32,
                 ),
+                THREADS / 32,
+                0,
             ),
         };
         if grid.1 > 65_535 {
@@ -401,9 +422,28 @@ impl CudaQuantLinear {
             function,
             LaunchConfig {
                 grid_dim: (grid.0, grid.1, 1),
-                block_dim: (THREADS, 1, 1),
-                shared_mem_bytes: 0,
+                block_dim: (32 * warps, 1, 1),
+                shared_mem_bytes: shared,
             },
         ))
     }
+}
+
+/// Token tiles of 8 the decode kernel takes for `m` tokens (1 or 2).
+fn token_tiles(m: usize) -> usize {
+    if m > 8 {
+        2
+    } else {
+        1
+    }
+}
+
+/// Shared bytes of one warp's partial sums in the decode kernel.
+fn decode_partial_bytes(row_tiles: usize, token_tiles: usize) -> usize {
+    row_tiles * token_tiles * 4 * 32 * 4
+}
+
+/// Most warps a decode block may have with `row_tiles` and `token_tiles`.
+fn max_decode_warps(row_tiles: usize, token_tiles: usize) -> usize {
+    (GEMV_SHARED_BYTES / decode_partial_bytes(row_tiles, token_tiles)).min(GEMV_MAX_WARPS)
 }

@@ -18,8 +18,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::{CudaGraph, CudaSlice};
+use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{CudaEvent, CudaGraph, CudaSlice};
 use half::bf16;
 
 use super::blas::Blas;
@@ -103,7 +103,25 @@ struct State {
     workspace: Option<Workspace>,
     /// By batch size.
     graphs: HashMap<usize, Graph>,
+    /// Events recorded after each stage of each pass while profiling is on.
+    profile: Option<Vec<(&'static str, CudaEvent)>>,
 }
+
+/// GPU time of one stage of the forward pass over the passes profiled
+/// ([`CudaModel::take_profile`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageTime {
+    /// The stage: `embed`, `norm`, `qkv`, `qkv_rope`, `attention`, `o_proj`, `gate_up`,
+    /// `swiglu`, `down`, `gather`, `lm_head`.
+    pub stage: &'static str,
+    /// Seconds, summed over every launch of the stage.
+    pub seconds: f64,
+    /// How many times the stage ran.
+    pub launches: usize,
+}
+
+/// The label of the event recorded before a pass's first stage.
+const PASS_START: &str = "start";
 
 /// A captured decode graph.
 struct Graph(CudaGraph);
@@ -263,6 +281,49 @@ impl<'a> CudaModel<'a> {
         }
     }
 
+    /// Turns per-stage timing on (an event is recorded after every stage of every pass, and
+    /// passes run without graphs) or off. The times include the gaps between kernels, which
+    /// graphs and programmatic dependent launch otherwise shrink, so they add up to more than
+    /// a graph-replayed step; they show where a step's time goes.
+    pub fn set_profiling(&self, on: bool) -> Result<()> {
+        self.lock()?.profile = on.then(Vec::new);
+        Ok(())
+    }
+
+    /// The time of each stage over the passes since profiling was turned on or last taken, in
+    /// the order the stages first ran; empty when profiling is off. Waits for the GPU.
+    pub fn take_profile(&self) -> Result<Vec<StageTime>> {
+        let mut state = self.lock()?;
+        let Some(events) = state.profile.as_mut() else {
+            return Ok(Vec::new());
+        };
+        self.device.synchronize()?;
+        let mut stages: Vec<StageTime> = Vec::new();
+        for pair in events.windows(2) {
+            let (stage, end) = (pair[1].0, &pair[1].1);
+            if stage == PASS_START {
+                continue;
+            }
+            let ms = pair[0]
+                .1
+                .elapsed_ms(end)
+                .map_err(driver_error("reading profile events"))?;
+            match stages.iter_mut().find(|s| s.stage == stage) {
+                Some(s) => {
+                    s.seconds += f64::from(ms) / 1e3;
+                    s.launches += 1;
+                }
+                None => stages.push(StageTime {
+                    stage,
+                    seconds: f64::from(ms) / 1e3,
+                    launches: 1,
+                }),
+            }
+        }
+        events.clear();
+        Ok(stages)
+    }
+
     /// The device.
     pub fn device(&self) -> &CudaDevice {
         &self.device
@@ -381,7 +442,9 @@ impl<'a> CudaModel<'a> {
         }
         ws.upload(&self.device, cfg, &plan, inputs.len(), &kv_table)?;
         let decode = which == Logits::Last && plan.total == inputs.len();
-        if self.graphs_enabled && decode {
+        if let Some(events) = state.profile.as_mut() {
+            self.run(ws, &plan, inputs.len(), which, Some(events))?;
+        } else if self.graphs_enabled && decode {
             let batch = inputs.len();
             if let std::collections::hash_map::Entry::Vacant(slot) = state.graphs.entry(batch) {
                 slot.insert(Graph(self.capture(ws, &plan, batch)?));
@@ -391,7 +454,7 @@ impl<'a> CudaModel<'a> {
                 .launch()
                 .map_err(driver_error("replaying the decode graph"))?;
         } else {
-            self.run(ws, &plan, inputs.len(), which)?;
+            self.run(ws, &plan, inputs.len(), which, None)?;
         }
         let out = read(ws, &plan)?;
         for (cache, seq) in caches.iter_mut().zip(inputs) {
@@ -406,7 +469,7 @@ impl<'a> CudaModel<'a> {
         stream
             .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
             .map_err(driver_error("starting a graph capture"))?;
-        let recorded = self.run(ws, plan, batch, Logits::Last);
+        let recorded = self.run(ws, plan, batch, Logits::Last, None);
         // The capture is ended whatever happened, so the stream is usable again.
         let graph = stream.end_capture(CUgraphInstantiate_flags(0));
         recorded?;
@@ -415,8 +478,28 @@ impl<'a> CudaModel<'a> {
             .ok_or_else(|| Error::Device("the decode graph captured nothing".into()))
     }
 
-    /// Queues the pass's kernels; the workspace holds the uploaded tables.
-    fn run(&self, ws: &mut Workspace, plan: &Plan, sequences: usize, which: Logits) -> Result<()> {
+    /// Queues the pass's kernels; the workspace holds the uploaded tables. With `profile`, an
+    /// event is recorded before the pass and after each stage.
+    fn run(
+        &self,
+        ws: &mut Workspace,
+        plan: &Plan,
+        sequences: usize,
+        which: Logits,
+        mut profile: Option<&mut Vec<(&'static str, CudaEvent)>>,
+    ) -> Result<()> {
+        let mut mark = |stage: &'static str| -> Result<()> {
+            if let Some(events) = profile.as_deref_mut() {
+                let event = self
+                    .device
+                    .stream()
+                    .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                    .map_err(driver_error("recording a profile event"))?;
+                events.push((stage, event));
+            }
+            Ok(())
+        };
+        mark(PASS_START)?;
         let cfg = self.model.config();
         let device: &CudaDevice = &self.device;
         let k = &self.kernels;
@@ -465,11 +548,13 @@ impl<'a> CudaModel<'a> {
             DeviceEmbedding::Bf16(t) => EmbeddingRef::Bf16(t),
         };
         k.embed(device, embedding, &views.tokens, total, hidden, x)?;
+        mark("embed")?;
         let first_norm = self
             .blocks
             .first()
             .map_or(&self.final_norm, |b| &b.input_norm);
         k.add_rms_norm(device, x, None, None, first_norm, h, [total, hidden], eps)?;
+        mark("norm")?;
         for (layer, b) in self.blocks.iter().enumerate() {
             let (q_width, kv_width) = (
                 shape.heads * shape.head_dim,
@@ -493,6 +578,7 @@ impl<'a> CudaModel<'a> {
                     (q.slice(..), key.slice(..), v.slice(..), [q_width, kv_width])
                 }
             };
+            mark("qkv")?;
             k.qkv_rope(
                 device,
                 [&q_view, &k_view, &v_view],
@@ -510,8 +596,11 @@ impl<'a> CudaModel<'a> {
                 eps,
                 q_rot,
             )?;
+            mark("qkv_rope")?;
             k.attention(device, q_rot, &tables, layer, total, shape, scale, attn)?;
+            mark("attention")?;
             b.o_proj.forward(device, blas, attn, total, proj, scratch)?;
+            mark("o_proj")?;
             k.add_rms_norm(
                 device,
                 x,
@@ -522,6 +611,7 @@ impl<'a> CudaModel<'a> {
                 [total, hidden],
                 eps,
             )?;
+            mark("norm")?;
             let (gate_view, up_view, stride) = match &b.gate_up {
                 Stacked::One(l) => {
                     l.forward(device, blas, h, total, gate_up_out, scratch)?;
@@ -533,6 +623,7 @@ impl<'a> CudaModel<'a> {
                     (gate.slice(..), up.slice(..), inter)
                 }
             };
+            mark("gate_up")?;
             let no_bias = b.gate_up_bias.iter().all(Option::is_none);
             match &b.down_proj.weight {
                 // A quantized down projection of a few tokens computes the SwiGLU as it loads
@@ -550,10 +641,12 @@ impl<'a> CudaModel<'a> {
                         [total, inter, stride],
                         inner,
                     )?;
+                    mark("swiglu")?;
                     b.down_proj
                         .forward(device, blas, inner, total, proj, scratch)?;
                 }
             }
+            mark("down")?;
             let next_norm = self
                 .blocks
                 .get(layer + 1)
@@ -568,12 +661,14 @@ impl<'a> CudaModel<'a> {
                 [total, hidden],
                 eps,
             )?;
+            mark("norm")?;
         }
         let count = plan.rows.len();
         let head_input = if which == Logits::All {
             &*h
         } else {
             k.gather_rows(device, h, &views.rows, count, hidden, selected)?;
+            mark("gather")?;
             &*selected
         };
         match &self.lm_head.weight {
@@ -587,6 +682,7 @@ impl<'a> CudaModel<'a> {
                 k.widen(device, logits_bf16, count * vocab, logits)?;
             }
         }
+        mark("lm_head")?;
         Ok(())
     }
 }
