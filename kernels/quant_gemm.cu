@@ -200,22 +200,12 @@ __device__ __forceinline__ void load_table(const u16* table, u16* shared_table) 
 #endif
 }
 
-// SwiGLU inputs of the down projection, fused into the activation loads: x = bf16(silu(g) u),
-// rounded once as the separate `swiglu` kernel of forward.cu rounds it.
-__device__ __forceinline__ u32 swiglu_pair(u32 g2, u32 u2) {
-    float r[2];
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const float g = __uint_as_float(h ? (g2 & 0xFFFF0000u) : (g2 << 16));
-        const float u = __uint_as_float(h ? (u2 & 0xFFFF0000u) : (u2 << 16));
-        r[h] = g / (1.f + expf(-g)) * u;
-    }
-    return pack_bf16x2(r[0], r[1]);
-}
-
-__device__ __forceinline__ uint4 swiglu_vec(uint4 g, uint4 u) {
-    return make_uint4(swiglu_pair(g.x, u.x), swiglu_pair(g.y, u.y), swiglu_pair(g.z, u.z),
-                      swiglu_pair(g.w, u.w));
+// bf16(silu(g) u) of two product sums, each first rounded to bf16 as a product's output is:
+// what the `swiglu` kernel of forward.cu computes from a gate/up product's output.
+__device__ __forceinline__ u16 swiglu_of_sums(float gate_sum, float up_sum) {
+    const float g = bf16_to_f32(f32_to_bf16(gate_sum));
+    const float u = bf16_to_f32(f32_to_bf16(up_sum));
+    return f32_to_bf16(g / (1.f + expf(-g)) * u);
 }
 
 // Decode (M <= 8 NT): a block owns RT row tiles and its warps (blockDim.x / 32, set by the host
@@ -224,8 +214,9 @@ __device__ __forceinline__ uint4 swiglu_vec(uint4 g, uint4 u) {
 // multiplies the current ones, so its loads stay in flight while it computes. The warps' partial
 // sums meet in shared memory (dynamic: warps x RT x NT x 512 bytes) at the end, added in warp
 // order, so the result does not depend on timing.
-// x rows are `x_stride` values apart. With `x_up` non-null, x holds SwiGLU gates and x_up the
-// matching up values (same stride), and the product's input is their SwiGLU.
+// Block b owns row tiles b RT .. b RT + RT - 1, or, when `pair_tiles` is non-zero (RT = 2, a
+// stacked gate/up weight of 2 pair_tiles row tiles), gate tile b and its up tile b + pair_tiles;
+// it then writes bf16(silu(gate) up) for its 16 rows into y, rows of pair_tiles * 16 values.
 template <int NT, int RT>
 struct DecodeChunk {
     static constexpr int KU = 4 / RT;
@@ -236,26 +227,27 @@ struct DecodeChunk {
 template <int NT, int RT>
 __device__ __forceinline__ void fetch_chunk(DecodeChunk<NT, RT>& c, const uint4* w,
                                             const void* scales, const signed char* zeros,
-                                            int lane, int g, int first_tile, int kt0, int end,
-                                            int k_tiles, int row_tiles, int N, int groups,
-                                            int group_size) {
+                                            int lane, int g, int tile0, int tile_step,
+                                            int kt0, int end, int k_tiles, int row_tiles, int N,
+                                            int groups, int group_size) {
 #pragma unroll
     for (int u = 0; u < DecodeChunk<NT, RT>::KU; u++)
 #pragma unroll
-        for (int rt = 0; rt < RT; rt++)
-            if (kt0 + u < end && first_tile + rt < row_tiles) {
-                load_tile(w + ((long)(first_tile + rt) * k_tiles + kt0 + u) * TILE_VECS, lane,
-                          c.q[u][rt]);
-                c.raw[u][rt] = load_row(scales, zeros, (first_tile + rt) * 16 + g, N, groups,
+        for (int rt = 0; rt < RT; rt++) {
+            const int tile = tile0 + rt * tile_step;
+            if (kt0 + u < end && tile < row_tiles) {
+                load_tile(w + ((long)tile * k_tiles + kt0 + u) * TILE_VECS, lane, c.q[u][rt]);
+                c.raw[u][rt] = load_row(scales, zeros, tile * 16 + g, N, groups,
                                         ((kt0 + u) * 64) / group_size);
             }
+        }
 }
 
 template <int NT, int RT>
 __device__ __forceinline__ void multiply_chunk(const DecodeChunk<NT, RT>& c, const u16* table,
-                                               const u16* x, const u16* x_up, long x_stride,
-                                               int g, int t, int first_tile, int kt0, int end,
-                                               int row_tiles, int M, int K,
+                                               const u16* x, int g, int t, int tile0,
+                                               int tile_step, int kt0, int end, int row_tiles,
+                                               int M, int K,
                                                float (*acc)[NT][4]) {
 #pragma unroll
     for (int u = 0; u < DecodeChunk<NT, RT>::KU; u++) {
@@ -266,22 +258,16 @@ __device__ __forceinline__ void multiply_chunk(const DecodeChunk<NT, RT>& c, con
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) {
             const int token = nt * 8 + g;
-            const long at = (long)min(token, M - 1) * x_stride;
-            const u16* row = x + at;
+            const u16* row = x + (long)min(token, M - 1) * K;
             uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
             if (token < M && k < K) lo = ldg16(row + k);
             if (token < M && k + 8 < K) hi = ldg16(row + k + 8);
-            if (x_up != nullptr) {
-                const u16* up = x_up + at;
-                if (token < M && k < K) lo = swiglu_vec(lo, ldg16(up + k));
-                if (token < M && k + 8 < K) hi = swiglu_vec(hi, ldg16(up + k + 8));
-            }
             b[nt][0] = lo.x; b[nt][1] = lo.y; b[nt][2] = lo.z; b[nt][3] = lo.w;
             b[nt][4] = hi.x; b[nt][5] = hi.y; b[nt][6] = hi.z; b[nt][7] = hi.w;
         }
 #pragma unroll
         for (int rt = 0; rt < RT; rt++) {
-            if (first_tile + rt >= row_tiles) break;
+            if (tile0 + rt * tile_step >= row_tiles) break;
             tile_product<NT>(c.q[u][rt], decode_row(c.raw[u][rt]), table, b, acc[rt]);
         }
     }
@@ -290,15 +276,16 @@ __device__ __forceinline__ void multiply_chunk(const DecodeChunk<NT, RT>& c, con
 template <int NT, int RT>
 __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scales,
                      const signed char* __restrict__ zeros, const u16* __restrict__ table,
-                     const u16* __restrict__ x, const u16* __restrict__ x_up, long x_stride,
-                     u16* __restrict__ y, int M, int N, int K, int groups, int group_size) {
+                     const u16* __restrict__ x, u16* __restrict__ y, int M, int N, int K,
+                     int groups, int group_size, int pair_tiles) {
     __shared__ u16 shared_table[16];
     extern __shared__ float partial[];   // [warps][RT * NT * 4][32]
     constexpr int KU = DecodeChunk<NT, RT>::KU;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int k_tiles = (K + 63) / 64, row_tiles = (N + 15) / 16;
-    const int first_tile = blockIdx.x * RT;
+    const int tile0 = pair_tiles ? blockIdx.x : blockIdx.x * RT;
+    const int tile_step = pair_tiles ? pair_tiles : 1;
     const int per_warp = (k_tiles + warps - 1) / warps;
     const int begin = warp * per_warp, end = min(k_tiles, begin + per_warp);
 
@@ -313,21 +300,21 @@ __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scale
     // Weights and scales are never written by a kernel: the first loads go out before the wait
     // for the kernel that writes x.
     DecodeChunk<NT, RT> a, b;
-    fetch_chunk<NT, RT>(a, w, scales, zeros, lane, g, first_tile, begin, end, k_tiles, row_tiles,
-                        N, groups, group_size);
+    fetch_chunk<NT, RT>(a, w, scales, zeros, lane, g, tile0, tile_step, begin, end, k_tiles,
+                        row_tiles, N, groups, group_size);
     grid_dependency_wait();
     launch_dependents();
     load_table(table, shared_table);
     for (int kt = begin; kt < end; kt += 2 * KU) {
-        fetch_chunk<NT, RT>(b, w, scales, zeros, lane, g, first_tile, kt + KU, end, k_tiles,
-                            row_tiles, N, groups, group_size);
-        multiply_chunk<NT, RT>(a, shared_table, x, x_up, x_stride, g, t, first_tile, kt, end,
-                               row_tiles, M, K, acc);
+        fetch_chunk<NT, RT>(b, w, scales, zeros, lane, g, tile0, tile_step, kt + KU, end,
+                            k_tiles, row_tiles, N, groups, group_size);
+        multiply_chunk<NT, RT>(a, shared_table, x, g, t, tile0, tile_step, kt, end, row_tiles, M,
+                               K, acc);
         if (kt + KU >= end) break;
-        fetch_chunk<NT, RT>(a, w, scales, zeros, lane, g, first_tile, kt + 2 * KU, end, k_tiles,
-                            row_tiles, N, groups, group_size);
-        multiply_chunk<NT, RT>(b, shared_table, x, x_up, x_stride, g, t, first_tile, kt + KU,
-                               end, row_tiles, M, K, acc);
+        fetch_chunk<NT, RT>(a, w, scales, zeros, lane, g, tile0, tile_step, kt + 2 * KU, end,
+                            k_tiles, row_tiles, N, groups, group_size);
+        multiply_chunk<NT, RT>(b, shared_table, x, g, t, tile0, tile_step, kt + KU, end,
+                               row_tiles, M, K, acc);
     }
 
     constexpr int SLOTS = RT * NT * 4;
@@ -339,12 +326,29 @@ __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scale
             for (int c = 0; c < 4; c++)
                 partial[(warp * SLOTS + (rt * NT + nt) * 4 + c) * 32 + lane] = acc[rt][nt][c];
     __syncthreads();
+    if (pair_tiles) {
+        // Slot s of the gate tile pairs with slot s + NT * 4 of the up tile.
+        const int width = pair_tiles * 16;
+        for (int e = threadIdx.x; e < NT * 4 * 32; e += blockDim.x) {
+            const int l = e & 31, slot = e >> 5;
+            const int c = slot & 3, nt = slot >> 2;
+            float gate = 0.0f, up = 0.0f;
+            for (int v = 0; v < warps; v++) {
+                gate += partial[v * SLOTS * 32 + e];
+                up += partial[v * SLOTS * 32 + NT * 4 * 32 + e];
+            }
+            const int row = tile0 * 16 + (l >> 2) + 8 * (c >> 1);
+            const int token = nt * 8 + 2 * (l & 3) + (c & 1);
+            if (token < M) y[(long)token * width + row] = swiglu_of_sums(gate, up);
+        }
+        return;
+    }
     for (int e = threadIdx.x; e < SLOTS * 32; e += blockDim.x) {
         const int l = e & 31, slot = e >> 5;
         const int c = slot & 3, nt = (slot >> 2) % NT, rt = (slot >> 2) / NT;
         float sum = 0.0f;
         for (int v = 0; v < warps; v++) sum += partial[v * SLOTS * 32 + e];
-        const int row = (first_tile + rt) * 16 + (l >> 2) + 8 * (c >> 1);
+        const int row = (tile0 + rt) * 16 + (l >> 2) + 8 * (c >> 1);
         const int token = nt * 8 + 2 * (l & 3) + (c & 1);
         if (row < N && token < M) y[(long)token * N + row] = f32_to_bf16(sum);
     }
@@ -354,10 +358,9 @@ __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scale
 #define GEMV_KERNEL(NT, RT)                                                                    \
     extern "C" __global__ void __launch_bounds__(512)                                          \
         gemv_nt##NT##_rt##RT(const uint4* w, const void* scales, const signed char* zeros,     \
-                             const u16* table, const u16* x, const u16* x_up, long x_stride,   \
-                             u16* y, int M, int N, int K, int groups, int group_size) {        \
-        gemv<NT, RT>(w, scales, zeros, table, x, x_up, x_stride, y, M, N, K, groups,          \
-                     group_size);                                                              \
+                             const u16* table, const u16* x, u16* y, int M, int N, int K,      \
+                             int groups, int group_size, int pair_tiles) {                     \
+        gemv<NT, RT>(w, scales, zeros, table, x, y, M, N, K, groups, group_size, pair_tiles);  \
     }
 GEMV_KERNEL(1, 1)
 GEMV_KERNEL(1, 2)

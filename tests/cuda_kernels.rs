@@ -264,36 +264,32 @@ fn fused_swiglu_product_equals_swiglu_then_product() {
     let mut rng = Rng(seed);
     let kernels = ForwardKernels::new(&device, 64).unwrap();
     let stream = device.stream();
-    for name in ["w4a16-g128", "w8a16", "nf4", "fp8"] {
+    for name in ["w4a16-g128", "w4a16-g128-asym", "w8a16", "nf4", "fp8"] {
         let scheme = QuantScheme::parse(name).unwrap();
-        // [rows, cols]: odd row count, short (2 row tiles per block) and long rows.
-        for [rows, cols] in [[200, 576], [96, 1536]] {
-            let q = random_quantized(&scheme, [rows, cols], &mut rng).unwrap();
+        // Stacked gate/up weights [2 * inter, cols]: short and long rows, one and many tiles.
+        for [inter, cols] in [[208, 576], [16, 1536], [96, 200]] {
+            let q = random_quantized(&scheme, [2 * inter, cols], &mut rng).unwrap();
             let linear = CudaQuantLinear::new(&device, &q).unwrap();
-            for m in [1, 3, 16] {
-                // Gates and up values side by side, as a stacked gate/up product leaves them.
-                let stride = 2 * cols;
-                let values: Vec<bf16> = (0..m * stride)
-                    .map(|_| bf16::from_f32(2.0 * rng.normal()))
+            for m in [1, 3, 9, 16] {
+                let x: Vec<bf16> = (0..m * cols)
+                    .map(|_| bf16::from_f32(rng.normal()))
                     .collect();
-                let gate_up = stream.clone_htod(&values).unwrap();
-                let (gate, up) = (gate_up.slice(..), gate_up.slice(cols..));
-                let mut inner = stream.alloc_zeros::<bf16>(m * cols).unwrap();
+                let x = stream.clone_htod(&x).unwrap();
+                let mut gate_up = stream.alloc_zeros::<bf16>(m * 2 * inter).unwrap();
+                linear.forward(&device, &x, m, &mut gate_up).unwrap();
+                let (gate, up) = (gate_up.slice(..), gate_up.slice(inter..));
+                let mut want = stream.alloc_zeros::<bf16>(m * inter).unwrap();
                 kernels
                     .swiglu(
                         &device,
                         [&gate, &up],
                         [None, None],
-                        [m, cols, stride],
-                        &mut inner,
+                        [m, inter, 2 * inter],
+                        &mut want,
                     )
                     .unwrap();
-                let mut want = stream.alloc_zeros::<bf16>(m * rows).unwrap();
-                linear.forward(&device, &inner, m, &mut want).unwrap();
-                let mut got = stream.clone_htod(&vec![bf16::NAN; m * rows]).unwrap();
-                linear
-                    .forward_swiglu(&device, [&gate, &up], stride, m, &mut got)
-                    .unwrap();
+                let mut got = stream.clone_htod(&vec![bf16::NAN; m * inter]).unwrap();
+                linear.forward_swiglu(&device, &x, m, &mut got).unwrap();
                 let (want, got) = (
                     stream.clone_dtoh(&want).unwrap(),
                     stream.clone_dtoh(&got).unwrap(),
@@ -304,16 +300,19 @@ fn fused_swiglu_product_equals_swiglu_then_product() {
                     .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(
                     same && want.iter().any(|v| v.to_f32() != 0.0),
-                    "{name} [{rows}, {cols}] m={m}: fused SwiGLU product differs (seed {seed})"
+                    "{name} [{inter} x 2, {cols}] m={m}: fused SwiGLU product differs (seed {seed})"
                 );
             }
             // Too many tokens for the decode kernel: an error, not a launch.
-            let big = stream.alloc_zeros::<bf16>(17 * 2 * cols).unwrap();
-            let mut y = stream.alloc_zeros::<bf16>(17 * rows).unwrap();
-            let (gate, up) = (big.slice(..), big.slice(cols..));
-            assert!(linear
-                .forward_swiglu(&device, [&gate, &up], 2 * cols, 17, &mut y)
-                .is_err());
+            let x = stream.alloc_zeros::<bf16>(17 * cols).unwrap();
+            let mut y = stream.alloc_zeros::<bf16>(17 * inter).unwrap();
+            assert!(linear.forward_swiglu(&device, &x, 17, &mut y).is_err());
         }
+        // Halves that are not whole row tiles cannot be paired.
+        let q = random_quantized(&scheme, [2 * 24, 64], &mut rng).unwrap();
+        let linear = CudaQuantLinear::new(&device, &q).unwrap();
+        let x = stream.alloc_zeros::<bf16>(64).unwrap();
+        let mut y = stream.alloc_zeros::<bf16>(24).unwrap();
+        assert!(linear.forward_swiglu(&device, &x, 1, &mut y).is_err());
     }
 }

@@ -6,8 +6,8 @@
 //! Run on a machine with a GPU: `cargo bench --features cuda --bench cuda_forward` (or the built
 //! binary `target/release/deps/cuda_forward-*`). Options: `--schemes LIST` (default
 //! bf16,w4a16-g128,w8a16,fp8,nf4,w8a8,w8a8-fp8,w8a8-fp8-block; bf16 is dense), `--batch LIST`
-//! (default 1,16), `--prompt-tokens N` (128), `--decode-tokens N` (128), `--fused-swiglu` (the
-//! down projection computes the SwiGLU as it loads its input; see
+//! (default 1,16), `--prompt-tokens N` (128), `--decode-tokens N` (128), `--separate-swiglu` (the
+//! SwiGLU as its own kernel instead of in the gate/up product; see
 //! `CudaModel::set_fused_swiglu`), `--pdl LIST` (`on`, `off` or `on,off`; default `on`:
 //! kernels launched with programmatic dependent launch, see
 //! `CudaDevice::set_programmatic_launch`), `--profile` (after the timings, GPU time per stage
@@ -125,7 +125,7 @@ fn run() -> Result<()> {
         option(&args, "--prompt-tokens").map_or(128, |v| v.parse().expect("--prompt-tokens"));
     let decode_tokens: usize =
         option(&args, "--decode-tokens").map_or(128, |v| v.parse().expect("--decode-tokens"));
-    let fused = args.iter().any(|a| a == "--fused-swiglu");
+    let fused = !args.iter().any(|a| a == "--separate-swiglu");
     let profile = args.iter().any(|a| a == "--profile");
     let pdl_modes: Vec<bool> = list(&args, "--pdl", "on")
         .iter()
@@ -150,7 +150,7 @@ fn run() -> Result<()> {
     println!(
         "device: {}; model: Qwen2.5-0.5B shape, random weights, {:.1}M parameters (built in {:.1} s); \
          {prompt_tokens} prompt + {decode_tokens} decode tokens per sequence; SwiGLU fused into \
-         the down projection: {}",
+         the gate/up product: {}",
         device.name(),
         base.parameter_count() as f64 / 1e6,
         started.elapsed().as_secs_f64(),

@@ -6,7 +6,7 @@
 //! k tiles split among 1 to 16 warps); more run the tensor-core GEMM (`gemm`, 128 rows x 64
 //! tokens per block).
 
-use cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig};
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig};
 use half::bf16;
 
 use super::device::{driver_error, CudaDevice, QUANT_GEMM};
@@ -242,90 +242,90 @@ impl CudaQuantLinear {
             },
             other => other,
         };
-        self.launch(device, &x.slice(..), None, self.cols, m, y, kernel)
+        self.launch(device, x, m, y, kernel, 0)
     }
 
-    /// `y = swiglu(gate, up) W^T` for `m` tokens (at most [`GEMV_MAX_TOKENS`]), the SwiGLU
-    /// (`bf16(silu(g) u)`, rounded as the separate kernel of the forward pass rounds it) computed
-    /// as the decode kernel loads its input, which saves a launch and a round trip through
-    /// memory. `gate` and `up` hold `m` rows of `cols` values, `stride` values apart (the halves
-    /// of a stacked gate/up product, or two products).
+    /// For a stacked gate/up weight (gate rows, then as many up rows): `y = swiglu(x W^T)` for
+    /// `m` tokens (at most [`GEMV_MAX_TOKENS`]), `y` holding `m` rows of `rows / 2` values. The
+    /// decode kernel gives each block a gate tile and its up tile and writes
+    /// `bf16(silu(g) u)` of the two products, each rounded to bf16 first, so the result is
+    /// bit for bit the product followed by the forward pass's `swiglu` kernel, with one launch
+    /// and one round trip through memory less. Needs `rows / 2` to be a multiple of 16.
     pub fn forward_swiglu(
         &self,
         device: &CudaDevice,
-        [gate, up]: [&CudaView<'_, bf16>; 2],
-        stride: usize,
+        x: &CudaSlice<bf16>,
         m: usize,
         y: &mut CudaSlice<bf16>,
     ) -> Result<()> {
-        match self.default_kernel(device, m) {
-            kernel @ Kernel::Gemv { .. } => {
-                self.launch(device, gate, Some(up), stride, m, y, kernel)
-            }
-            Kernel::Gemm => Err(Error::InvalidArgument(format!(
-                "fused SwiGLU product: {m} tokens (at most {GEMV_MAX_TOKENS})"
-            ))),
+        let half = self.rows / 2;
+        if m > GEMV_MAX_TOKENS || self.rows % 2 != 0 || half % TILE_ROWS != 0 || half == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "SwiGLU product [{}, {}]: {m} tokens (at most {GEMV_MAX_TOKENS}) and a stacked \
+                 gate/up weight whose halves are multiples of {TILE_ROWS} rows",
+                self.rows, self.cols
+            )));
         }
+        if y.len() < m * half {
+            return Err(Error::InvalidArgument(format!(
+                "SwiGLU product: {m} tokens need {} outputs, got {}",
+                m * half,
+                y.len()
+            )));
+        }
+        let kernel = Kernel::Gemv {
+            row_tiles: 2,
+            warps: Some(self.decode_warps(device, m, 2)),
+        };
+        self.launch(device, x, m, y, kernel, half / TILE_ROWS)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Launches `kernel`; `pair_tiles` (decode kernel only) > 0 pairs gate and up tiles.
     fn launch(
         &self,
         device: &CudaDevice,
-        x: &CudaView<'_, bf16>,
-        x_up: Option<&CudaView<'_, bf16>>,
-        stride: usize,
+        x: &CudaSlice<bf16>,
         m: usize,
         y: &mut CudaSlice<bf16>,
         kernel: Kernel,
+        pair_tiles: usize,
     ) -> Result<()> {
-        let span = (m.max(1) - 1) * stride + self.cols;
-        if m == 0
-            || stride < self.cols
-            || x.len() < span
-            || x_up.is_some_and(|u| u.len() < span)
-            || y.len() < m * self.rows
-        {
+        let outputs = if pair_tiles > 0 {
+            m * pair_tiles * TILE_ROWS
+        } else {
+            m * self.rows
+        };
+        if m == 0 || x.len() < m * self.cols || y.len() < outputs {
             return Err(Error::InvalidArgument(format!(
                 "quantized product [{}, {}]: {m} tokens need {} inputs and {} outputs, got {} and {}",
                 self.rows,
                 self.cols,
-                span,
-                m * self.rows,
+                m * self.cols,
+                outputs,
                 x.len(),
                 y.len()
             )));
         }
         let gemv = matches!(kernel, Kernel::Gemv { .. });
-        if x_up.is_some() && !gemv {
-            return Err(Error::InvalidArgument(
-                "only the decode kernel takes SwiGLU inputs".into(),
-            ));
-        }
-        if !gemv && stride != self.cols {
-            return Err(Error::InvalidArgument(
-                "the GEMM takes activation rows without gaps".into(),
-            ));
-        }
-        let (function, config) = self.launch_plan(m, kernel)?;
+        let (function, config) = self.launch_plan(m, kernel, pair_tiles)?;
         let mut args = device.args();
         args.ptr(&self.codes)
             .ptr(&self.scales)
             .ptr_or_null(self.zero_points.as_ref())
             .ptr_or_null(self.table.as_ref())
-            .ptr(x);
-        if gemv {
-            args.ptr_or_null(x_up).i64(stride as i64);
-        }
-        args.ptr(y);
+            .ptr(x)
+            .ptr(y);
         for v in [m, self.rows, self.cols, self.groups, self.group_size] {
             args.i32(v as i32);
         }
+        if gemv {
+            args.i32(pair_tiles as i32);
+        }
         // SAFETY: the arguments match the kernel signatures in kernels/quant_gemm.cu (pointers to
-        // codes, scales, zero points or null, code book or null, x; for the decode kernel the up
-        // values or null and the row stride; y; five ints); the buffers hold the sizes the
-        // layout and the length checks above guarantee (m rows `stride` apart of x and up), and
-        // the kernels bound every access by m, rows and cols.
+        // codes, scales, zero points or null, code book or null, x, y; five ints; for the decode
+        // kernel the paired tiles); the buffers hold the sizes the layout and the length checks
+        // above guarantee, and the kernels bound every access by m, rows and cols (paired
+        // tiles: the grid covers exactly the gate tiles, and y holds m rows of their rows).
         unsafe {
             device.launch(
                 function,
@@ -376,7 +376,12 @@ impl CudaQuantLinear {
         }
     }
 
-    fn launch_plan(&self, m: usize, kernel: Kernel) -> Result<(&CudaFunction, LaunchConfig)> {
+    fn launch_plan(
+        &self,
+        m: usize,
+        kernel: Kernel,
+        pair_tiles: usize,
+    ) -> Result<(&CudaFunction, LaunchConfig)> {
         let row_tiles = self.rows.div_ceil(TILE_ROWS);
         let (function, grid, warps, shared) = match kernel {
             Kernel::Gemv {
@@ -398,12 +403,22 @@ impl CudaQuantLinear {
                         }
                     )));
                 }
+                let blocks = if pair_tiles > 0 {
+                    pair_tiles
+                } else {
+                    row_tiles.div_ceil(per_block)
+                };
                 (
                     &self.gemv[nt - 1][per_block.trailing_zeros() as usize],
-                    (row_tiles.div_ceil(per_block) as u32, 1),
+                    (blocks as u32, 1),
                     warps as u32,
                     (warps * decode_partial_bytes(per_block, nt)) as u32,
                 )
+            }
+            Kernel::Gemm if pair_tiles > 0 => {
+                return Err(Error::InvalidArgument(
+                    "only the decode kernel pairs gate and up tiles".into(),
+                ))
             }
             Kernel::Gemm => (
                 &self.gemm,

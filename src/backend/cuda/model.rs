@@ -26,6 +26,7 @@ use super::blas::Blas;
 use super::device::{driver_error, CudaDevice};
 use super::kv_cache::CudaKvCache;
 use super::layers::{biases, upload_f32, DeviceLinear, DeviceWeight, Stacked};
+use super::layout::TILE_ROWS;
 use super::linear::GEMV_MAX_TOKENS;
 use super::ops::{AttentionShape, EmbeddingRef, ForwardKernels, TokenTables, MAX_HEAD_DIM};
 use super::plan::{validate, Plan};
@@ -91,8 +92,8 @@ pub struct CudaModel<'a> {
     scaled_needs: ScaledNeeds,
     state: Mutex<State>,
     graphs_enabled: bool,
-    /// Whether the down projection computes the SwiGLU as it loads its input (off by default:
-    /// measured slower, see `set_fused_swiglu`).
+    /// Whether a stacked quantized gate/up product of a few tokens writes the SwiGLU itself
+    /// (see `set_fused_swiglu`).
     fused_swiglu: bool,
     device_bytes: usize,
 }
@@ -254,7 +255,7 @@ impl<'a> CudaModel<'a> {
             scaled_needs,
             state: Mutex::new(State::default()),
             graphs_enabled: true,
-            fused_swiglu: false,
+            fused_swiglu: true,
             device_bytes,
         })
     }
@@ -268,12 +269,10 @@ impl<'a> CudaModel<'a> {
         }
     }
 
-    /// Whether a quantized down projection of up to 16 tokens computes the SwiGLU as it loads
-    /// its input ([`CudaQuantLinear::forward_swiglu`](super::linear::CudaQuantLinear::forward_swiglu),
-    /// one launch less per block) instead of a separate SwiGLU kernel. Off by default: on an
-    /// H200 the 0.5B-shaped model decoded slower with it (the decode kernel's blocks each
-    /// recompute the whole SwiGLU, on the lanes that hold the token; see
-    /// `benches/cuda/NOTES.md`). The benchmark compares both.
+    /// Whether a stacked, quantized gate/up product of up to 16 tokens writes the SwiGLU of
+    /// its halves itself ([`CudaQuantLinear::forward_swiglu`](super::linear::CudaQuantLinear::forward_swiglu):
+    /// bit for bit the product and the separate SwiGLU kernel, one launch less per block) (on by
+    /// default; off, the separate kernel runs, for comparison).
     pub fn set_fused_swiglu(&mut self, enabled: bool) {
         self.fused_swiglu = enabled;
         if let Ok(state) = self.state.get_mut() {
@@ -612,40 +611,46 @@ impl<'a> CudaModel<'a> {
                 eps,
             )?;
             mark("norm")?;
-            let (gate_view, up_view, stride) = match &b.gate_up {
-                Stacked::One(l) => {
-                    l.forward(device, blas, h, total, gate_up_out, scratch)?;
-                    (gate_up_out.slice(..), gate_up_out.slice(inter..), 2 * inter)
-                }
-                Stacked::Each(ls) => {
-                    ls[0].forward(device, blas, h, total, gate, scratch)?;
-                    ls[1].forward(device, blas, h, total, up, scratch)?;
-                    (gate.slice(..), up.slice(..), inter)
-                }
-            };
-            mark("gate_up")?;
+            // A stacked, quantized gate/up product of a few tokens writes the SwiGLU of its
+            // two halves itself: one launch less per block.
             let no_bias = b.gate_up_bias.iter().all(Option::is_none);
-            match &b.down_proj.weight {
-                // A quantized down projection of a few tokens computes the SwiGLU as it loads
-                // its input: one launch less per block.
-                DeviceWeight::Quantized(q)
-                    if self.fused_swiglu && no_bias && total <= GEMV_MAX_TOKENS =>
-                {
-                    q.forward_swiglu(device, [&gate_view, &up_view], stride, total, proj)?;
+            let fused = match &b.gate_up {
+                Stacked::One(l) if self.fused_swiglu && no_bias && total <= GEMV_MAX_TOKENS => {
+                    match &l.weight {
+                        DeviceWeight::Quantized(q) if (q.rows() / 2) % TILE_ROWS == 0 => {
+                            q.forward_swiglu(device, h, total, inner)?;
+                            mark("gate_up_swiglu")?;
+                            true
+                        }
+                        _ => false,
+                    }
                 }
-                _ => {
-                    k.swiglu(
-                        device,
-                        [&gate_view, &up_view],
-                        [b.gate_up_bias[0].as_ref(), b.gate_up_bias[1].as_ref()],
-                        [total, inter, stride],
-                        inner,
-                    )?;
-                    mark("swiglu")?;
-                    b.down_proj
-                        .forward(device, blas, inner, total, proj, scratch)?;
-                }
+                _ => false,
+            };
+            if !fused {
+                let (gate_view, up_view, stride) = match &b.gate_up {
+                    Stacked::One(l) => {
+                        l.forward(device, blas, h, total, gate_up_out, scratch)?;
+                        (gate_up_out.slice(..), gate_up_out.slice(inter..), 2 * inter)
+                    }
+                    Stacked::Each(ls) => {
+                        ls[0].forward(device, blas, h, total, gate, scratch)?;
+                        ls[1].forward(device, blas, h, total, up, scratch)?;
+                        (gate.slice(..), up.slice(..), inter)
+                    }
+                };
+                mark("gate_up")?;
+                k.swiglu(
+                    device,
+                    [&gate_view, &up_view],
+                    [b.gate_up_bias[0].as_ref(), b.gate_up_bias[1].as_ref()],
+                    [total, inter, stride],
+                    inner,
+                )?;
+                mark("swiglu")?;
             }
+            b.down_proj
+                .forward(device, blas, inner, total, proj, scratch)?;
             mark("down")?;
             let next_norm = self
                 .blocks
