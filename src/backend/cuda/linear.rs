@@ -259,7 +259,11 @@ impl CudaQuantLinear {
         y: &mut CudaSlice<bf16>,
     ) -> Result<()> {
         let half = self.rows / 2;
-        if m > GEMV_MAX_TOKENS || self.rows % 2 != 0 || half % TILE_ROWS != 0 || half == 0 {
+        if m > GEMV_MAX_TOKENS
+            || !self.rows.is_multiple_of(2)
+            || !half.is_multiple_of(TILE_ROWS)
+            || half == 0
+        {
             return Err(Error::InvalidArgument(format!(
                 "SwiGLU product [{}, {}]: {m} tokens (at most {GEMV_MAX_TOKENS}) and a stacked \
                  gate/up weight whose halves are multiples of {TILE_ROWS} rows",

@@ -617,7 +617,7 @@ impl<'a> CudaModel<'a> {
             let fused = match &b.gate_up {
                 Stacked::One(l) if self.fused_swiglu && no_bias && total <= GEMV_MAX_TOKENS => {
                     match &l.weight {
-                        DeviceWeight::Quantized(q) if (q.rows() / 2) % TILE_ROWS == 0 => {
+                        DeviceWeight::Quantized(q) if (q.rows() / 2).is_multiple_of(TILE_ROWS) => {
                             q.forward_swiglu(device, h, total, inner)?;
                             mark("gate_up_swiglu")?;
                             true
