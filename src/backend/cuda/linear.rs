@@ -21,8 +21,9 @@ pub const GEMV_MAX_TOKENS: usize = 16;
 const THREADS: u32 = 256;
 /// Most warps of a decode block (`__launch_bounds__(512)` in the kernel).
 pub const GEMV_MAX_WARPS: usize = 16;
-/// Shared memory the decode kernel's partial sums may take (the static limit).
-const GEMV_SHARED_BYTES: usize = 48 * 1024;
+/// Shared memory the decode kernel's partial sums may take: the 48 KiB a block gets without
+/// opting in, less room for the kernel's static shared memory (the code book).
+const GEMV_SHARED_BYTES: usize = 48 * 1024 - 256;
 /// Weight rows of a GEMM block.
 const GEMM_ROWS: usize = 128;
 /// Tokens of a GEMM block.
