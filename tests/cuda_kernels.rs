@@ -275,8 +275,16 @@ fn fused_swiglu_product_equals_swiglu_then_product() {
                     .map(|_| bf16::from_f32(rng.normal()))
                     .collect();
                 let x = stream.clone_htod(&x).unwrap();
+                // The same split of k among warps as the fused product (two row tiles per
+                // block, warps from the shape), so the sums are added in the same order.
                 let mut gate_up = stream.alloc_zeros::<bf16>(m * 2 * inter).unwrap();
-                linear.forward(&device, &x, m, &mut gate_up).unwrap();
+                let kernel = Kernel::Gemv {
+                    row_tiles: 2,
+                    warps: None,
+                };
+                linear
+                    .forward_with(&device, &x, m, &mut gate_up, kernel)
+                    .unwrap();
                 let (gate, up) = (gate_up.slice(..), gate_up.slice(inter..));
                 let mut want = stream.alloc_zeros::<bf16>(m * inter).unwrap();
                 kernels

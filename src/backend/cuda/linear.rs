@@ -249,9 +249,10 @@ impl CudaQuantLinear {
     /// For a stacked gate/up weight (gate rows, then as many up rows): `y = swiglu(x W^T)` for
     /// `m` tokens (at most [`GEMV_MAX_TOKENS`]), `y` holding `m` rows of `rows / 2` values. The
     /// decode kernel gives each block a gate tile and its up tile and writes
-    /// `bf16(silu(g) u)` of the two products, each rounded to bf16 first, so the result is
-    /// bit for bit the product followed by the forward pass's `swiglu` kernel, with one launch
-    /// and one round trip through memory less. Needs `rows / 2` to be a multiple of 16.
+    /// `bf16(silu(g) u)` of the two products, each rounded to bf16 first: bit for bit the
+    /// product with two row tiles per block (the same split of k among warps, so the same
+    /// order of additions) followed by the forward pass's `swiglu` kernel, with one launch and
+    /// one round trip through memory less. Needs `rows / 2` to be a multiple of 16.
     pub fn forward_swiglu(
         &self,
         device: &CudaDevice,

@@ -271,8 +271,9 @@ impl<'a> CudaModel<'a> {
 
     /// Whether a stacked, quantized gate/up product of up to 16 tokens writes the SwiGLU of
     /// its halves itself ([`CudaQuantLinear::forward_swiglu`](super::linear::CudaQuantLinear::forward_swiglu):
-    /// bit for bit the product and the separate SwiGLU kernel, one launch less per block) (on by
-    /// default; off, the separate kernel runs, for comparison).
+    /// the product's sums rounded to bf16 and the SwiGLU as the separate kernel computes them,
+    /// one launch less per block) (on by default; off, the separate kernel runs, for
+    /// comparison).
     pub fn set_fused_swiglu(&mut self, enabled: bool) {
         self.fused_swiglu = enabled;
         if let Ok(state) = self.state.get_mut() {
