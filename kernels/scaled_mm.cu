@@ -65,6 +65,8 @@ template <bool FP8>
 __device__ void quantize(const u16* __restrict__ x, u8* __restrict__ codes,
                          float* __restrict__ scales, int m, int m_pad, int cols, int cols_pad,
                          int group) {
+    grid_dependency_wait();
+    launch_dependents();
     const int t = blockIdx.x, g = blockIdx.y;
     const int start = g * group, end = min(start + group, cols);
     const bool live = t < m;
@@ -119,6 +121,8 @@ __device__ void quantize(const u16* __restrict__ x, u8* __restrict__ codes,
 template <bool FP8>
 __device__ void quantize_row(const u16* __restrict__ x, u8* __restrict__ codes,
                              float* __restrict__ scales, int m, int cols, int cols_pad) {
+    grid_dependency_wait();
+    launch_dependents();
     const int t = blockIdx.x;
     const bool live = t < m;
     const u16* row = x + (size_t)t * cols;
@@ -158,32 +162,24 @@ __device__ void quantize_row(const u16* __restrict__ x, u8* __restrict__ codes,
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
     quantize_row_int8(const u16* __restrict__ x, u8* __restrict__ codes,
                       float* __restrict__ scales, int m, int cols, int cols_pad) {
-    grid_dependency_wait();
-    launch_dependents();
     quantize_row<false>(x, codes, scales, m, cols, cols_pad);
 }
 
 extern "C" __global__ void __launch_bounds__(ROW_THREADS)
     quantize_row_fp8(const u16* __restrict__ x, u8* __restrict__ codes,
                      float* __restrict__ scales, int m, int cols, int cols_pad) {
-    grid_dependency_wait();
-    launch_dependents();
     quantize_row<true>(x, codes, scales, m, cols, cols_pad);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
     quantize_int8(const u16* __restrict__ x, u8* __restrict__ codes, float* __restrict__ scales,
                   int m, int m_pad, int cols, int cols_pad, int group) {
-    grid_dependency_wait();
-    launch_dependents();
     quantize<false>(x, codes, scales, m, m_pad, cols, cols_pad, group);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
     quantize_fp8(const u16* __restrict__ x, u8* __restrict__ codes, float* __restrict__ scales,
                  int m, int m_pad, int cols, int cols_pad, int group) {
-    grid_dependency_wait();
-    launch_dependents();
     quantize<true>(x, codes, scales, m, m_pad, cols, cols_pad, group);
 }
 

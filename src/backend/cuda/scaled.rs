@@ -208,22 +208,13 @@ impl CudaScaledLinear {
             .clone_htod(&scales)
             .map_err(driver_error("uploading scales"))?;
         let module = device.module(SCALED_MM, &[])?;
-        let quantize = CudaDevice::function(
-            &module,
-            if kind == ScaledKind::Int8 {
-                "quantize_int8"
-            } else {
-                "quantize_fp8"
-            },
-        )?;
-        let quantize_row = CudaDevice::function(
-            &module,
-            if kind == ScaledKind::Int8 {
-                "quantize_row_int8"
-            } else {
-                "quantize_row_fp8"
-            },
-        )?;
+        let (by_group, by_row) = if kind == ScaledKind::Int8 {
+            ("quantize_int8", "quantize_row_int8")
+        } else {
+            ("quantize_fp8", "quantize_row_fp8")
+        };
+        let quantize = CudaDevice::function(&module, by_group)?;
+        let quantize_row = CudaDevice::function(&module, by_row)?;
         let rescale = CudaDevice::function(&module, "scale_int32")?;
         Ok(CudaScaledLinear {
             rows,
