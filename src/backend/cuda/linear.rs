@@ -204,12 +204,12 @@ impl CudaQuantLinear {
     /// block and long ones few), at most one per k tile and what the shared memory takes, and
     /// no more than the k tiles need once they are split evenly.
     fn decode_warps(&self, device: &CudaDevice, m: usize, row_tiles: usize) -> usize {
-        let blocks = self.rows.div_ceil(TILE_ROWS * row_tiles).max(1);
-        let k_tiles = self.cols.div_ceil(super::layout::TILE_K).max(1);
-        let wanted = (16 * device.multiprocessors()).div_ceil(blocks);
-        let cap = max_decode_warps(row_tiles, token_tiles(m)).min(k_tiles);
-        let warps = wanted.clamp(1, cap);
-        k_tiles.div_ceil(k_tiles.div_ceil(warps))
+        decode_warps(
+            [self.rows, self.cols],
+            m,
+            row_tiles,
+            device.multiprocessors(),
+        )
     }
 
     /// `y = x W^T` for `m` tokens with the default kernel. `x` holds `m * cols` values and `y`
@@ -450,6 +450,22 @@ impl CudaQuantLinear {
     }
 }
 
+/// Warps per decode block for a `[rows, cols]` weight, `m` tokens and `row_tiles` row tiles per
+/// block on a GPU of `multiprocessors` SMs (see [`CudaQuantLinear::default_kernel`]).
+fn decode_warps(
+    [rows, cols]: [usize; 2],
+    m: usize,
+    row_tiles: usize,
+    multiprocessors: usize,
+) -> usize {
+    let blocks = rows.div_ceil(TILE_ROWS * row_tiles).max(1);
+    let k_tiles = cols.div_ceil(super::layout::TILE_K).max(1);
+    let wanted = (16 * multiprocessors).div_ceil(blocks);
+    let cap = max_decode_warps(row_tiles, token_tiles(m)).min(k_tiles);
+    let warps = wanted.clamp(1, cap);
+    k_tiles.div_ceil(k_tiles.div_ceil(warps))
+}
+
 /// Token tiles of 8 the decode kernel takes for `m` tokens (1 or 2).
 fn token_tiles(m: usize) -> usize {
     if m > 8 {
@@ -467,4 +483,50 @@ fn decode_partial_bytes(row_tiles: usize, token_tiles: usize) -> usize {
 /// Most warps a decode block may have with `row_tiles` and `token_tiles`.
 fn max_decode_warps(row_tiles: usize, token_tiles: usize) -> usize {
     (GEMV_SHARED_BYTES / decode_partial_bytes(row_tiles, token_tiles)).min(GEMV_MAX_WARPS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::layout::TILE_K;
+
+    /// Every split the automatic choice makes is launchable (threads, shared memory) and
+    /// leaves no warp without a k tile, on small and large GPUs, for every shape class.
+    #[test]
+    fn automatic_decode_splits_are_launchable_and_leave_no_warp_idle() {
+        let shapes = [
+            [16, 64],
+            [37, 200],
+            [896, 896],
+            [1152, 896],
+            [9728, 896],
+            [896, 4864],
+            [4096, 4096],
+            [14336, 4096],
+            [4096, 14336],
+            [151_936, 896],
+        ];
+        for sms in [1, 46, 132, 148] {
+            for [rows, cols] in shapes {
+                for m in [1, 4, 8, 9, 16] {
+                    for row_tiles in [1, 2, 4] {
+                        let warps = decode_warps([rows, cols], m, row_tiles, sms);
+                        let k_tiles = cols.div_ceil(TILE_K);
+                        let per_warp = k_tiles.div_ceil(warps);
+                        let at = format!("{rows}x{cols} m={m} rt={row_tiles} sms={sms}");
+                        assert!((1..=GEMV_MAX_WARPS).contains(&warps), "{at}: {warps}");
+                        assert!(warps <= max_decode_warps(row_tiles, token_tiles(m)), "{at}");
+                        let shared = warps * decode_partial_bytes(row_tiles, token_tiles(m));
+                        assert!(shared <= GEMV_SHARED_BYTES, "{at}: {shared} bytes");
+                        assert!((warps - 1) * per_warp < k_tiles, "{at}: an idle warp");
+                        assert!(warps * per_warp >= k_tiles, "{at}: k tiles left over");
+                    }
+                }
+            }
+        }
+        // Short matrices get many warps per block, long ones few (132 SMs, one token).
+        assert_eq!(decode_warps([896, 4864], 1, 1, 132), 16);
+        assert_eq!(decode_warps([1152, 896], 1, 1, 132), 14);
+        assert_eq!(decode_warps([14336, 4096], 1, 1, 132), 3);
+    }
 }
