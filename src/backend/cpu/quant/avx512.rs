@@ -203,7 +203,7 @@ unsafe fn dot_float(rows: &[RowArgs<'_>], xs: &[&[f32]], out: &mut [f32]) {
             n => n,
         };
         let ahead: [*const u8; ROW_TILE] =
-            std::array::from_fn(|r| prefetch_base(rows, done + r.min(n - 1)));
+            std::array::from_fn(|r| prefetch_base(rows, done + r.min(n - 1), kind));
         let (rows, out) = (&rows[done..done + n], &mut out[done * tokens..]);
         let ahead = &ahead[..n];
         // SAFETY: the CPU features are this function's contract; the sizes were checked above.
@@ -471,13 +471,21 @@ fn reduce_16(v: &[__m512; 16]) -> [f32; 16] {
 }
 
 /// How far ahead of the chunk being decoded each row's codes are prefetched (past the row's
-/// end into the next row of its stream, which the dispatcher keeps contiguous). With four
-/// streams in flight a short distance serves best; measured 2048 to 8192, 2048 was fastest.
-const STREAM_PREFETCH_DISTANCE: usize = 2048;
+/// end into the next row of its stream, which the dispatcher keeps contiguous): 16 chunks. With
+/// four streams in flight a short distance serves best: byte codes measured 2048 to 8192 bytes,
+/// 2048 fastest. With nibble codes, whose chunks are half as long, w4a16-g128 ran 1-7% faster
+/// at 1024 bytes than at 2048 (4096x4096 and 4096x11008, 1 and 2 threads, three alternating
+/// pairs of runs on a 2-core Xeon; 512 and 3072 were slower; nf4 within the noise), while the
+/// byte-code kernels were 2-4% slower there.
+const STREAM_PREFETCH_CHUNKS: usize = 16;
+
+/// [`STREAM_PREFETCH_CHUNKS`] chunks of byte codes: the distance of the integer path, whose
+/// blocks hold byte or nibble codes alike (nibble codes measured as fast at 1024 or 2048).
+const STREAM_PREFETCH_DISTANCE: usize = STREAM_PREFETCH_CHUNKS * chunk_bytes(INT8);
 
 /// Where the codes of `rows[i]` are prefetched from, chunk by chunk, so that the line
 /// prefetched for its chunk `c` lies at `c * chunk_bytes` past the returned address (a hint
-/// address, never read): [`STREAM_PREFETCH_DISTANCE`] bytes ahead in the row itself when the
+/// address, never read): [`STREAM_PREFETCH_CHUNKS`] chunks ahead in the row itself when the
 /// codes run on into the next row of the stream; but when the dispatcher hands over k-slices
 /// (several activation rows), the next bytes in memory belong to a later slice, read only after
 /// every row of the block has passed, so the same offset in the stream's next row, which the
@@ -485,7 +493,7 @@ const STREAM_PREFETCH_DISTANCE: usize = 2048;
 /// is prefetched instead. (w4a16-g128 4096x11008 at 8 activation rows, one thread, weights from
 /// memory: 2.15 GB/s prefetching 2048 bytes ahead, 2.45 GB/s this way; 4096x4096, whose
 /// 2048-byte rows put the next row at that distance anyway, unchanged.)
-fn prefetch_base(rows: &[RowArgs<'_>], i: usize) -> *const u8 {
+fn prefetch_base(rows: &[RowArgs<'_>], i: usize, kind: u8) -> *const u8 {
     let row = rows[i].codes;
     let end = row.as_ptr().wrapping_add(row.len());
     match rows.get(i + ROW_TILE) {
@@ -493,7 +501,9 @@ fn prefetch_base(rows: &[RowArgs<'_>], i: usize) -> *const u8 {
         Some(next) if (next.codes.as_ptr() as usize).wrapping_sub(end as usize) >= 64 => {
             next.codes.as_ptr()
         }
-        _ => row.as_ptr().wrapping_add(STREAM_PREFETCH_DISTANCE),
+        _ => row
+            .as_ptr()
+            .wrapping_add(STREAM_PREFETCH_CHUNKS * chunk_bytes(kind)),
     }
 }
 

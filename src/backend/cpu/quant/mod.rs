@@ -65,9 +65,13 @@ pub const SLICE_ALIGN: usize = 128;
 /// Kernel calls a block's rows are split into per slice (see `Job::run_block`).
 const BLOCK_PARTS: usize = 4;
 
-/// Weight values a rayon task aims at (a few tenths of a millisecond of decode on one core):
-/// enough rows per stream to amortize the streams' start.
-const TASK_VALUES: usize = 1 << 20;
+/// Weight values a rayon task aims at (1 MB of int4 codes, about 0.1 ms of decode on one core):
+/// enough rows per stream to amortize the streams' start. Twice the earlier 2^20 made
+/// w4a16-g128 on the 4096x4096, 11008x4096 and 4096x11008 matrices 4-18% faster at batch 1
+/// and 1 or 2 threads on a 2-core Xeon (full benchmark runs; on 2 threads 20.6 -> 22.9, 19.9 ->
+/// 23.5 and 23.0 -> 24.0 GB/s, while the read probe measured 24.2 and then 22.1 GB/s); small
+/// matrices are split by thread count first and keep their tasks.
+const TASK_VALUES: usize = 1 << 21;
 
 /// Instruction sets with quantized kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
