@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on a GPU machine with no Rust toolchain: the GPU tests, the Qwen2.5-0.5B-shaped forward
 # bench (programmatic dependent launch on and off, a per-stage profile, the SwiGLU fused and
-# separate), then the kernel bench on chosen shapes, each cut to the time left.
+# separate), a sweep of the decode kernel's splits, then the kernel bench on chosen shapes, each
+# cut to the time left.
 #
 # Build here first (the binaries go to .device/kbin, git-ignored):
 #   benches/cuda/device_run.sh --pack
@@ -56,6 +57,11 @@ s=$SECONDS
 timeout 60 /tmp/k/cuda_forward --schemes w4a16-g128 --separate-swiglu --decode-tokens 64 \
     > "$OUT/forward_separate.txt" 2>&1
 echo "separate SwiGLU rc $? $((SECONDS - s)) s"; tail -4 "$OUT/forward_separate.txt"
+s=$SECONDS
+timeout 120 /tmp/k/cuda_bench --sweep \
+    --shapes "${SHAPES:-4096x4096,14336x4096,4096x14336,9728x896,896x4864,1152x896}" \
+    > "$OUT/sweep.txt" 2>&1
+echo "sweep rc $? $((SECONDS - s)) s"; grep "sweep best" "$OUT/sweep.txt"
 s=$SECONDS
 timeout $(( $(left) - 5 )) /tmp/k/cuda_bench \
     --shapes "${SHAPES:-4096x4096,14336x4096,4096x14336,9728x896,896x4864,1152x896}" \

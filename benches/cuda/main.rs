@@ -6,7 +6,9 @@
 //! Run on a machine with a GPU: `cargo bench --features cuda --bench cuda` (or the built binary
 //! `target/release/deps/cuda-*`). Options: `--quick` (fewer shapes), `--seed N`, `--shapes
 //! LIST` (the shapes timed, `ROWSxCOLS` separated by commas, e.g. `9728x896,896x4864` for
-//! Qwen2.5-0.5B's MLP; the checks are unchanged).
+//! Qwen2.5-0.5B's MLP; the checks are unchanged), `--sweep` (no checks: only the w4a16-g128
+//! decode kernel on the shapes, at 1 and 16 tokens, for every row-tile and warp count, to
+//! choose the automatic split from).
 //!
 //! Timing: CUDA events around `REPS` launches, median of `ROUNDS`, once with the launches captured
 //! in a CUDA graph (the GPU's time; the main columns) and once launched one by one from the host
@@ -89,8 +91,13 @@ fn run() -> Result<()> {
         device.arch()
     );
     let blas = Blas::new(&device)?;
+    let sweep = args.iter().any(|a| a == "--sweep");
     let started = Instant::now();
-    let failures = run_checks(&device, &blas, seed, quick)?;
+    let failures = if sweep {
+        0
+    } else {
+        run_checks(&device, &blas, seed, quick)?
+    };
     println!("checks took {:.1} s", started.elapsed().as_secs_f64());
 
     let (read_bw, copy_bw) = bandwidth(&device)?;
@@ -109,12 +116,71 @@ fn run() -> Result<()> {
         None if quick => &SHAPES[..1],
         None => &SHAPES,
     };
+    if sweep {
+        return decode_sweep(&device, shapes, read_bw, seed);
+    }
     timings(&device, &blas, shapes, read_bw, seed)?;
     if failures > 0 {
         println!("{failures} checks FAILED");
         std::process::exit(1);
     }
     println!("all checks passed");
+    Ok(())
+}
+
+/// The w4a16-g128 decode kernel at 1 and 16 tokens for every row-tile count and a range of
+/// warp counts (those the shared memory takes), one line each, the automatic split marked.
+fn decode_sweep(device: &CudaDevice, shapes: &[[usize; 2]], read_bw: f64, seed: u64) -> Result<()> {
+    let err = |e| lowbit::Error::Device(format!("sweep buffers: {e:?}"));
+    let stream = device.stream();
+    let mut rng = Rng(seed);
+    let scheme = QuantScheme::parse("w4a16-g128")?;
+    println!("sweep: shape, tokens, row tiles, warps, us per product, % of read bandwidth");
+    for &[rows, cols] in shapes {
+        let packed = random_packed(&scheme, [rows, cols], &mut rng)?;
+        let bytes = packed.device_bytes();
+        let copies = ROTATE_BYTES.div_ceil(bytes).max(2);
+        let linears: Vec<CudaQuantLinear> = (0..copies)
+            .map(|_| CudaQuantLinear::from_packed(device, &packed))
+            .collect::<Result<_>>()?;
+        let x: CudaSlice<bf16> = stream
+            .clone_htod(&vec![bf16::from_f32(0.5); 16 * cols])
+            .map_err(err)?;
+        let mut y: CudaSlice<bf16> = stream.alloc_zeros(16 * rows).map_err(err)?;
+        for m in [1, 16] {
+            let auto = linears[0].default_kernel(device, m);
+            let mut best = (f64::INFINITY, String::new());
+            for row_tiles in [1, 2, 4] {
+                for warps in [1, 2, 3, 4, 6, 8, 10, 12, 16] {
+                    let kernel = Kernel::Gemv {
+                        row_tiles,
+                        warps: Some(warps),
+                    };
+                    // Splits the shared memory cannot take are refused: skipped.
+                    let Ok((seconds, _)) = time(device, |i| {
+                        linears[i % copies].forward_with(device, &x, m, &mut y, kernel)
+                    }) else {
+                        continue;
+                    };
+                    let moved = bytes + m * (rows + cols) * 2;
+                    let share = 100.0 * moved as f64 / seconds / read_bw;
+                    let mark = if kernel == auto { " (automatic)" } else { "" };
+                    println!(
+                        "sweep {rows}x{cols} m{m} rt{row_tiles} w{warps}: {:.2} us {share:.0}%{mark}",
+                        seconds * 1e6
+                    );
+                    if seconds < best.0 {
+                        best = (seconds, format!("rt{row_tiles} w{warps}"));
+                    }
+                }
+            }
+            println!(
+                "sweep best {rows}x{cols} m{m}: {} {:.2} us; automatic {auto:?}",
+                best.1,
+                best.0 * 1e6
+            );
+        }
+    }
     Ok(())
 }
 

@@ -58,6 +58,8 @@ pub struct CudaQuantLinear {
     table: Option<CudaSlice<u16>>,
     /// `gemv[token_tiles - 1][log2(row_tiles)]`.
     gemv: Vec<Vec<CudaFunction>>,
+    /// Registers per thread of each `gemv` kernel, as compiled (the split model's input).
+    gemv_registers: DecodeRegisters,
     gemm: CudaFunction,
     dequantize: CudaFunction,
 }
@@ -115,6 +117,15 @@ impl CudaQuantLinear {
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut gemv_registers = [[0; 3]; 2];
+        for (regs, functions) in gemv_registers.iter_mut().zip(&gemv) {
+            for (r, f) in regs.iter_mut().zip(functions) {
+                *r = f
+                    .num_regs()
+                    .map_err(driver_error("reading kernel attributes"))?
+                    .max(1) as usize;
+            }
+        }
         let gemm = CudaDevice::function(&module, "gemm")?;
         let dequantize = CudaDevice::function(&module, "dequantize")?;
         Ok(CudaQuantLinear {
@@ -129,6 +140,7 @@ impl CudaQuantLinear {
             zero_points,
             table,
             gemv,
+            gemv_registers,
             gemm,
             dequantize,
         })
@@ -180,36 +192,36 @@ impl CudaQuantLinear {
         Ok(out)
     }
 
-    /// The kernel [`CudaQuantLinear::forward`] picks for `m` tokens on `device`.
+    /// The kernel [`CudaQuantLinear::forward`] picks for `m` tokens on `device`: the GEMM
+    /// above [`GEMV_MAX_TOKENS`] tokens, else the decode kernel with the row tiles and warps
+    /// per block that [`decode_split`]'s model of waves finds fastest.
     pub fn default_kernel(&self, device: &CudaDevice, m: usize) -> Kernel {
         if m > GEMV_MAX_TOKENS {
             return Kernel::Gemm;
         }
-        // With more than 4 tokens, larger blocks share each activation load among more rows;
-        // keep at least two blocks per multiprocessor.
-        let row_tiles = self.rows.div_ceil(TILE_ROWS);
-        let wanted_blocks = 2 * device.multiprocessors();
-        let row_tiles = [4, 2]
-            .into_iter()
-            .find(|&r| m > 4 && row_tiles.div_ceil(r) >= wanted_blocks)
-            .unwrap_or(1);
+        let (row_tiles, warps) = decode_split(
+            [self.rows, self.cols],
+            m,
+            None,
+            device.multiprocessors(),
+            &self.gemv_registers,
+        );
         Kernel::Gemv {
             row_tiles,
-            warps: Some(self.decode_warps(device, m, row_tiles)),
+            warps: Some(warps),
         }
     }
 
-    /// Warps per decode block: enough for about 16 warps per multiprocessor over the whole
-    /// grid (a block has one 16-row slice of the weight, so short matrices get many warps per
-    /// block and long ones few), at most one per k tile and what the shared memory takes, and
-    /// no more than the k tiles need once they are split evenly.
+    /// Warps per decode block with `row_tiles` row tiles (see [`decode_split`]).
     fn decode_warps(&self, device: &CudaDevice, m: usize, row_tiles: usize) -> usize {
-        decode_warps(
+        decode_split(
             [self.rows, self.cols],
             m,
-            row_tiles,
+            Some(row_tiles),
             device.multiprocessors(),
+            &self.gemv_registers,
         )
+        .1
     }
 
     /// `y = x W^T` for `m` tokens with the default kernel. `x` holds `m * cols` values and `y`
@@ -450,20 +462,75 @@ impl CudaQuantLinear {
     }
 }
 
-/// Warps per decode block for a `[rows, cols]` weight, `m` tokens and `row_tiles` row tiles per
-/// block on a GPU of `multiprocessors` SMs (see [`CudaQuantLinear::default_kernel`]).
-fn decode_warps(
+/// Registers per thread of the decode kernels, `[token_tiles - 1][log2(row_tiles)]`.
+type DecodeRegisters = [[usize; 3]; 2];
+
+/// Registers of one multiprocessor (every architecture since compute 5.0), a quarter for each
+/// of its four warp schedulers.
+const SM_REGISTERS: usize = 65_536;
+/// Resident warps and blocks per multiprocessor (compute 8.0 and 9.0 allow 64 and 32; fewer
+/// only make the model pessimistic).
+const SM_WARPS: usize = 64;
+const SM_BLOCKS: usize = 32;
+/// Shared memory the model assumes per multiprocessor (Hopper has 228 KiB, Ampere 164).
+const SM_SHARED_BYTES: usize = 100 * 1024;
+/// A block's fixed cost in the model, in k tiles of one row tile: the launch, the reduction of
+/// the warps' partial sums and the stores.
+const BLOCK_OVERHEAD_TILES: usize = 2;
+
+/// The decode kernel's row tiles and warps per block for a `[rows, cols]` weight and `m`
+/// tokens on `multiprocessors` SMs (`row_tiles` fixed when given): the split with the least
+/// modelled time, `waves * (k tiles per warp * row tiles + BLOCK_OVERHEAD_TILES)`, where a wave
+/// is as many blocks as the SMs hold at once (registers per scheduler, warps, blocks, shared
+/// memory) and a
+/// warp takes about the same time for each k tile of each row tile. Ties go to more warps per
+/// block (more loads in flight). On an H100 the model's choice was the fastest of the 27 splits
+/// measured, or within 10% of it, for 4096x4096, 14336x4096, 4096x14336, 9728x896, 896x4864 and
+/// 1152x896 at 1 and 16 tokens, where the earlier rule (about 16 warps per SM over the grid)
+/// was up to 1.6x slower: it took 9 warps (34 us) for 4096x14336, where 8 took 21.
+fn decode_split(
     [rows, cols]: [usize; 2],
     m: usize,
-    row_tiles: usize,
+    row_tiles: Option<usize>,
     multiprocessors: usize,
-) -> usize {
-    let blocks = rows.div_ceil(TILE_ROWS * row_tiles).max(1);
+    registers: &DecodeRegisters,
+) -> (usize, usize) {
+    let nt = token_tiles(m);
     let k_tiles = cols.div_ceil(super::layout::TILE_K).max(1);
-    let wanted = (16 * multiprocessors).div_ceil(blocks);
-    let cap = max_decode_warps(row_tiles, token_tiles(m)).min(k_tiles);
-    let warps = wanted.clamp(1, cap);
-    k_tiles.div_ceil(k_tiles.div_ceil(warps))
+    let choices: &[usize] = match row_tiles {
+        Some(ref r) => std::slice::from_ref(r),
+        None => &[1, 2, 4],
+    };
+    let mut best: Option<((usize, usize), (usize, usize))> = None;
+    for &rt in choices {
+        let blocks = rows.div_ceil(TILE_ROWS * rt).max(1);
+        let regs = registers[nt - 1][rt.trailing_zeros() as usize].div_ceil(8) * 8;
+        let cap = max_decode_warps(rt, nt).min(k_tiles);
+        for asked in 1..=cap {
+            let per_warp = k_tiles.div_ceil(asked);
+            // Warps beyond `k_tiles / per_warp` would get no k tile.
+            let warps = k_tiles.div_ceil(per_warp);
+            let shared = warps * decode_partial_bytes(rt, nt) + 1024;
+            // The registers are split among the SM's four schedulers, whose warps each take
+            // theirs from one quarter: `b` blocks fit when `ceil(b * warps / 4)` warps fit a
+            // quarter (9 warps of 104 registers: one block, not two; measured 34 us for
+            // 4096x14336, against 21 with 8 warps, two blocks).
+            let per_quarter = SM_REGISTERS / 4 / (regs * 32);
+            let resident = (4 * per_quarter / warps)
+                .min(SM_WARPS / warps)
+                .min(SM_BLOCKS)
+                .min(SM_SHARED_BYTES / shared)
+                .max(1);
+            let waves = blocks.div_ceil(resident * multiprocessors.max(1));
+            let cost = waves * (per_warp * rt + BLOCK_OVERHEAD_TILES);
+            // Less time first, then more warps, then fewer row tiles.
+            let key = (cost, usize::MAX - warps);
+            if best.is_none_or(|(k, _)| key < k) {
+                best = Some((key, (rt, warps)));
+            }
+        }
+    }
+    best.map_or((choices[0], 1), |(_, split)| split)
 }
 
 /// Token tiles of 8 the decode kernel takes for `m` tokens (1 or 2).
@@ -490,6 +557,9 @@ mod tests {
     use super::*;
     use crate::backend::cuda::layout::TILE_K;
 
+    /// Registers of the w4a16-g128 decode kernels as an H100 compiled them.
+    const H100_W4A16: DecodeRegisters = [[98, 100, 105], [120, 117, 127]];
+
     /// Every split the automatic choice makes is launchable (threads, shared memory) and
     /// leaves no warp without a k tile, on small and large GPUs, for every shape class.
     #[test]
@@ -506,27 +576,55 @@ mod tests {
             [4096, 14336],
             [151_936, 896],
         ];
-        for sms in [1, 46, 132, 148] {
-            for [rows, cols] in shapes {
-                for m in [1, 4, 8, 9, 16] {
-                    for row_tiles in [1, 2, 4] {
-                        let warps = decode_warps([rows, cols], m, row_tiles, sms);
-                        let k_tiles = cols.div_ceil(TILE_K);
-                        let per_warp = k_tiles.div_ceil(warps);
-                        let at = format!("{rows}x{cols} m={m} rt={row_tiles} sms={sms}");
-                        assert!((1..=GEMV_MAX_WARPS).contains(&warps), "{at}: {warps}");
-                        assert!(warps <= max_decode_warps(row_tiles, token_tiles(m)), "{at}");
-                        let shared = warps * decode_partial_bytes(row_tiles, token_tiles(m));
-                        assert!(shared <= GEMV_SHARED_BYTES, "{at}: {shared} bytes");
-                        assert!((warps - 1) * per_warp < k_tiles, "{at}: an idle warp");
-                        assert!(warps * per_warp >= k_tiles, "{at}: k tiles left over");
+        for registers in [H100_W4A16, [[32; 3]; 2], [[128; 3]; 2]] {
+            for sms in [1, 46, 132, 148] {
+                for [rows, cols] in shapes {
+                    for m in [1, 4, 8, 9, 16] {
+                        for fixed in [None, Some(1), Some(2), Some(4)] {
+                            let (row_tiles, warps) =
+                                decode_split([rows, cols], m, fixed, sms, &registers);
+                            let k_tiles = cols.div_ceil(TILE_K);
+                            let per_warp = k_tiles.div_ceil(warps);
+                            let at = format!("{rows}x{cols} m={m} {fixed:?} sms={sms}");
+                            assert!(fixed.is_none_or(|r| r == row_tiles), "{at}");
+                            assert!([1, 2, 4].contains(&row_tiles), "{at}: {row_tiles}");
+                            assert!((1..=GEMV_MAX_WARPS).contains(&warps), "{at}: {warps}");
+                            let nt = token_tiles(m);
+                            assert!(warps <= max_decode_warps(row_tiles, nt), "{at}");
+                            let shared = warps * decode_partial_bytes(row_tiles, nt);
+                            assert!(shared <= GEMV_SHARED_BYTES, "{at}: {shared} bytes");
+                            assert!((warps - 1) * per_warp < k_tiles, "{at}: an idle warp");
+                            assert!(warps * per_warp >= k_tiles, "{at}: k tiles left over");
+                        }
                     }
                 }
             }
         }
-        // Short matrices get many warps per block, long ones few (132 SMs, one token).
-        assert_eq!(decode_warps([896, 4864], 1, 1, 132), 16);
-        assert_eq!(decode_warps([1152, 896], 1, 1, 132), 14);
-        assert_eq!(decode_warps([14336, 4096], 1, 1, 132), 3);
+    }
+
+    /// The model's choices for the shapes swept on an H100 (132 SMs; `benches/cuda` with
+    /// `--sweep`, microseconds): each the fastest split measured or within 10% of it.
+    #[test]
+    fn decode_splits_follow_the_h100_sweep() {
+        let split = |shape, m| decode_split(shape, m, None, 132, &H100_W4A16);
+        // 6.13 and 6.76 us; the fastest, rt1 w8: 6.06 and 6.63.
+        assert_eq!(split([4096, 4096], 1), (2, 16));
+        assert_eq!(split([4096, 4096], 16), (2, 16));
+        // 20.16, the fastest.
+        assert_eq!(split([14336, 4096], 1), (4, 8));
+        assert_eq!(split([14336, 4096], 16), (4, 8));
+        // 19.81 and 19.20, the fastest.
+        assert_eq!(split([4096, 14336], 1), (2, 16));
+        assert_eq!(split([4096, 14336], 16), (2, 16));
+        // 4.05 and 4.55, the fastest.
+        assert_eq!(split([9728, 896], 1), (1, 3));
+        assert_eq!(split([9728, 896], 16), (1, 3));
+        // 3.61 and 4.05, the fastest.
+        assert_eq!(split([896, 4864], 1), (1, 16));
+        assert_eq!(split([896, 4864], 16), (1, 16));
+        // 14 warps, one k tile each, as 16 would be: 1.85 and 2.11 (the fastest at 16 tokens,
+        // rt1 w8: 2.07).
+        assert_eq!(split([1152, 896], 1), (1, 14));
+        assert_eq!(split([1152, 896], 16), (1, 14));
     }
 }
