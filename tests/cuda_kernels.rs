@@ -252,6 +252,141 @@ fn bad_sizes_are_errors_not_launches() {
     device.synchronize().unwrap();
 }
 
+/// A decode product that applies the residual addition and RMSNorm to its own input gives bit
+/// for bit what `add_rms_norm` followed by the plain product gives, SwiGLU included, and
+/// leaves the same residual stream in the other buffer; inputs too large to stage are errors.
+#[test]
+fn normed_product_equals_norm_then_product() {
+    use half::bf16;
+    use lowbit::backend::cuda::linear::{CudaQuantLinear, NormedInput, NORM_STAGE_BYTES};
+    use lowbit::backend::cuda::ops::ForwardKernels;
+    let Some(device) = device_or_skip("the normalizing decode product was") else {
+        return;
+    };
+    let seed = seed_from_env();
+    let mut rng = Rng(seed ^ 0x4E);
+    let kernels = ForwardKernels::new(&device, 64).unwrap();
+    let stream = device.stream();
+    let eps = 1e-6;
+    let bits = |v: Vec<bf16>| v.iter().map(|b| b.to_bits()).collect::<Vec<_>>();
+    for name in ["w4a16-g128", "w4a16-g128-asym", "w8a16", "nf4", "fp8"] {
+        let scheme = QuantScheme::parse(name).unwrap();
+        // Stacked gate/up weights [2 * inter, cols]; cols past 256 (several values per norm
+        // thread), below (threads without one) and not a multiple of 32.
+        for [inter, cols] in [[208, 896], [16, 200], [96, 1024]] {
+            let q = random_quantized(&scheme, [2 * inter, cols], &mut rng).unwrap();
+            let linear = CudaQuantLinear::new(&device, &q).unwrap();
+            let norm: Vec<f32> = (0..cols).map(|_| 1.0 + 0.1 * rng.normal()).collect();
+            let norm = stream.clone_htod(&norm).unwrap();
+            let bias: Vec<f32> = (0..cols).map(|_| 0.1 * rng.normal()).collect();
+            let bias = stream.clone_htod(&bias).unwrap();
+            for m in (1..=4).filter(|&m| m * cols * 2 <= NORM_STAGE_BYTES) {
+                let residual: Vec<f32> = (0..m * cols).map(|_| 3.0 * rng.normal()).collect();
+                let delta: Vec<bf16> = (0..m * cols)
+                    .map(|_| bf16::from_f32(rng.normal()))
+                    .collect();
+                let delta = stream.clone_htod(&delta).unwrap();
+                for (with_delta, with_bias, swiglu) in [
+                    (true, true, false),
+                    (true, false, true),
+                    (false, false, false),
+                    (false, false, true),
+                ] {
+                    let at = format!(
+                        "{name} [{inter} x 2, {cols}] m={m} delta {with_delta} bias {with_bias} \
+                         swiglu {swiglu} (seed {seed})"
+                    );
+                    let bias = with_bias.then_some(&bias);
+                    let delta = with_delta.then_some(&delta);
+                    // The separate kernels: the stream updated in place, then the product.
+                    let mut stream_want = stream.clone_htod(&residual).unwrap();
+                    let mut h = stream.alloc_zeros::<bf16>(m * cols).unwrap();
+                    kernels
+                        .add_rms_norm(
+                            &device,
+                            &mut stream_want,
+                            delta,
+                            bias,
+                            &norm,
+                            &mut h,
+                            [m, cols],
+                            eps,
+                        )
+                        .unwrap();
+                    let outputs = if swiglu { m * inter } else { m * 2 * inter };
+                    let mut want = stream.alloc_zeros::<bf16>(outputs).unwrap();
+                    if swiglu {
+                        linear.forward_swiglu(&device, &h, m, &mut want).unwrap();
+                    } else {
+                        linear.forward(&device, &h, m, &mut want).unwrap();
+                    }
+                    // The product normalizing its own input, into a poisoned output.
+                    let before = stream.clone_htod(&residual).unwrap();
+                    let mut stream_got = stream.clone_htod(&vec![f32::NAN; m * cols]).unwrap();
+                    let mut got = stream.clone_htod(&vec![bf16::NAN; outputs]).unwrap();
+                    let mut input = NormedInput {
+                        residual: &before,
+                        residual_out: with_delta.then_some(&mut stream_got),
+                        delta,
+                        bias,
+                        weight: &norm,
+                        eps,
+                    };
+                    if swiglu {
+                        linear
+                            .forward_swiglu_normed(&device, &mut input, m, &mut got)
+                            .unwrap();
+                    } else {
+                        linear
+                            .forward_normed(&device, &mut input, m, &mut got)
+                            .unwrap();
+                    }
+                    let want = stream.clone_dtoh(&want).unwrap();
+                    assert!(want.iter().any(|v| v.to_f32() != 0.0), "{at}: zero output");
+                    assert_eq!(bits(want), bits(stream.clone_dtoh(&got).unwrap()), "{at}");
+                    if with_delta {
+                        let want: Vec<u32> = stream
+                            .clone_dtoh(&stream_want)
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect();
+                        let got: Vec<u32> = stream
+                            .clone_dtoh(&stream_got)
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect();
+                        assert_eq!(want, got, "{at}: residual stream");
+                    }
+                }
+            }
+            // An input too large to stage, and a delta without a buffer for the stream: errors.
+            let m = NORM_STAGE_BYTES / (2 * cols) + 1;
+            let residual = stream.alloc_zeros::<f32>(m * cols).unwrap();
+            let mut y = stream.alloc_zeros::<bf16>(m * 2 * inter).unwrap();
+            let mut input = NormedInput {
+                residual: &residual,
+                residual_out: None,
+                delta: None,
+                bias: None,
+                weight: &norm,
+                eps,
+            };
+            if m <= 16 {
+                assert!(linear
+                    .forward_normed(&device, &mut input, m, &mut y)
+                    .is_err());
+            }
+            let delta = stream.alloc_zeros::<bf16>(cols).unwrap();
+            input.delta = Some(&delta);
+            assert!(linear
+                .forward_normed(&device, &mut input, 1, &mut y)
+                .is_err());
+        }
+    }
+}
+
 #[test]
 fn fused_swiglu_product_equals_swiglu_then_product() {
     use half::bf16;
