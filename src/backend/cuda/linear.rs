@@ -743,6 +743,25 @@ mod tests {
         }
     }
 
+    /// The splits the checks run are launchable at every token count of the decode kernel.
+    #[test]
+    fn checked_splits_are_launchable() {
+        for kernel in crate::backend::cuda::check::decode_kernels() {
+            if let Kernel::Gemv {
+                row_tiles,
+                warps: Some(warps),
+            } = kernel
+            {
+                for m in 1..=GEMV_MAX_TOKENS {
+                    assert!(
+                        warps <= max_decode_warps(row_tiles, token_tiles(m)),
+                        "{kernel:?}"
+                    );
+                }
+            }
+        }
+    }
+
     /// The model's choices for the shapes swept on an H100 (132 SMs; `benches/cuda` with
     /// `--sweep`, microseconds): each the fastest split measured or within 10% of it.
     #[test]
