@@ -2,7 +2,6 @@
 // Layout: flat arrays of 16-byte vectors, `n` of them; every thread walks a grid-stride loop
 // with four independent 16-byte loads in flight.
 
-typedef unsigned int u32;
 
 // Reads every byte once. The xor of all words is written only if it equals a value no input
 // makes likely, so the loads cannot be dropped and almost nothing is written.

@@ -15,25 +15,8 @@
 // Compiled per model with HEAD_DIM (head_dim) defined, so the attention's loops unroll.
 // bf16 travels as its 16 bits (u16); conversions round to nearest even.
 
-typedef unsigned int u32;
-typedef unsigned short u16;
-typedef unsigned long long u64;
-
 // NVRTC has no math.h: minus infinity from its bits.
 #define NEG_INF __int_as_float(0xff800000)
-
-__device__ __forceinline__ float bf16_to_f32(u16 b) { return __uint_as_float(((u32)b) << 16); }
-
-__device__ __forceinline__ u16 f32_to_bf16(float f) {
-    u16 d;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(d) : "f"(f));
-    return d;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -78,6 +61,8 @@ __device__ float block_max(float v) {
 // x[t] = table[tokens[t]] as f32. Grid: T blocks.
 extern "C" __global__ void embed_f32(const float* __restrict__ table, const u32* __restrict__ tokens,
                                      int hidden, float* __restrict__ x) {
+    grid_dependency_wait();
+    launch_dependents();
     const long row = (long)tokens[blockIdx.x] * hidden;
     float* dst = x + (long)blockIdx.x * hidden;
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = table[row + i];
@@ -85,6 +70,8 @@ extern "C" __global__ void embed_f32(const float* __restrict__ table, const u32*
 
 extern "C" __global__ void embed_bf16(const u16* __restrict__ table, const u32* __restrict__ tokens,
                                       int hidden, float* __restrict__ x) {
+    grid_dependency_wait();
+    launch_dependents();
     const long row = (long)tokens[blockIdx.x] * hidden;
     float* dst = x + (long)blockIdx.x * hidden;
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = bf16_to_f32(table[row + i]);
@@ -97,6 +84,8 @@ extern "C" __global__ void add_rms_norm(float* __restrict__ x, const u16* __rest
                                         const float* __restrict__ bias,
                                         const float* __restrict__ weight, u16* __restrict__ out,
                                         int hidden, float eps) {
+    grid_dependency_wait();
+    launch_dependents();
     float* row = x + (long)blockIdx.x * hidden;
     float ss = 0.f;
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
@@ -131,6 +120,8 @@ extern "C" __global__ void qkv_rope(const u16* __restrict__ q, const u16* __rest
                                     const u64* __restrict__ kv_table, int sequences, int layer,
                                     int n_heads, int n_kv, int head_dim, float eps,
                                     float* __restrict__ q_out) {
+    grid_dependency_wait();
+    launch_dependents();
     __shared__ float buf[QKV_WARPS][MAX_HEAD_DIM];
     const int t = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int half = head_dim / 2, q_width = n_heads * head_dim, kv_width = n_kv * head_dim;
@@ -208,6 +199,8 @@ extern "C" __global__ void attention(const float* __restrict__ q, const u64* __r
                                      int sequences, int layer, const int* __restrict__ seq_of,
                                      const int* __restrict__ pos, int n_heads, int n_kv,
                                      int head_dim, float scale, u16* __restrict__ out) {
+    grid_dependency_wait();
+    launch_dependents();
     __shared__ float2 acc_s[ATT_WARPS][HEAD_DIM / 2];
     __shared__ float max_s[ATT_WARPS], sum_s[ATT_WARPS];
     const int head = blockIdx.x, t = blockIdx.y, tid = threadIdx.x;
@@ -314,6 +307,8 @@ extern "C" __global__ void attention(const float* __restrict__ q, const u64* __r
 extern "C" __global__ void swiglu(const u16* __restrict__ gate, const u16* __restrict__ up,
                                   const float* __restrict__ gate_bias, const float* __restrict__ up_bias,
                                   long n, int width, int stride, u16* __restrict__ out) {
+    grid_dependency_wait();
+    launch_dependents();
     for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
         const int f = (int)(i % width);
         const long at = (i / width) * stride + f;
@@ -326,6 +321,8 @@ extern "C" __global__ void swiglu(const u16* __restrict__ gate, const u16* __res
 // out[i] = src[rows[i]] for bf16 rows of `width` values. Grid: one block per selected row.
 extern "C" __global__ void gather_rows(const u16* __restrict__ src, const int* __restrict__ rows,
                                        int width, u16* __restrict__ out) {
+    grid_dependency_wait();
+    launch_dependents();
     const u16* from = src + (long)rows[blockIdx.x] * width;
     u16* to = out + (long)blockIdx.x * width;
     for (int i = threadIdx.x; i < width; i += blockDim.x) to[i] = from[i];
@@ -333,6 +330,8 @@ extern "C" __global__ void gather_rows(const u16* __restrict__ src, const int* _
 
 // Logits of a head whose product is bf16 (the quantized kernels): widened to f32.
 extern "C" __global__ void widen_bf16(const u16* __restrict__ src, long n, float* __restrict__ out) {
+    grid_dependency_wait();
+    launch_dependents();
     for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
         out[i] = bf16_to_f32(src[i]);
 }
@@ -343,6 +342,8 @@ extern "C" __global__ void widen_bf16(const u16* __restrict__ src, long n, float
 #define ARGMAX_THREADS 1024
 extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS)
     argmax_rows(const float* __restrict__ logits, int width, unsigned* __restrict__ out) {
+    grid_dependency_wait();
+    launch_dependents();
     __shared__ float best_s[ARGMAX_THREADS / 32];
     __shared__ int index_s[ARGMAX_THREADS / 32];
     const float* row = logits + (long)blockIdx.x * width;

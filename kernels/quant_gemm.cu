@@ -20,9 +20,6 @@
 // rounded to bf16), products accumulate in f32 per tile, and the tile's sum is scaled in f32.
 // The only roundings are the code book's (NF4/FP4) and the final bf16 of y.
 
-typedef unsigned int u32;
-typedef unsigned short u16;
-
 #ifndef FMT
 #error "FMT must be defined"
 #endif
@@ -30,17 +27,6 @@ typedef unsigned short u16;
 #define NIBBLE_CODES (FMT == 0 || FMT == 2)
 #define TILE_BYTES (NIBBLE_CODES ? 512 : 1024)
 #define TILE_VECS (TILE_BYTES / 16)
-
-__device__ __forceinline__ float load_scale(const void* scales, long i) {
-#if SCALE_F16
-    u16 bits = __ldg(((const u16*)scales) + i);
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(bits));
-    return f;
-#else
-    return __ldg(((const float*)scales) + i);
-#endif
-}
 
 __device__ __forceinline__ u32 bf16x2_fma(u32 a, u32 b, u32 c) {
     u32 d;
@@ -52,12 +38,6 @@ __device__ __forceinline__ u32 bf16x2_fma(u32 a, u32 b, u32 c) {
 __device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
     u32 d;
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
-    return d;
-}
-
-__device__ __forceinline__ u16 to_bf16(float f) {
-    u16 d;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(d) : "f"(f));
     return d;
 }
 
@@ -83,23 +63,56 @@ struct RowDecode {
     float zero[2];   // int8: 2^23 + 128 + z, subtracted from the magic-number float
 };
 
-__device__ __forceinline__ RowDecode row_decode(const void* scales, const signed char* zeros,
-                                                int row0, int N, int groups, int group) {
+// The raw scale bits (f16 bits or f32 bits) and zero points of rows g and g + 8 of a tile,
+// loaded ahead of use: nothing here waits for the loads.
+struct RowRaw {
+    u32 scale[2];
+    int zero[2];
+};
+
+__device__ __forceinline__ RowRaw load_row(const void* scales, const signed char* zeros, int row0,
+                                           int N, int groups, int group) {
+    RowRaw r;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int row = min(row0 + 8 * i, N - 1);
+        const long at = (long)row * groups + group;
+#if SCALE_F16
+        r.scale[i] = __ldg(((const u16*)scales) + at);
+#else
+        r.scale[i] = __float_as_uint(__ldg(((const float*)scales) + at));
+#endif
+#if ASYM
+        r.zero[i] = __ldg(zeros + at);
+#else
+        r.zero[i] = 0;
+#endif
+    }
+    return r;
+}
+
+__device__ __forceinline__ RowDecode decode_row(const RowRaw& r) {
     RowDecode d;
 #pragma unroll
     for (int i = 0; i < 2; i++) {
-        int row = min(row0 + 8 * i, N - 1);
-        long at = (long)row * groups + group;
-        d.scale[i] = load_scale(scales, at);
-        float z = 0.0f;
-#if ASYM
-        z = (float)__ldg(zeros + at);
+#if SCALE_F16
+        float f;
+        asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((u16)r.scale[i]));
+        d.scale[i] = f;
+#else
+        d.scale[i] = __uint_as_float(r.scale[i]);
 #endif
-        u16 off = to_bf16(-(136.0f + z));
+        const float z = (float)r.zero[i];
+        u16 off = f32_to_bf16(-(136.0f + z));
         d.offset[i] = ((u32)off << 16) | off;
         d.zero[i] = 8388608.0f + 128.0f + z;
     }
     return d;
+}
+
+__device__ __forceinline__ RowDecode row_decode(const void* scales, const signed char* zeros,
+                                                int row0, int N, int groups, int group) {
+    return decode_row(load_row(scales, zeros, row0, N, groups, group));
 }
 
 // Decodes the four A registers of k16 step J from a lane's raw tile data (q[0], and q[1] for
@@ -187,42 +200,105 @@ __device__ __forceinline__ void load_table(const u16* table, u16* shared_table) 
 #endif
 }
 
-#define GEMV_WARPS 8
+// bf16(silu(g) u) of two product sums, each first rounded to bf16 as a product's output is:
+// what the `swiglu` kernel of forward.cu computes from a gate/up product's output.
+__device__ __forceinline__ u16 swiglu_of_sums(float gate_sum, float up_sum) {
+    const float g = bf16_to_f32(f32_to_bf16(gate_sum));
+    const float u = bf16_to_f32(f32_to_bf16(up_sum));
+    return f32_to_bf16(g / (1.f + expf(-g)) * u);
+}
 
-// Decode (M <= 8 NT): a block of 8 warps owns RT row tiles; its warps split the k tiles (4 / RT
-// consecutive ones at a time) and add their partial sums through shared memory at the end.
-// SwiGLU inputs of the down projection, fused into the activation loads: x = bf16(silu(g) u),
-// rounded once as the separate `swiglu` kernel of forward.cu rounds it.
-__device__ __forceinline__ u32 swiglu_pair(u32 g2, u32 u2) {
-    float r[2];
+// Decode (M <= 8 NT): a block owns RT row tiles and its warps (blockDim.x / 32, set by the host
+// from the shape) split the k tiles into contiguous ranges, one per warp. A warp walks its range
+// KU = 4 / RT tiles at a time, with the weights and scales of the next KU tiles loaded before it
+// multiplies the current ones, so its loads stay in flight while it computes. The warps' partial
+// sums meet in shared memory (dynamic: warps x RT x NT x 512 bytes) at the end, added in warp
+// order, so the result does not depend on timing.
+// Block b owns row tiles b RT .. b RT + RT - 1, or, when `pair_tiles` is non-zero (RT = 2, a
+// stacked gate/up weight of 2 pair_tiles row tiles), gate tile b and its up tile b + pair_tiles;
+// it then writes bf16(silu(gate) up) for its 16 rows into y, rows of pair_tiles * 16 values.
+template <int NT, int RT>
+struct DecodeChunk {
+    static constexpr int KU = 4 / RT;
+    uint4 q[KU][RT][2];
+    RowRaw raw[KU][RT];
+};
+
+template <int NT, int RT>
+__device__ __forceinline__ void fetch_chunk(DecodeChunk<NT, RT>& c, const uint4* w,
+                                            const void* scales, const signed char* zeros,
+                                            int lane, int g, int tile0, int tile_step,
+                                            int kt0, int end, int k_tiles, int row_tiles, int N,
+                                            int groups, int group_size) {
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const float g = __uint_as_float(h ? (g2 & 0xFFFF0000u) : (g2 << 16));
-        const float u = __uint_as_float(h ? (u2 & 0xFFFF0000u) : (u2 << 16));
-        r[h] = g / (1.f + expf(-g)) * u;
+    for (int u = 0; u < DecodeChunk<NT, RT>::KU; u++)
+#pragma unroll
+        for (int rt = 0; rt < RT; rt++) {
+            const int tile = tile0 + rt * tile_step;
+            if (kt0 + u < end && tile < row_tiles) {
+                load_tile(w + ((long)tile * k_tiles + kt0 + u) * TILE_VECS, lane, c.q[u][rt]);
+                c.raw[u][rt] = load_row(scales, zeros, tile * 16 + g, N, groups,
+                                        ((kt0 + u) * 64) / group_size);
+            }
+        }
+}
+
+// x is global memory, or (staged) the block's normalized copy in shared memory.
+template <int NT, int RT>
+__device__ __forceinline__ void multiply_chunk(const DecodeChunk<NT, RT>& c, const u16* table,
+                                               const u16* x, bool staged, int g, int t,
+                                               int tile0, int tile_step, int kt0, int end,
+                                               int row_tiles, int M, int K,
+                                               float (*acc)[NT][4]) {
+#pragma unroll
+    for (int u = 0; u < DecodeChunk<NT, RT>::KU; u++) {
+        const int kt = kt0 + u;
+        if (kt >= end) break;
+        const int k = kt * 64 + 16 * t;
+        u32 b[NT][8];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            const int token = nt * 8 + g;
+            const u16* row = x + (long)min(token, M - 1) * K;
+            uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+            if (token < M && k < K) lo = staged ? *(const uint4*)(row + k) : ldg16(row + k);
+            if (token < M && k + 8 < K) {
+                hi = staged ? *(const uint4*)(row + k + 8) : ldg16(row + k + 8);
+            }
+            b[nt][0] = lo.x; b[nt][1] = lo.y; b[nt][2] = lo.z; b[nt][3] = lo.w;
+            b[nt][4] = hi.x; b[nt][5] = hi.y; b[nt][6] = hi.z; b[nt][7] = hi.w;
+        }
+#pragma unroll
+        for (int rt = 0; rt < RT; rt++) {
+            if (tile0 + rt * tile_step >= row_tiles) break;
+            tile_product<NT>(c.q[u][rt], decode_row(c.raw[u][rt]), table, b, acc[rt]);
+        }
     }
-    return pack_bf16x2(r[0], r[1]);
 }
 
-__device__ __forceinline__ uint4 swiglu_vec(uint4 g, uint4 u) {
-    return make_uint4(swiglu_pair(g.x, u.x), swiglu_pair(g.y, u.y), swiglu_pair(g.z, u.z),
-                      swiglu_pair(g.w, u.w));
-}
-
-// x rows are `x_stride` values apart. With `x_up` non-null, x holds SwiGLU gates and x_up the
-// matching up values (same stride), and the product's input is their SwiGLU.
+// With norm_weight given, x is not read: the block first computes each token's input itself,
+// bf16(norm_weight (v / rms(v))) with v = residual + (delta + bias) (warp_rms_norm, bit for bit
+// the add_rms_norm kernel), into shared memory after the partial sums (M K values; the host
+// sizes the dynamic shared memory), and block 0 writes v to residual_out when delta is given:
+// the RMSNorm before a product, without its own launch.
 template <int NT, int RT>
 __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scales,
                      const signed char* __restrict__ zeros, const u16* __restrict__ table,
-                     const u16* __restrict__ x, const u16* __restrict__ x_up, long x_stride,
-                     u16* __restrict__ y, int M, int N, int K, int groups, int group_size) {
+                     const u16* __restrict__ x, u16* __restrict__ y, int M, int N, int K,
+                     int groups, int group_size, int pair_tiles,
+                     const float* __restrict__ residual, float* __restrict__ residual_out,
+                     const u16* __restrict__ delta, const float* __restrict__ bias,
+                     const float* __restrict__ norm_weight, float eps) {
     __shared__ u16 shared_table[16];
-    __shared__ float partial[GEMV_WARPS][RT * NT * 4][32];
-    load_table(table, shared_table);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    extern __shared__ float partial[];   // [warps][RT * NT * 4][32]
+    constexpr int KU = DecodeChunk<NT, RT>::KU;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int k_tiles = (K + 63) / 64, row_tiles = (N + 15) / 16;
-    const int first_tile = blockIdx.x * RT;
+    const int tile0 = pair_tiles ? blockIdx.x : blockIdx.x * RT;
+    const int tile_step = pair_tiles ? pair_tiles : 1;
+    const int per_warp = (k_tiles + warps - 1) / warps;
+    const int begin = warp * per_warp, end = min(k_tiles, begin + per_warp);
 
     float acc[RT][NT][4];
 #pragma unroll
@@ -232,51 +308,37 @@ __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scale
 #pragma unroll
             for (int c = 0; c < 4; c++) acc[rt][nt][c] = 0.0f;
 
-    // Each warp takes KU consecutive k tiles at a time and issues all their weight loads
-    // before the first product, so several 16-byte loads per lane are in flight. (8 / RT for
-    // 4-bit codes measured no faster on large shapes and slower on 576-feature rows, where
-    // fewer warps then get work.)
-    constexpr int KU = 4 / RT;
-    for (int kt0 = warp * KU; kt0 < k_tiles; kt0 += GEMV_WARPS * KU) {
-        uint4 q[KU][RT][2];
-#pragma unroll
-        for (int u = 0; u < KU; u++)
-#pragma unroll
-            for (int rt = 0; rt < RT; rt++)
-                if (kt0 + u < k_tiles && first_tile + rt < row_tiles)
-                    load_tile(w + ((long)(first_tile + rt) * k_tiles + kt0 + u) * TILE_VECS, lane,
-                              q[u][rt]);
-#pragma unroll
-        for (int u = 0; u < KU; u++) {
-            const int kt = kt0 + u;
-            if (kt >= k_tiles) break;
-            const int k = kt * 64 + 16 * t;
-            u32 b[NT][8];
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++) {
-                const int token = nt * 8 + g;
-                const long at = (long)min(token, M - 1) * x_stride;
-                const u16* row = x + at;
-                uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
-                if (token < M && k < K) lo = ldg16(row + k);
-                if (token < M && k + 8 < K) hi = ldg16(row + k + 8);
-                if (x_up != nullptr) {
-                    const u16* up = x_up + at;
-                    if (token < M && k < K) lo = swiglu_vec(lo, ldg16(up + k));
-                    if (token < M && k + 8 < K) hi = swiglu_vec(hi, ldg16(up + k + 8));
-                }
-                b[nt][0] = lo.x; b[nt][1] = lo.y; b[nt][2] = lo.z; b[nt][3] = lo.w;
-                b[nt][4] = hi.x; b[nt][5] = hi.y; b[nt][6] = hi.z; b[nt][7] = hi.w;
-            }
-            const int group = (kt * 64) / group_size;
-#pragma unroll
-            for (int rt = 0; rt < RT; rt++) {
-                if (first_tile + rt >= row_tiles) break;
-                RowDecode d =
-                    row_decode(scales, zeros, (first_tile + rt) * 16 + g, N, groups, group);
-                tile_product<NT>(q[u][rt], d, shared_table, b, acc[rt]);
-            }
+    // Weights and scales are never written by a kernel: the first loads go out before the wait
+    // for the kernel that writes x.
+    DecodeChunk<NT, RT> a, b;
+    fetch_chunk<NT, RT>(a, w, scales, zeros, lane, g, tile0, tile_step, begin, end, k_tiles,
+                        row_tiles, N, groups, group_size);
+    grid_dependency_wait();
+    launch_dependents();
+    load_table(table, shared_table);
+    constexpr int SLOTS = RT * NT * 4;
+    const bool staged = norm_weight != nullptr;
+    if (staged) {
+        u16* normed = (u16*)(partial + warps * SLOTS * 32);
+        float* out_row = blockIdx.x == 0 && delta ? residual_out : nullptr;
+        for (int token = warp; token < M; token += warps) {
+            const long at = (long)token * K;
+            warp_rms_norm(residual + at, delta ? delta + at : nullptr, bias, norm_weight, K, eps,
+                          normed + at, out_row ? out_row + at : nullptr, lane);
         }
+        __syncthreads();
+        x = normed;
+    }
+    for (int kt = begin; kt < end; kt += 2 * KU) {
+        fetch_chunk<NT, RT>(b, w, scales, zeros, lane, g, tile0, tile_step, kt + KU, end,
+                            k_tiles, row_tiles, N, groups, group_size);
+        multiply_chunk<NT, RT>(a, shared_table, x, staged, g, t, tile0, tile_step, kt, end,
+                               row_tiles, M, K, acc);
+        if (kt + KU >= end) break;
+        fetch_chunk<NT, RT>(a, w, scales, zeros, lane, g, tile0, tile_step, kt + 2 * KU, end,
+                            k_tiles, row_tiles, N, groups, group_size);
+        multiply_chunk<NT, RT>(b, shared_table, x, staged, g, t, tile0, tile_step, kt + KU,
+                               end, row_tiles, M, K, acc);
     }
 
 #pragma unroll
@@ -284,27 +346,47 @@ __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scale
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-            for (int c = 0; c < 4; c++) partial[warp][(rt * NT + nt) * 4 + c][lane] = acc[rt][nt][c];
+            for (int c = 0; c < 4; c++)
+                partial[(warp * SLOTS + (rt * NT + nt) * 4 + c) * 32 + lane] = acc[rt][nt][c];
     __syncthreads();
-    for (int e = threadIdx.x; e < RT * NT * 4 * 32; e += blockDim.x) {
+    if (pair_tiles) {
+        // Slot s of the gate tile pairs with slot s + NT * 4 of the up tile.
+        const int width = pair_tiles * 16;
+        for (int e = threadIdx.x; e < NT * 4 * 32; e += blockDim.x) {
+            const int l = e & 31, slot = e >> 5;
+            const int c = slot & 3, nt = slot >> 2;
+            float gate = 0.0f, up = 0.0f;
+            for (int v = 0; v < warps; v++) {
+                gate += partial[v * SLOTS * 32 + e];
+                up += partial[v * SLOTS * 32 + NT * 4 * 32 + e];
+            }
+            const int row = tile0 * 16 + (l >> 2) + 8 * (c >> 1);
+            const int token = nt * 8 + 2 * (l & 3) + (c & 1);
+            if (token < M) y[(long)token * width + row] = swiglu_of_sums(gate, up);
+        }
+        return;
+    }
+    for (int e = threadIdx.x; e < SLOTS * 32; e += blockDim.x) {
         const int l = e & 31, slot = e >> 5;
         const int c = slot & 3, nt = (slot >> 2) % NT, rt = (slot >> 2) / NT;
         float sum = 0.0f;
-#pragma unroll
-        for (int v = 0; v < GEMV_WARPS; v++) sum += partial[v][slot][l];
-        const int row = (first_tile + rt) * 16 + (l >> 2) + 8 * (c >> 1);
+        for (int v = 0; v < warps; v++) sum += partial[v * SLOTS * 32 + e];
+        const int row = (tile0 + rt) * 16 + (l >> 2) + 8 * (c >> 1);
         const int token = nt * 8 + 2 * (l & 3) + (c & 1);
-        if (row < N && token < M) y[(long)token * N + row] = to_bf16(sum);
+        if (row < N && token < M) y[(long)token * N + row] = f32_to_bf16(sum);
     }
 }
 
+// Up to 16 warps per block (the host picks how many), so up to 128 registers per thread.
 #define GEMV_KERNEL(NT, RT)                                                                    \
-    extern "C" __global__ void __launch_bounds__(256)                                          \
+    extern "C" __global__ void __launch_bounds__(512)                                          \
         gemv_nt##NT##_rt##RT(const uint4* w, const void* scales, const signed char* zeros,     \
-                             const u16* table, const u16* x, const u16* x_up, long x_stride,   \
-                             u16* y, int M, int N, int K, int groups, int group_size) {        \
-        gemv<NT, RT>(w, scales, zeros, table, x, x_up, x_stride, y, M, N, K, groups,          \
-                     group_size);                                                              \
+                             const u16* table, const u16* x, u16* y, int M, int N, int K,      \
+                             int groups, int group_size, int pair_tiles,                       \
+                             const float* residual, float* residual_out, const u16* delta,     \
+                             const float* bias, const float* norm_weight, float eps) {         \
+        gemv<NT, RT>(w, scales, zeros, table, x, y, M, N, K, groups, group_size, pair_tiles,   \
+                     residual, residual_out, delta, bias, norm_weight, eps);                   \
     }
 GEMV_KERNEL(1, 1)
 GEMV_KERNEL(1, 2)
@@ -350,6 +432,8 @@ extern "C" __global__ void __launch_bounds__(256)
          int group_size) {
     __shared__ u16 shared_table[16];
     __shared__ __align__(16) u16 xs[2][GEMM_TOKENS][X_STRIDE];
+    grid_dependency_wait();
+    launch_dependents();
     load_table(table, shared_table);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
@@ -423,7 +507,7 @@ extern "C" __global__ void __launch_bounds__(256)
             for (int c = 0; c < 4; c++) {
                 const int row = (first_tile + rt) * 16 + g + 8 * (c >> 1);
                 const int token = first_token + 32 * wn + 8 * nt + 2 * t + (c & 1);
-                if (row < N && token < M) y[(long)token * N + row] = to_bf16(acc[rt][nt][c]);
+                if (row < N && token < M) y[(long)token * N + row] = f32_to_bf16(acc[rt][nt][c]);
             }
 }
 
@@ -438,6 +522,8 @@ extern "C" __global__ void __launch_bounds__(256)
                u16* __restrict__ out, int N, int K, int groups, int group_size) {
     __shared__ u16 shared_table[16];
     __shared__ __align__(16) u16 staged[8][16][TILE_STRIDE];
+    grid_dependency_wait();
+    launch_dependents();
     load_table(table, shared_table);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;

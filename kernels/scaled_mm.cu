@@ -15,19 +15,7 @@
 // Codes are stored 8 at a time when rows are read 8 values at a time: cols_pad is a multiple of
 // 16, so each row of codes starts 8-byte aligned.
 
-typedef unsigned int u32;
-typedef unsigned short u16;
-typedef unsigned char u8;
-
 #define THREADS 128
-
-__device__ __forceinline__ float bf16_to_f32(u16 b) { return __uint_as_float(((u32)b) << 16); }
-
-__device__ __forceinline__ u16 f32_to_bf16(float f) {
-    u16 d;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(d) : "f"(f));
-    return d;
-}
 
 __device__ __forceinline__ u8 f32_to_e4m3(float f) {
 #if __CUDA_ARCH__ >= 890
@@ -40,16 +28,28 @@ __device__ __forceinline__ u8 f32_to_e4m3(float f) {
 #endif
 }
 
-// Largest |x| of the block's values, returned to every thread.
+// Largest |x| of the block's values (N threads), returned to every thread.
+template <int N>
 __device__ __forceinline__ float block_max(float v) {
-    __shared__ float partial[THREADS / 32];
+    __shared__ float partial[N / 32];
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     if (lane == 0) partial[warp] = v;
     __syncthreads();
     float m = partial[0];
-    for (int w = 1; w < THREADS / 32; ++w) m = fmaxf(m, partial[w]);
+    for (int w = 1; w < N / 32; ++w) m = fmaxf(m, partial[w]);
     return m;
+}
+
+// Largest |x| of the 8 bf16 values of v.
+__device__ __forceinline__ float max8(uint4 v, float amax) {
+    const u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        amax = fmaxf(amax, fabsf(__uint_as_float(w[i] << 16)));
+        amax = fmaxf(amax, fabsf(__uint_as_float(w[i] & 0xFFFF0000u)));
+    }
+    return amax;
 }
 
 template <bool FP8>
@@ -65,6 +65,8 @@ template <bool FP8>
 __device__ void quantize(const u16* __restrict__ x, u8* __restrict__ codes,
                          float* __restrict__ scales, int m, int m_pad, int cols, int cols_pad,
                          int group) {
+    grid_dependency_wait();
+    launch_dependents();
     const int t = blockIdx.x, g = blockIdx.y;
     const int start = g * group, end = min(start + group, cols);
     const bool live = t < m;
@@ -72,19 +74,13 @@ __device__ void quantize(const u16* __restrict__ x, u8* __restrict__ codes,
     const u16* row = x + (size_t)t * cols;
     float amax = 0.0f;
     if (live && vector) {
-        for (int k = start + 8 * threadIdx.x; k < end; k += 8 * THREADS) {
-            const uint4 v = *reinterpret_cast<const uint4*>(row + k);
-            const u32 w[4] = {v.x, v.y, v.z, v.w};
-            for (int i = 0; i < 4; ++i) {
-                amax = fmaxf(amax, fabsf(__uint_as_float(w[i] << 16)));
-                amax = fmaxf(amax, fabsf(__uint_as_float(w[i] & 0xFFFF0000u)));
-            }
-        }
+        for (int k = start + 8 * threadIdx.x; k < end; k += 8 * THREADS)
+            amax = max8(*reinterpret_cast<const uint4*>(row + k), amax);
     } else if (live) {
         for (int k = start + threadIdx.x; k < end; k += THREADS)
             amax = fmaxf(amax, fabsf(bf16_to_f32(row[k])));
     }
-    amax = block_max(amax);
+    amax = block_max<THREADS>(amax);
     const float limit = FP8 ? 448.0f : 127.0f;
     const float scale = amax > 0.0f ? amax / limit : 1.0f;
     const float inverse = 1.0f / scale;
@@ -115,6 +111,66 @@ __device__ void quantize(const u16* __restrict__ x, u8* __restrict__ codes,
     if (threadIdx.x == 0) scales[(size_t)g * m_pad + t] = scale;
 }
 
+// Per-token scales of rows of a multiple of 8 values, at most ROW_THREADS * ROW_VECS * 8: one
+// block of ROW_THREADS threads per token reads its row once (ROW_VECS 16-byte loads in flight
+// per thread, kept in registers for the codes), so a long row costs one memory round trip, not
+// two passes of THREADS threads. Scales as above ([m_pad]).
+#define ROW_THREADS 512
+#define ROW_VECS 4
+
+template <bool FP8>
+__device__ void quantize_row(const u16* __restrict__ x, u8* __restrict__ codes,
+                             float* __restrict__ scales, int m, int cols, int cols_pad) {
+    grid_dependency_wait();
+    launch_dependents();
+    const int t = blockIdx.x;
+    const bool live = t < m;
+    const u16* row = x + (size_t)t * cols;
+    uint4 v[ROW_VECS];
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < ROW_VECS; ++i) {
+        const int k = 8 * (threadIdx.x + i * ROW_THREADS);
+        v[i] = make_uint4(0u, 0u, 0u, 0u);
+        if (live && k < cols) v[i] = *reinterpret_cast<const uint4*>(row + k);
+        amax = max8(v[i], amax);
+    }
+    amax = block_max<ROW_THREADS>(amax);
+    const float limit = FP8 ? 448.0f : 127.0f;
+    const float scale = amax > 0.0f ? amax / limit : 1.0f;
+    const float inverse = 1.0f / scale;
+    u8* out = codes + (size_t)t * cols_pad;
+#pragma unroll
+    for (int i = 0; i < ROW_VECS; ++i) {
+        const int k = 8 * (threadIdx.x + i * ROW_THREADS);
+        // cols_pad is a multiple of 16: a run of 8 codes is all in or all out; values past
+        // cols (and every value of a padding token) are zero and encode to zero codes.
+        if (k >= cols_pad) continue;
+        const u32 w[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
+        u32 packed[2] = {0u, 0u};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const u32 lo = encode<FP8>(__uint_as_float(w[j] << 16), scale, inverse);
+            const u32 hi = encode<FP8>(__uint_as_float(w[j] & 0xFFFF0000u), scale, inverse);
+            packed[j / 2] |= (lo | (hi << 8)) << (16 * (j % 2));
+        }
+        *reinterpret_cast<uint2*>(out + k) = make_uint2(packed[0], packed[1]);
+    }
+    if (threadIdx.x == 0) scales[t] = scale;
+}
+
+extern "C" __global__ void __launch_bounds__(ROW_THREADS)
+    quantize_row_int8(const u16* __restrict__ x, u8* __restrict__ codes,
+                      float* __restrict__ scales, int m, int cols, int cols_pad) {
+    quantize_row<false>(x, codes, scales, m, cols, cols_pad);
+}
+
+extern "C" __global__ void __launch_bounds__(ROW_THREADS)
+    quantize_row_fp8(const u16* __restrict__ x, u8* __restrict__ codes,
+                     float* __restrict__ scales, int m, int cols, int cols_pad) {
+    quantize_row<true>(x, codes, scales, m, cols, cols_pad);
+}
+
 extern "C" __global__ void __launch_bounds__(THREADS)
     quantize_int8(const u16* __restrict__ x, u8* __restrict__ codes, float* __restrict__ scales,
                   int m, int m_pad, int cols, int cols_pad, int group) {
@@ -132,6 +188,8 @@ extern "C" __global__ void __launch_bounds__(THREADS)
 extern "C" __global__ void __launch_bounds__(256)
     scale_int32(const int* __restrict__ acc, const float* __restrict__ token_scale,
                 const float* __restrict__ row_scale, u16* __restrict__ y, int m, int rows) {
+    grid_dependency_wait();
+    launch_dependents();
     const size_t i = (size_t)blockIdx.x * 256 + threadIdx.x;
     if (i >= (size_t)m * rows) return;
     const int t = (int)(i / rows), r = (int)(i % rows);

@@ -10,7 +10,7 @@ use lowbit::backend::cuda::check::{
     check_product, check_scaled, decode_kernels, device_or_skip, random_quantized, seed_from_env,
     Rng,
 };
-use lowbit::backend::cuda::device::{compile, KernelSource, QUANT_GEMM, SCALED_MM};
+use lowbit::backend::cuda::device::{compile, KernelSource, FORWARD, QUANT_GEMM, SCALED_MM};
 use lowbit::backend::cuda::linear::Kernel;
 use lowbit::quant::QuantScheme;
 
@@ -59,6 +59,45 @@ fn every_format_compiles_for_hopper_and_ampere() {
                     "{arch} {defines:?}: {entry}"
                 );
             }
+            assert_dependent_launch(&ptx, arch, 4);
+        }
+    }
+}
+
+/// Every kernel of `ptx` waits for the kernel before it (griddepcontrol) on Hopper, and no
+/// kernel uses the instruction below compute 9.0, where it does not exist.
+fn assert_dependent_launch(ptx: &str, arch: &str, kernels: usize) {
+    let entries = ptx.matches(".entry ").count();
+    assert!(entries >= kernels, "{arch}: {entries} kernels");
+    let waits = ptx.matches("griddepcontrol.wait").count();
+    if arch == "compute_90a" {
+        assert!(
+            waits >= entries,
+            "{arch}: {waits} waits for {entries} kernels"
+        );
+    } else {
+        assert_eq!(waits, 0, "{arch}");
+    }
+}
+
+#[test]
+fn forward_pass_kernels_compile_for_hopper_and_ampere() {
+    for arch in ["compute_90a", "compute_80"] {
+        for head_dim in [16, 64, 256] {
+            let Some(ptx) = compiled(FORWARD, arch, &[("HEAD_DIM", head_dim.to_string())]) else {
+                return;
+            };
+            for name in [
+                "embed_f32",
+                "add_rms_norm",
+                "qkv_rope",
+                "attention",
+                "swiglu",
+                "argmax_rows",
+            ] {
+                assert!(ptx.contains(&format!(".entry {name}")), "{arch}: {name}");
+            }
+            assert_dependent_launch(&ptx, arch, 9);
         }
     }
 }
@@ -69,7 +108,13 @@ fn activation_quantization_compiles_for_hopper_and_ampere() {
         let Some(ptx) = compiled(SCALED_MM, arch, &[]) else {
             return;
         };
-        for entry in ["quantize_int8", "quantize_fp8", "scale_int32"] {
+        for entry in [
+            "quantize_int8",
+            "quantize_fp8",
+            "quantize_row_int8",
+            "quantize_row_fp8",
+            "scale_int32",
+        ] {
             assert!(ptx.contains(&format!(".entry {entry}")), "{arch}: {entry}");
         }
         // FP8 conversion exists from compute 8.9; older GPUs get a trap, and cuBLASLt refuses
@@ -79,6 +124,7 @@ fn activation_quantization_compiles_for_hopper_and_ampere() {
             arch == "compute_90a",
             "{arch}"
         );
+        assert_dependent_launch(&ptx, arch, 5);
     }
 }
 
@@ -184,10 +230,161 @@ fn bad_sizes_are_errors_not_launches() {
     let mut y = stream.alloc_zeros::<half::bf16>(64).unwrap();
     assert!(linear.forward(&device, &x, 2, &mut y).is_err());
     assert!(linear
-        .forward_with(&device, &x, 1, &mut y, Kernel::Gemv { row_tiles: 3 })
+        .forward_with(
+            &device,
+            &x,
+            1,
+            &mut y,
+            Kernel::Gemv {
+                row_tiles: 3,
+                warps: None
+            }
+        )
         .is_err());
+    for warps in [0, 17] {
+        let kernel = Kernel::Gemv {
+            row_tiles: 1,
+            warps: Some(warps),
+        };
+        assert!(linear.forward_with(&device, &x, 1, &mut y, kernel).is_err());
+    }
     assert!(linear.forward(&device, &x, 1, &mut y).is_ok());
     device.synchronize().unwrap();
+}
+
+/// A decode product that applies the residual addition and RMSNorm to its own input gives bit
+/// for bit what `add_rms_norm` followed by the plain product gives, SwiGLU included, and
+/// leaves the same residual stream in the other buffer; inputs too large to stage are errors.
+#[test]
+fn normed_product_equals_norm_then_product() {
+    use half::bf16;
+    use lowbit::backend::cuda::linear::{CudaQuantLinear, NormedInput, NORM_STAGE_BYTES};
+    use lowbit::backend::cuda::ops::ForwardKernels;
+    let Some(device) = device_or_skip("the normalizing decode product was") else {
+        return;
+    };
+    let seed = seed_from_env();
+    let mut rng = Rng(seed ^ 0x4E);
+    let kernels = ForwardKernels::new(&device, 64).unwrap();
+    let stream = device.stream();
+    let eps = 1e-6;
+    let bits = |v: Vec<bf16>| v.iter().map(|b| b.to_bits()).collect::<Vec<_>>();
+    for name in ["w4a16-g128", "w4a16-g128-asym", "w8a16", "nf4", "fp8"] {
+        let scheme = QuantScheme::parse(name).unwrap();
+        // Stacked gate/up weights [2 * inter, cols]; cols past 256 (several values per norm
+        // thread), below (threads without one) and not a multiple of 32.
+        for [inter, cols] in [[208, 896], [16, 200], [96, 1024]] {
+            let q = random_quantized(&scheme, [2 * inter, cols], &mut rng).unwrap();
+            let linear = CudaQuantLinear::new(&device, &q).unwrap();
+            let norm: Vec<f32> = (0..cols).map(|_| 1.0 + 0.1 * rng.normal()).collect();
+            let norm = stream.clone_htod(&norm).unwrap();
+            let bias: Vec<f32> = (0..cols).map(|_| 0.1 * rng.normal()).collect();
+            let bias = stream.clone_htod(&bias).unwrap();
+            for m in (1..=4).filter(|&m| m * cols * 2 <= NORM_STAGE_BYTES) {
+                let residual: Vec<f32> = (0..m * cols).map(|_| 3.0 * rng.normal()).collect();
+                let delta: Vec<bf16> = (0..m * cols)
+                    .map(|_| bf16::from_f32(rng.normal()))
+                    .collect();
+                let delta = stream.clone_htod(&delta).unwrap();
+                for (with_delta, with_bias, swiglu) in [
+                    (true, true, false),
+                    (true, false, true),
+                    (false, false, false),
+                    (false, false, true),
+                ] {
+                    let at = format!(
+                        "{name} [{inter} x 2, {cols}] m={m} delta {with_delta} bias {with_bias} \
+                         swiglu {swiglu} (seed {seed})"
+                    );
+                    let bias = with_bias.then_some(&bias);
+                    let delta = with_delta.then_some(&delta);
+                    // The separate kernels: the stream updated in place, then the product.
+                    let mut stream_want = stream.clone_htod(&residual).unwrap();
+                    let mut h = stream.alloc_zeros::<bf16>(m * cols).unwrap();
+                    kernels
+                        .add_rms_norm(
+                            &device,
+                            &mut stream_want,
+                            delta,
+                            bias,
+                            &norm,
+                            &mut h,
+                            [m, cols],
+                            eps,
+                        )
+                        .unwrap();
+                    let outputs = if swiglu { m * inter } else { m * 2 * inter };
+                    let mut want = stream.alloc_zeros::<bf16>(outputs).unwrap();
+                    if swiglu {
+                        linear.forward_swiglu(&device, &h, m, &mut want).unwrap();
+                    } else {
+                        linear.forward(&device, &h, m, &mut want).unwrap();
+                    }
+                    // The product normalizing its own input, into a poisoned output.
+                    let before = stream.clone_htod(&residual).unwrap();
+                    let mut stream_got = stream.clone_htod(&vec![f32::NAN; m * cols]).unwrap();
+                    let mut got = stream.clone_htod(&vec![bf16::NAN; outputs]).unwrap();
+                    let mut input = NormedInput {
+                        residual: &before,
+                        residual_out: with_delta.then_some(&mut stream_got),
+                        delta,
+                        bias,
+                        weight: &norm,
+                        eps,
+                    };
+                    if swiglu {
+                        linear
+                            .forward_swiglu_normed(&device, &mut input, m, &mut got)
+                            .unwrap();
+                    } else {
+                        linear
+                            .forward_normed(&device, &mut input, m, &mut got)
+                            .unwrap();
+                    }
+                    let want = stream.clone_dtoh(&want).unwrap();
+                    assert!(want.iter().any(|v| v.to_f32() != 0.0), "{at}: zero output");
+                    assert_eq!(bits(want), bits(stream.clone_dtoh(&got).unwrap()), "{at}");
+                    if with_delta {
+                        let want: Vec<u32> = stream
+                            .clone_dtoh(&stream_want)
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect();
+                        let got: Vec<u32> = stream
+                            .clone_dtoh(&stream_got)
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect();
+                        assert_eq!(want, got, "{at}: residual stream");
+                    }
+                }
+            }
+            // An input too large to stage, and a delta without a buffer for the stream: errors.
+            let m = NORM_STAGE_BYTES / (2 * cols) + 1;
+            let residual = stream.alloc_zeros::<f32>(m * cols).unwrap();
+            let mut y = stream.alloc_zeros::<bf16>(m * 2 * inter).unwrap();
+            let mut input = NormedInput {
+                residual: &residual,
+                residual_out: None,
+                delta: None,
+                bias: None,
+                weight: &norm,
+                eps,
+            };
+            if m <= 16 {
+                assert!(linear
+                    .forward_normed(&device, &mut input, m, &mut y)
+                    .is_err());
+            }
+            let delta = stream.alloc_zeros::<bf16>(cols).unwrap();
+            input.delta = Some(&delta);
+            assert!(linear
+                .forward_normed(&device, &mut input, 1, &mut y)
+                .is_err());
+        }
+    }
 }
 
 #[test]
@@ -202,36 +399,40 @@ fn fused_swiglu_product_equals_swiglu_then_product() {
     let mut rng = Rng(seed);
     let kernels = ForwardKernels::new(&device, 64).unwrap();
     let stream = device.stream();
-    for name in ["w4a16-g128", "w8a16", "nf4", "fp8"] {
+    for name in ["w4a16-g128", "w4a16-g128-asym", "w8a16", "nf4", "fp8"] {
         let scheme = QuantScheme::parse(name).unwrap();
-        // [rows, cols]: odd row count, short (2 row tiles per block) and long rows.
-        for [rows, cols] in [[200, 576], [96, 1536]] {
-            let q = random_quantized(&scheme, [rows, cols], &mut rng).unwrap();
+        // Stacked gate/up weights [2 * inter, cols]: short and long rows, one and many tiles.
+        for [inter, cols] in [[208, 576], [16, 1536], [96, 200]] {
+            let q = random_quantized(&scheme, [2 * inter, cols], &mut rng).unwrap();
             let linear = CudaQuantLinear::new(&device, &q).unwrap();
-            for m in [1, 3, 16] {
-                // Gates and up values side by side, as a stacked gate/up product leaves them.
-                let stride = 2 * cols;
-                let values: Vec<bf16> = (0..m * stride)
-                    .map(|_| bf16::from_f32(2.0 * rng.normal()))
+            for m in [1, 3, 9, 16] {
+                let x: Vec<bf16> = (0..m * cols)
+                    .map(|_| bf16::from_f32(rng.normal()))
                     .collect();
-                let gate_up = stream.clone_htod(&values).unwrap();
-                let (gate, up) = (gate_up.slice(..), gate_up.slice(cols..));
-                let mut inner = stream.alloc_zeros::<bf16>(m * cols).unwrap();
+                let x = stream.clone_htod(&x).unwrap();
+                // The same split of k among warps as the fused product (two row tiles per
+                // block, warps from the shape), so the sums are added in the same order.
+                let mut gate_up = stream.alloc_zeros::<bf16>(m * 2 * inter).unwrap();
+                let kernel = Kernel::Gemv {
+                    row_tiles: 2,
+                    warps: None,
+                };
+                linear
+                    .forward_with(&device, &x, m, &mut gate_up, kernel)
+                    .unwrap();
+                let (gate, up) = (gate_up.slice(..), gate_up.slice(inter..));
+                let mut want = stream.alloc_zeros::<bf16>(m * inter).unwrap();
                 kernels
                     .swiglu(
                         &device,
                         [&gate, &up],
                         [None, None],
-                        [m, cols, stride],
-                        &mut inner,
+                        [m, inter, 2 * inter],
+                        &mut want,
                     )
                     .unwrap();
-                let mut want = stream.alloc_zeros::<bf16>(m * rows).unwrap();
-                linear.forward(&device, &inner, m, &mut want).unwrap();
-                let mut got = stream.clone_htod(&vec![bf16::NAN; m * rows]).unwrap();
-                linear
-                    .forward_swiglu(&device, [&gate, &up], stride, m, &mut got)
-                    .unwrap();
+                let mut got = stream.clone_htod(&vec![bf16::NAN; m * inter]).unwrap();
+                linear.forward_swiglu(&device, &x, m, &mut got).unwrap();
                 let (want, got) = (
                     stream.clone_dtoh(&want).unwrap(),
                     stream.clone_dtoh(&got).unwrap(),
@@ -242,16 +443,19 @@ fn fused_swiglu_product_equals_swiglu_then_product() {
                     .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(
                     same && want.iter().any(|v| v.to_f32() != 0.0),
-                    "{name} [{rows}, {cols}] m={m}: fused SwiGLU product differs (seed {seed})"
+                    "{name} [{inter} x 2, {cols}] m={m}: fused SwiGLU product differs (seed {seed})"
                 );
             }
             // Too many tokens for the decode kernel: an error, not a launch.
-            let big = stream.alloc_zeros::<bf16>(17 * 2 * cols).unwrap();
-            let mut y = stream.alloc_zeros::<bf16>(17 * rows).unwrap();
-            let (gate, up) = (big.slice(..), big.slice(cols..));
-            assert!(linear
-                .forward_swiglu(&device, [&gate, &up], 2 * cols, 17, &mut y)
-                .is_err());
+            let x = stream.alloc_zeros::<bf16>(17 * cols).unwrap();
+            let mut y = stream.alloc_zeros::<bf16>(17 * inter).unwrap();
+            assert!(linear.forward_swiglu(&device, &x, 17, &mut y).is_err());
         }
+        // Halves that are not whole row tiles cannot be paired.
+        let q = random_quantized(&scheme, [2 * 24, 64], &mut rng).unwrap();
+        let linear = CudaQuantLinear::new(&device, &q).unwrap();
+        let x = stream.alloc_zeros::<bf16>(64).unwrap();
+        let mut y = stream.alloc_zeros::<bf16>(24).unwrap();
+        assert!(linear.forward_swiglu(&device, &x, 1, &mut y).is_err());
     }
 }

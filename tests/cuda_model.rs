@@ -357,34 +357,88 @@ fn bad_inputs_are_errors() {
     );
 }
 
-#[test]
-fn forward_kernels_compile_for_hopper_and_ampere() {
-    use lowbit::backend::cuda::device::{compile, FORWARD};
-    for (arch, head_dim) in [
-        ("compute_90a", 64),
-        ("compute_90a", 256),
-        ("compute_80", 16),
-    ] {
-        match compile(FORWARD, arch, &[("HEAD_DIM", head_dim.to_string())]) {
-            Ok(ptx) => {
-                for name in [
-                    "embed_f32",
-                    "add_rms_norm",
-                    "qkv_rope",
-                    "attention",
-                    "swiglu",
-                    "argmax_rows",
-                ] {
-                    assert!(ptx.contains(&format!(".entry {name}")), "{arch}: {name}");
-                }
-            }
-            Err(lowbit::Error::Device(e)) if e.contains("not found") => {
-                eprintln!("SKIPPED: {e}");
-                return;
-            }
-            Err(e) => panic!("{arch}: {e}"),
-        }
+/// Logits of a 19-token prefill and three graph-replayed decode steps of `gpu`.
+fn prefill_and_decode(gpu: &CudaModel<'_>, prompt: &[u32]) -> Vec<Vec<f32>> {
+    let mut cache = gpu.new_device_cache();
+    let mut out = gpu
+        .forward_device(&[prompt], &mut [&mut cache], Logits::All)
+        .unwrap();
+    for step in 0..3u32 {
+        let token = [prompt[step as usize] ^ 1];
+        out.extend(
+            gpu.forward_device(&[&token], &mut [&mut cache], Logits::Last)
+                .unwrap(),
+        );
     }
+    out
+}
+
+#[test]
+fn dependent_launch_and_profiling_change_no_logit() {
+    let Some(device) = device_or_skip("programmatic dependent launch was") else {
+        return;
+    };
+    let mut rng = Rng(seed_from_env() ^ 0xD1);
+    let cpu = model(Variant::Qwen2, Some("w4a16-g128"));
+    let prompt = tokens(&mut rng, 19, cpu.config().vocab_size);
+    // The kernels are deterministic, so overlapping their launches must not change a bit;
+    // a kernel that read its input before the previous one finished would.
+    device.set_programmatic_launch(false);
+    let plain = prefill_and_decode(&CudaModel::new(&cpu, &device).unwrap(), &prompt);
+    device.set_programmatic_launch(true);
+    let expect_pdl = device.compute_capability().0 >= 9;
+    assert_eq!(device.programmatic_launch(), expect_pdl);
+    let gpu = CudaModel::new(&cpu, &device).unwrap();
+    for round in 0..3 {
+        gpu.poison_workspace().unwrap();
+        assert!(
+            prefill_and_decode(&gpu, &prompt) == plain,
+            "round {round}: logits differ with programmatic dependent launch"
+        );
+    }
+    // Profiled passes run the same kernels without graphs.
+    gpu.set_profiling(true).unwrap();
+    assert!(
+        prefill_and_decode(&gpu, &prompt) == plain,
+        "profiled logits differ"
+    );
+    let stages = gpu.take_profile().unwrap();
+    gpu.set_profiling(false).unwrap();
+    let layers = cpu.config().num_hidden_layers;
+    let launches = |name: &str| {
+        let stage = stages.iter().find(|s| s.stage == name);
+        let stage = stage.unwrap_or_else(|| panic!("no {name} in {stages:?}"));
+        assert!(stage.seconds > 0.0 && stage.seconds < 1.0, "{stage:?}");
+        stage.launches
+    };
+    // One prefill pass and three decode steps.
+    for name in ["embed", "lm_head"] {
+        assert_eq!(launches(name), 4, "{name}");
+    }
+    for name in ["qkv_rope", "attention", "o_proj", "down"] {
+        assert_eq!(launches(name), 4 * layers, "{name}");
+    }
+    // The 19-token prefill runs the norms, the gate/up product and SwiGLU apart; in the
+    // one-token decode steps the q/k/v and gate/up products apply the norm before them, and
+    // the gate/up product writes the SwiGLU. The final norm runs apart.
+    assert_eq!(launches("norm"), 2 * layers + 1 + 3);
+    assert_eq!(launches("qkv"), layers);
+    assert_eq!(launches("norm_qkv"), 3 * layers);
+    assert_eq!(launches("gate_up"), layers);
+    assert_eq!(launches("swiglu"), layers);
+    assert_eq!(launches("norm_gate_up_swiglu"), 3 * layers);
+    assert!(
+        !stages.iter().any(|s| s.stage == "gate_up_swiglu"),
+        "{stages:?}"
+    );
+    assert!(gpu.take_profile().unwrap().is_empty());
+    // The norms inside the products give the separate kernels' bits, graphs included.
+    let mut separate = CudaModel::new(&cpu, &device).unwrap();
+    separate.set_fused_norm(false);
+    assert!(
+        prefill_and_decode(&separate, &prompt) == plain,
+        "logits differ with the norms apart"
+    );
 }
 
 /// `lowbit_last_error()` as a string.

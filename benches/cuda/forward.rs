@@ -6,9 +6,14 @@
 //! Run on a machine with a GPU: `cargo bench --features cuda --bench cuda_forward` (or the built
 //! binary `target/release/deps/cuda_forward-*`). Options: `--schemes LIST` (default
 //! bf16,w4a16-g128,w8a16,fp8,nf4,w8a8,w8a8-fp8,w8a8-fp8-block; bf16 is dense), `--batch LIST`
-//! (default 1,16), `--prompt-tokens N` (128), `--decode-tokens N` (128), `--fused-swiglu` (the
-//! down projection computes the SwiGLU as it loads its input; see
-//! `CudaModel::set_fused_swiglu`). The real model's numbers come from `lowbit bench --device
+//! (default 1,16), `--prompt-tokens N` (128), `--decode-tokens N` (128), `--separate-swiglu` (the
+//! SwiGLU as its own kernel instead of in the gate/up product; see
+//! `CudaModel::set_fused_swiglu`), `--separate-norm` (every RMSNorm as its own kernel instead
+//! of in the decode product after it; see `CudaModel::set_fused_norm`), `--pdl LIST` (`on`, `off` or `on,off`; default `on`:
+//! kernels launched with programmatic dependent launch, see
+//! `CudaDevice::set_programmatic_launch`), `--profile` (after the timings, GPU time per stage
+//! of a batch-1 decode step, kernels launched one by one with an event after each stage; see
+//! `CudaModel::set_profiling`). The real model's numbers come from `lowbit bench --device
 //! cuda`.
 
 use std::time::Instant;
@@ -121,7 +126,17 @@ fn run() -> Result<()> {
         option(&args, "--prompt-tokens").map_or(128, |v| v.parse().expect("--prompt-tokens"));
     let decode_tokens: usize =
         option(&args, "--decode-tokens").map_or(128, |v| v.parse().expect("--decode-tokens"));
-    let fused = args.iter().any(|a| a == "--fused-swiglu");
+    let fused = !args.iter().any(|a| a == "--separate-swiglu");
+    let fused_norm = !args.iter().any(|a| a == "--separate-norm");
+    let profile = args.iter().any(|a| a == "--profile");
+    let pdl_modes: Vec<bool> = list(&args, "--pdl", "on")
+        .iter()
+        .map(|m| match m.as_str() {
+            "on" => true,
+            "off" => false,
+            other => panic!("--pdl: on or off, not {other}"),
+        })
+        .collect();
     let device = match CudaDevice::new(0) {
         Ok(d) => d,
         Err(e) => {
@@ -137,15 +152,16 @@ fn run() -> Result<()> {
     println!(
         "device: {}; model: Qwen2.5-0.5B shape, random weights, {:.1}M parameters (built in {:.1} s); \
          {prompt_tokens} prompt + {decode_tokens} decode tokens per sequence; SwiGLU fused into \
-         the down projection: {}",
+         the gate/up product: {}; RMSNorm in the decode products: {}",
         device.name(),
         base.parameter_count() as f64 / 1e6,
         started.elapsed().as_secs_f64(),
-        if fused { "yes" } else { "no" }
+        if fused { "yes" } else { "no" },
+        if fused_norm { "yes" } else { "no" }
     );
     println!(
-        "{:<12} {:>6} {:>5} {:>10} {:>13} {:>14} {:>9}",
-        "scheme", "graphs", "batch", "GPU MB", "decode tok/s", "prefill tok/s", "TTFT ms"
+        "{:<12} {:>4} {:>6} {:>5} {:>10} {:>13} {:>14} {:>9}",
+        "scheme", "PDL", "graphs", "batch", "GPU MB", "decode tok/s", "prefill tok/s", "TTFT ms"
     );
     for name in &schemes {
         let mut model = base.clone();
@@ -153,24 +169,68 @@ fn run() -> Result<()> {
             let scheme = QuantScheme::parse(name)?;
             quantize_model(&mut model, &QuantRules::new(scheme), &RtnOptions::default())?;
         }
-        let mut gpu = CudaModel::new(&model, &device)?;
-        gpu.set_fused_swiglu(fused);
-        for graphs in [false, true] {
-            gpu.set_graphs(graphs);
-            for &batch in &batches {
-                let r = measure_on(&gpu, prompt_tokens, decode_tokens, batch)?;
-                println!(
-                    "{:<12} {:>6} {:>5} {:>10.1} {:>13.1} {:>14.1} {:>9.2}",
-                    name,
-                    if graphs { "yes" } else { "no" },
-                    batch,
-                    gpu.device_bytes() as f64 / 1e6,
-                    r.decode_tokens_per_s,
-                    r.prefill_tokens_per_s,
-                    r.time_to_first_token_s * 1e3
-                );
+        for &pdl in &pdl_modes {
+            device.set_programmatic_launch(pdl);
+            let pdl = device.programmatic_launch();
+            let mut gpu = CudaModel::new(&model, &device)?;
+            gpu.set_fused_swiglu(fused);
+            gpu.set_fused_norm(fused_norm);
+            for graphs in [false, true] {
+                gpu.set_graphs(graphs);
+                for &batch in &batches {
+                    let r = measure_on(&gpu, prompt_tokens, decode_tokens, batch)?;
+                    println!(
+                        "{:<12} {:>4} {:>6} {:>5} {:>10.1} {:>13.1} {:>14.1} {:>9.2}",
+                        name,
+                        if pdl { "on" } else { "off" },
+                        if graphs { "yes" } else { "no" },
+                        batch,
+                        gpu.device_bytes() as f64 / 1e6,
+                        r.decode_tokens_per_s,
+                        r.prefill_tokens_per_s,
+                        r.time_to_first_token_s * 1e3
+                    );
+                }
+            }
+            if profile {
+                print_profile(&gpu, name, pdl, prompt_tokens)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// GPU time per stage of batch-1 decode steps after a `prompt_tokens` prompt.
+fn print_profile(gpu: &CudaModel<'_>, name: &str, pdl: bool, prompt_tokens: usize) -> Result<()> {
+    const STEPS: usize = 32;
+    let vocab = lowbit::model::Decoder::model(gpu).config().vocab_size as u32;
+    let prompt: Vec<u32> = (0..prompt_tokens as u32)
+        .map(|i| (i * 7919) % vocab)
+        .collect();
+    let mut cache = gpu.new_device_cache();
+    let mut next = gpu.greedy_device(&[&prompt], &mut [&mut cache])?[0];
+    gpu.set_profiling(true)?;
+    for _ in 0..STEPS {
+        next = gpu.greedy_device(&[&[next]], &mut [&mut cache])?[0];
+    }
+    let stages = gpu.take_profile()?;
+    gpu.set_profiling(false)?;
+    let total: f64 = stages.iter().map(|s| s.seconds).sum::<f64>() / STEPS as f64;
+    println!(
+        "profile {name} (PDL {}): {:.1} us per decode step, batch 1, launched one by one",
+        if pdl { "on" } else { "off" },
+        total * 1e6
+    );
+    for s in &stages {
+        let per_step = s.seconds / STEPS as f64;
+        println!(
+            "  {:<10} {:>8.1} us/step {:>5.1}% {:>4} launches/step {:>6.2} us each",
+            s.stage,
+            per_step * 1e6,
+            100.0 * per_step / total,
+            s.launches / STEPS,
+            s.seconds / s.launches as f64 * 1e6
+        );
     }
     Ok(())
 }

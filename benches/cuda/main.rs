@@ -4,7 +4,11 @@
 //! bf16.
 //!
 //! Run on a machine with a GPU: `cargo bench --features cuda --bench cuda` (or the built binary
-//! `target/release/deps/cuda-*`). Options: `--quick` (fewer shapes), `--seed N`.
+//! `target/release/deps/cuda-*`). Options: `--quick` (fewer shapes), `--seed N`, `--shapes
+//! LIST` (the shapes timed, `ROWSxCOLS` separated by commas, e.g. `9728x896,896x4864` for
+//! Qwen2.5-0.5B's MLP; the checks are unchanged), `--sweep` (no checks: only the w4a16-g128
+//! decode kernel on the shapes, at 1 and 16 tokens, for every row-tile and warp count, to
+//! choose the automatic split from).
 //!
 //! Timing: CUDA events around `REPS` launches, median of `ROUNDS`, once with the launches captured
 //! in a CUDA graph (the GPU's time; the main columns) and once launched one by one from the host
@@ -87,8 +91,13 @@ fn run() -> Result<()> {
         device.arch()
     );
     let blas = Blas::new(&device)?;
+    let sweep = args.iter().any(|a| a == "--sweep");
     let started = Instant::now();
-    let failures = run_checks(&device, &blas, seed, quick)?;
+    let failures = if sweep {
+        0
+    } else {
+        run_checks(&device, &blas, seed, quick)?
+    };
     println!("checks took {:.1} s", started.elapsed().as_secs_f64());
 
     let (read_bw, copy_bw) = bandwidth(&device)?;
@@ -97,7 +106,19 @@ fn run() -> Result<()> {
         read_bw / 1e9,
         copy_bw / 1e9
     );
-    let shapes: &[[usize; 2]] = if quick { &SHAPES[..1] } else { &SHAPES };
+    let chosen: Option<Vec<[usize; 2]>> = args
+        .iter()
+        .position(|a| a == "--shapes")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(parse_shape).collect());
+    let shapes: &[[usize; 2]] = match &chosen {
+        Some(list) => list,
+        None if quick => &SHAPES[..1],
+        None => &SHAPES,
+    };
+    if sweep {
+        return decode_sweep(&device, shapes, read_bw, seed);
+    }
     timings(&device, &blas, shapes, read_bw, seed)?;
     if failures > 0 {
         println!("{failures} checks FAILED");
@@ -105,6 +126,76 @@ fn run() -> Result<()> {
     }
     println!("all checks passed");
     Ok(())
+}
+
+/// The w4a16-g128 decode kernel at 1 and 16 tokens for every row-tile count and a range of
+/// warp counts (those the shared memory takes), one line each, the automatic split marked.
+fn decode_sweep(device: &CudaDevice, shapes: &[[usize; 2]], read_bw: f64, seed: u64) -> Result<()> {
+    let err = |e| lowbit::Error::Device(format!("sweep buffers: {e:?}"));
+    let stream = device.stream();
+    let mut rng = Rng(seed);
+    let scheme = QuantScheme::parse("w4a16-g128")?;
+    println!("sweep: shape, tokens, row tiles, warps, us per product, % of read bandwidth");
+    for &[rows, cols] in shapes {
+        let packed = random_packed(&scheme, [rows, cols], &mut rng)?;
+        let bytes = packed.device_bytes();
+        let copies = ROTATE_BYTES.div_ceil(bytes).max(2);
+        let linears: Vec<CudaQuantLinear> = (0..copies)
+            .map(|_| CudaQuantLinear::from_packed(device, &packed))
+            .collect::<Result<_>>()?;
+        let x: CudaSlice<bf16> = stream
+            .clone_htod(&vec![bf16::from_f32(0.5); 16 * cols])
+            .map_err(err)?;
+        let mut y: CudaSlice<bf16> = stream.alloc_zeros(16 * rows).map_err(err)?;
+        for m in [1, 16] {
+            let auto = linears[0].default_kernel(device, m);
+            let mut best = (f64::INFINITY, String::new());
+            for row_tiles in [1, 2, 4] {
+                for warps in [1, 2, 3, 4, 6, 8, 10, 12, 16] {
+                    let kernel = Kernel::Gemv {
+                        row_tiles,
+                        warps: Some(warps),
+                    };
+                    // Splits the shared memory cannot take are refused: skipped.
+                    let Ok((seconds, _)) = time(device, |i| {
+                        linears[i % copies].forward_with(device, &x, m, &mut y, kernel)
+                    }) else {
+                        continue;
+                    };
+                    let moved = bytes + m * (rows + cols) * 2;
+                    let share = 100.0 * moved as f64 / seconds / read_bw;
+                    let mark = if kernel == auto { " (automatic)" } else { "" };
+                    println!(
+                        "sweep {rows}x{cols} m{m} rt{row_tiles} w{warps}: {:.2} us {share:.0}%{mark}",
+                        seconds * 1e6
+                    );
+                    if seconds < best.0 {
+                        best = (seconds, format!("rt{row_tiles} w{warps}"));
+                    }
+                }
+            }
+            println!(
+                "sweep best {rows}x{cols} m{m}: {} {:.2} us; automatic {auto:?}",
+                best.1,
+                best.0 * 1e6
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `ROWSxCOLS` as `[rows, cols]`.
+fn parse_shape(text: &str) -> [usize; 2] {
+    let parsed = text
+        .split_once('x')
+        .and_then(|(r, c)| Some([r.trim().parse().ok()?, c.trim().parse().ok()?]));
+    match parsed {
+        Some([rows, cols]) if rows > 0 && cols > 0 && cols % 8 == 0 => [rows, cols],
+        _ => {
+            eprintln!("--shapes: {text:?} is not ROWSxCOLS (COLS a multiple of 8)");
+            std::process::exit(2);
+        }
+    }
 }
 
 /// Every scheme against odd and model shapes, every kernel that applies; returns failures.
@@ -420,11 +511,15 @@ fn timings(
                 let default = linears[0].default_kernel(device, m);
                 let mut kernels = vec![default];
                 if name == "w4a16-g128" && m <= 16 {
-                    for row_tiles in [1, 2, 4] {
-                        let k = Kernel::Gemv { row_tiles };
-                        if k != default {
-                            kernels.push(k);
+                    let variants = [(1, None), (1, Some(8)), (2, None), (4, None)];
+                    for (row_tiles, warps) in variants {
+                        // The default already is the row-tile count's automatic split.
+                        if matches!(default, Kernel::Gemv { row_tiles: r, .. } if r == row_tiles)
+                            && warps.is_none()
+                        {
+                            continue;
                         }
+                        kernels.push(Kernel::Gemv { row_tiles, warps });
                     }
                     kernels.push(Kernel::Gemm);
                 }
@@ -433,14 +528,30 @@ fn timings(
                         linears[i % copies].forward_with(device, &x, m, &mut y, kernel)
                     })?;
                     let label = match kernel {
-                        Kernel::Gemv { row_tiles } if kernel == default => {
-                            format!("{name} gemv rt{row_tiles}")
+                        Kernel::Gemv { row_tiles, warps } if kernel == default => {
+                            format!("{name} gemv rt{row_tiles} w{}", warps.unwrap_or(0))
                         }
-                        Kernel::Gemv { row_tiles } => format!("{name} (gemv rt{row_tiles})"),
+                        Kernel::Gemv { row_tiles, warps } => match warps {
+                            Some(w) => format!("{name} (gemv rt{row_tiles} w{w})"),
+                            None => format!("{name} (gemv rt{row_tiles} w-auto)"),
+                        },
                         Kernel::Gemm if kernel == default => format!("{name} gemm"),
                         Kernel::Gemm => format!("{name} (gemm)"),
                     };
                     report([rows, cols], m, &label, t, bytes, read_bw, baseline[mi]);
+                    // Back-to-back decode products overlap with programmatic dependent launch
+                    // (the next one's weight loads start while this one finishes); the same
+                    // kernel without it shows how much of the time that hides.
+                    let pdl = device.programmatic_launch();
+                    if pdl && kernel == default && name == "w4a16-g128" && m <= 16 {
+                        device.set_programmatic_launch(false);
+                        let t = time(device, |i| {
+                            linears[i % copies].forward_with(device, &x, m, &mut y, kernel)
+                        });
+                        device.set_programmatic_launch(true);
+                        let label = format!("{name} (default gemv, no PDL)");
+                        report([rows, cols], m, &label, t?, bytes, read_bw, baseline[mi]);
+                    }
                 }
             }
         }

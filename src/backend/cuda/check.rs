@@ -134,11 +134,20 @@ pub fn device_or_skip(what: &str) -> Option<CudaDevice> {
     }
 }
 
-/// The decode kernels a check runs: the row-tile kernel with 1, 2 and 4 row tiles per block.
+/// The decode kernels a check runs: one row tile per block with the warps chosen from the
+/// shape, one warp (a warp walks every k tile) and 16 (most warps idle on short rows); two row
+/// tiles with the chosen warps; four row tiles with 9 warps (the most the shared memory takes at
+/// 16 tokens).
 pub fn decode_kernels() -> Vec<Kernel> {
-    [1, 2, 4]
-        .map(|row_tiles| Kernel::Gemv { row_tiles })
-        .to_vec()
+    [
+        (1, None),
+        (1, Some(1)),
+        (1, Some(16)),
+        (2, None),
+        (4, Some(9)),
+    ]
+    .map(|(row_tiles, warps)| Kernel::Gemv { row_tiles, warps })
+    .to_vec()
 }
 
 /// A random problem: weights with a few outliers, as trained matrices have, quantized by RTN;

@@ -1,17 +1,20 @@
 //! One CUDA device: context, stream, and the kernels compiled for it.
 //!
-//! Kernel sources (`kernels/*.cu`) are embedded in the library and compiled by NVRTC at first
-//! use, to PTX for the device's own architecture (`compute_90a` on Hopper, so the driver's JIT
+//! Kernel sources (`kernels/*.cu`, each behind the shared `kernels/common.cuh`) are embedded in
+//! the library and compiled by NVRTC at first use, to PTX for the device's own architecture (`compute_90a` on Hopper, so the driver's JIT
 //! may use every sm_90a instruction), with the macros each weight format needs. The PTX is kept
 //! for the life of the process, keyed by source, macros and architecture; modules loaded from it
 //! are kept per device.
 
 use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::sys::{self, CUdevice_attribute};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtrMut, DriverError,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+    DriverError, LaunchConfig,
 };
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
@@ -43,6 +46,9 @@ pub const SCALED_MM: KernelSource = KernelSource {
     name: "scaled_mm.cu",
     text: include_str!("../../../kernels/scaled_mm.cu"),
 };
+
+/// Definitions every source shares (`kernels/common.cuh`), put in front of each source.
+const PRELUDE: &str = include_str!("../../../kernels/common.cuh");
 
 /// Bandwidth probes (`kernels/bandwidth.cu`).
 pub const BANDWIDTH: KernelSource = KernelSource {
@@ -103,8 +109,10 @@ pub fn compile(
             "NVRTC (libnvrtc) was not found: kernels cannot be compiled".into(),
         ));
     }
+    // The #line directive keeps NVRTC's messages pointing at the source's own lines.
+    let text = format!("{PRELUDE}\n#line 1 \"{}\"\n{}", source.name, source.text);
     let compiled = compile_ptx_with_opts(
-        source.text,
+        text,
         CompileOptions {
             arch: Some(arch),
             options: options.clone(),
@@ -137,6 +145,56 @@ pub struct CudaDevice {
     compute_capability: (i32, i32),
     multiprocessors: usize,
     modules: Mutex<HashMap<String, Arc<CudaModule>>>,
+    programmatic: AtomicBool,
+}
+
+/// The arguments of one kernel launch ([`CudaDevice::launch`]), in the kernel's parameter order.
+/// Each takes one 8-byte slot; the driver reads as many bytes of it as the parameter has, and a
+/// 4-byte value sits in the slot's first bytes (every supported device is little-endian).
+pub struct KernelArgs<'a> {
+    stream: &'a CudaStream,
+    slots: Vec<u64>,
+}
+
+impl KernelArgs<'_> {
+    /// A buffer's (or a view's) device address.
+    pub fn ptr<T, P: DevicePtr<T>>(&mut self, buffer: &P) -> &mut Self {
+        let (address, _record) = buffer.device_ptr(self.stream);
+        self.slots.push(address);
+        self
+    }
+
+    /// A buffer's device address, or a null pointer.
+    pub fn ptr_or_null<T, P: DevicePtr<T>>(&mut self, buffer: Option<&P>) -> &mut Self {
+        match buffer {
+            Some(b) => self.ptr(b),
+            None => self.null(),
+        }
+    }
+
+    /// A null pointer.
+    pub fn null(&mut self) -> &mut Self {
+        self.slots.push(0);
+        self
+    }
+
+    /// An `int`.
+    pub fn i32(&mut self, value: i32) -> &mut Self {
+        self.slots.push(u64::from(value as u32));
+        self
+    }
+
+    /// A `long`.
+    pub fn i64(&mut self, value: i64) -> &mut Self {
+        self.slots.push(value as u64);
+        self
+    }
+
+    /// A `float`.
+    pub fn f32(&mut self, value: f32) -> &mut Self {
+        self.slots.push(u64::from(value.to_bits()));
+        self
+    }
 }
 
 impl CudaDevice {
@@ -183,7 +241,88 @@ impl CudaDevice {
             compute_capability,
             multiprocessors,
             modules: Mutex::new(HashMap::new()),
+            programmatic: AtomicBool::new(
+                compute_capability.0 >= 9 && std::env::var_os("LOWBIT_CUDA_NO_PDL").is_none(),
+            ),
         })
+    }
+
+    /// Whether kernels are launched with programmatic dependent launch (compute 9.0 and newer;
+    /// on by default there unless `LOWBIT_CUDA_NO_PDL` is set): each kernel may then start while
+    /// the one before it finishes, which hides most of the gap between small kernels (see
+    /// `kernels/common.cuh`).
+    pub fn programmatic_launch(&self) -> bool {
+        self.programmatic.load(Ordering::Relaxed)
+    }
+
+    /// Turns programmatic dependent launch on or off for later launches (graphs captured before
+    /// keep what they captured). Ignored (always off) below compute 9.0.
+    pub fn set_programmatic_launch(&self, on: bool) {
+        self.programmatic
+            .store(on && self.compute_capability.0 >= 9, Ordering::Relaxed);
+    }
+
+    /// An empty argument list for [`CudaDevice::launch`].
+    pub fn args(&self) -> KernelArgs<'_> {
+        KernelArgs {
+            stream: &self.stream,
+            slots: Vec::with_capacity(16),
+        }
+    }
+
+    /// Queues `function` on the stream with `config` and `args`, with programmatic dependent
+    /// launch when [`CudaDevice::programmatic_launch`] is on.
+    ///
+    /// # Safety
+    /// `args` must match the kernel's parameters in number, order and size, every pointer must
+    /// be valid for what the kernel does with it for as long as the launch runs, and the kernel
+    /// must call `grid_dependency_wait()` (kernels/common.cuh) before it touches memory an
+    /// earlier kernel writes or reads.
+    pub unsafe fn launch(
+        &self,
+        function: &CudaFunction,
+        config: LaunchConfig,
+        args: &mut KernelArgs<'_>,
+        what: &str,
+    ) -> Result<()> {
+        self.context
+            .bind_to_thread()
+            .map_err(driver_error("binding the CUDA context"))?;
+        let mut params: Vec<*mut c_void> = args
+            .slots
+            .iter_mut()
+            .map(|slot| (slot as *mut u64).cast::<c_void>())
+            .collect();
+        // SAFETY: all-zero bytes are a valid launch attribute (a plain C struct and union).
+        let mut attribute: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attribute.id =
+            sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attribute.value.programmaticStreamSerializationAllowed = 1;
+        let programmatic = self.programmatic_launch();
+        let launch = sys::CUlaunchConfig {
+            gridDimX: config.grid_dim.0,
+            gridDimY: config.grid_dim.1,
+            gridDimZ: config.grid_dim.2,
+            blockDimX: config.block_dim.0,
+            blockDimY: config.block_dim.1,
+            blockDimZ: config.block_dim.2,
+            sharedMemBytes: config.shared_mem_bytes,
+            hStream: self.stream.cu_stream(),
+            attrs: &mut attribute,
+            numAttrs: u32::from(programmatic),
+        };
+        // SAFETY: `launch` and `params` live until the call returns (the driver copies the
+        // argument values at launch); the caller guarantees the arguments match the kernel.
+        unsafe {
+            sys::cuLaunchKernelEx(
+                &launch,
+                function.cu_function(),
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        }
+        .result()
+        .map_err(driver_error(what))
     }
 
     /// The device's name as the driver reports it.

@@ -2,10 +2,11 @@
 //! ([`super::layout`]), products launched on the device's stream.
 //!
 //! `y[m, rows] = x[m, cols] W^T` with `x` and `y` bf16. Up to 16 tokens run the decode kernel
-//! (`gemv_nt{1,2}_rt{1,2,4}`: 8 or 16 tokens per instruction, 1 to 4 row tiles per block); more
-//! run the tensor-core GEMM (`gemm`, 128 rows x 64 tokens per block).
+//! (`gemv_nt{1,2}_rt{1,2,4}`: 8 or 16 tokens per instruction, 1 to 4 row tiles per block, the
+//! k tiles split among 1 to 16 warps); more run the tensor-core GEMM (`gemm`, 128 rows x 64
+//! tokens per block).
 
-use cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig};
 use half::bf16;
 
 use super::device::{driver_error, CudaDevice, QUANT_GEMM};
@@ -16,8 +17,18 @@ use crate::quant::QuantizedTensor;
 /// Most tokens the decode kernel takes (two token tiles of 8).
 pub const GEMV_MAX_TOKENS: usize = 16;
 
-/// Threads per block of every product kernel (8 warps).
+/// Threads per block of the GEMM and the dequantization (8 warps).
 const THREADS: u32 = 256;
+/// Most warps of a decode block (`__launch_bounds__(512)` in the kernel).
+pub const GEMV_MAX_WARPS: usize = 16;
+/// Shared memory the decode kernel's partial sums may take: the 48 KiB a block gets without
+/// opting in, less room for the kernel's static shared memory (the code book) and for a
+/// normalized input ([`NORM_STAGE_BYTES`]).
+const GEMV_SHARED_BYTES: usize = 40 * 1024 - 256;
+/// Most bytes of normalized input (`m * cols` bf16 values) a decode block stages in shared
+/// memory when it applies the RMSNorm itself ([`CudaQuantLinear::forward_normed`]): 4096
+/// values, e.g. 4 tokens of 896 features.
+pub const NORM_STAGE_BYTES: usize = 8 * 1024;
 /// Weight rows of a GEMM block.
 const GEMM_ROWS: usize = 128;
 /// Tokens of a GEMM block.
@@ -26,13 +37,42 @@ const GEMM_TOKENS: usize = 64;
 /// Which kernel computes a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
-    /// The decode kernel with `row_tiles` (1, 2 or 4) 16-row tiles per block.
+    /// The decode kernel with `row_tiles` (1, 2 or 4) 16-row tiles per block, whose k tiles
+    /// `warps` warps split (1 to [`GEMV_MAX_WARPS`]; `None`: chosen from the shape).
     Gemv {
         /// Row tiles per block.
         row_tiles: usize,
+        /// Warps per block, each taking a contiguous range of the k tiles.
+        warps: Option<usize>,
     },
     /// The tensor-core GEMM.
     Gemm,
+}
+
+/// The input of a decode product that applies the RMSNorm before it itself: `x = bf16(weight
+/// (v / rms(v)))` per token, with `v = residual + (delta + bias)` (`residual` alone without
+/// `delta`), bit for bit what [`super::ops::Kernels::add_rms_norm`] computes. `v` goes to
+/// `residual_out` when `delta` is given (the residual stream moves to the other buffer; the
+/// product reads `residual` in every block, so it cannot update it in place).
+pub struct NormedInput<'a> {
+    /// `[m, cols]` f32 residual stream.
+    pub residual: &'a CudaSlice<f32>,
+    /// Where `v` goes, `[m, cols]`; needed with `delta`.
+    pub residual_out: Option<&'a mut CudaSlice<f32>>,
+    /// `[m, cols]` bf16 output of the previous product, added to the residual.
+    pub delta: Option<&'a CudaSlice<bf16>>,
+    /// `[cols]` bias of the previous product, added with `delta`.
+    pub bias: Option<&'a CudaSlice<f32>>,
+    /// `[cols]` RMSNorm weight.
+    pub weight: &'a CudaSlice<f32>,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+}
+
+/// What a decode product reads.
+enum DecodeInput<'a, 'b> {
+    Plain(&'a CudaSlice<bf16>),
+    Normed(&'a mut NormedInput<'b>),
 }
 
 /// A quantized weight matrix on the GPU.
@@ -49,6 +89,8 @@ pub struct CudaQuantLinear {
     table: Option<CudaSlice<u16>>,
     /// `gemv[token_tiles - 1][log2(row_tiles)]`.
     gemv: Vec<Vec<CudaFunction>>,
+    /// Registers per thread of each `gemv` kernel, as compiled (the split model's input).
+    gemv_registers: DecodeRegisters,
     gemm: CudaFunction,
     dequantize: CudaFunction,
 }
@@ -106,6 +148,15 @@ impl CudaQuantLinear {
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut gemv_registers = [[0; 3]; 2];
+        for (regs, functions) in gemv_registers.iter_mut().zip(&gemv) {
+            for (r, f) in regs.iter_mut().zip(functions) {
+                *r = f
+                    .num_regs()
+                    .map_err(driver_error("reading kernel attributes"))?
+                    .max(1) as usize;
+            }
+        }
         let gemm = CudaDevice::function(&module, "gemm")?;
         let dequantize = CudaDevice::function(&module, "dequantize")?;
         Ok(CudaQuantLinear {
@@ -120,6 +171,7 @@ impl CudaQuantLinear {
             zero_points,
             table,
             gemv,
+            gemv_registers,
             gemm,
             dequantize,
         })
@@ -171,28 +223,36 @@ impl CudaQuantLinear {
         Ok(out)
     }
 
-    /// The kernel [`CudaQuantLinear::forward`] picks for `m` tokens on `device`.
+    /// The kernel [`CudaQuantLinear::forward`] picks for `m` tokens on `device`: the GEMM
+    /// above [`GEMV_MAX_TOKENS`] tokens, else the decode kernel with the row tiles and warps
+    /// per block that [`decode_split`]'s model of waves finds fastest.
     pub fn default_kernel(&self, device: &CudaDevice, m: usize) -> Kernel {
         if m > GEMV_MAX_TOKENS {
             return Kernel::Gemm;
         }
-        // Short rows (at most 16 k tiles): a block's 8 warps take 4 / RT k tiles at a time, so
-        // with one row tile most of them idle; two row tiles per block measured 16-17% faster at
-        // 1 and 4 tokens on 576-feature rows (H100: 2.47 against 2.95 us for 576x576, 2.51
-        // against 3.00 for 1536x576) and as fast at 16, while 1536-feature rows were slower
-        // (3.60 against 3.10 us for 576x1536).
-        if self.cols.div_ceil(super::layout::TILE_K) <= 16 {
-            return Kernel::Gemv { row_tiles: 2 };
+        let (row_tiles, warps) = decode_split(
+            [self.rows, self.cols],
+            m,
+            None,
+            device.multiprocessors(),
+            &self.gemv_registers,
+        );
+        Kernel::Gemv {
+            row_tiles,
+            warps: Some(warps),
         }
-        // Larger blocks share each activation load among more rows; keep at least two blocks
-        // per multiprocessor so enough loads are in flight.
-        let row_tiles = self.rows.div_ceil(TILE_ROWS);
-        let wanted_blocks = 2 * device.multiprocessors();
-        let row_tiles = [4, 2]
-            .into_iter()
-            .find(|&r| m > 4 && row_tiles.div_ceil(r) >= wanted_blocks)
-            .unwrap_or(1);
-        Kernel::Gemv { row_tiles }
+    }
+
+    /// Warps per decode block with `row_tiles` row tiles (see [`decode_split`]).
+    fn decode_warps(&self, device: &CudaDevice, m: usize, row_tiles: usize) -> usize {
+        decode_split(
+            [self.rows, self.cols],
+            m,
+            Some(row_tiles),
+            device.multiprocessors(),
+            &self.gemv_registers,
+        )
+        .1
     }
 
     /// `y = x W^T` for `m` tokens with the default kernel. `x` holds `m * cols` values and `y`
@@ -216,111 +276,223 @@ impl CudaQuantLinear {
         y: &mut CudaSlice<bf16>,
         kernel: Kernel,
     ) -> Result<()> {
-        self.launch(device, &x.slice(..), None, self.cols, m, y, kernel)
+        let kernel = match kernel {
+            Kernel::Gemv {
+                row_tiles,
+                warps: None,
+            } if [1, 2, 4].contains(&row_tiles) => Kernel::Gemv {
+                row_tiles,
+                warps: Some(self.decode_warps(device, m, row_tiles)),
+            },
+            other => other,
+        };
+        self.launch(device, DecodeInput::Plain(x), m, y, kernel, 0)
     }
 
-    /// `y = swiglu(gate, up) W^T` for `m` tokens (at most [`GEMV_MAX_TOKENS`]), the SwiGLU
-    /// (`bf16(silu(g) u)`, rounded as the separate kernel of the forward pass rounds it) computed
-    /// as the decode kernel loads its input, which saves a launch and a round trip through
-    /// memory. `gate` and `up` hold `m` rows of `cols` values, `stride` values apart (the halves
-    /// of a stacked gate/up product, or two products).
-    pub fn forward_swiglu(
+    /// Whether [`CudaQuantLinear::forward_normed`] takes `m` tokens: the decode kernel's, with
+    /// their normalized inputs within [`NORM_STAGE_BYTES`].
+    pub fn can_normalize(&self, m: usize) -> bool {
+        (1..=GEMV_MAX_TOKENS).contains(&m) && m * self.cols * 2 <= NORM_STAGE_BYTES
+    }
+
+    /// `y = x W^T` for `m` tokens whose `x` the decode kernel computes from `input` itself (see
+    /// [`NormedInput`]): the RMSNorm before the product, and the residual addition before it,
+    /// without launches of their own. Bit for bit `add_rms_norm` followed by
+    /// [`CudaQuantLinear::forward`]. Needs [`CudaQuantLinear::can_normalize`].
+    pub fn forward_normed(
         &self,
         device: &CudaDevice,
-        [gate, up]: [&CudaView<'_, bf16>; 2],
-        stride: usize,
+        input: &mut NormedInput<'_>,
         m: usize,
         y: &mut CudaSlice<bf16>,
     ) -> Result<()> {
-        match self.default_kernel(device, m) {
-            Kernel::Gemv { row_tiles } => {
-                let kernel = Kernel::Gemv { row_tiles };
-                self.launch(device, gate, Some(up), stride, m, y, kernel)
-            }
-            Kernel::Gemm => Err(Error::InvalidArgument(format!(
-                "fused SwiGLU product: {m} tokens (at most {GEMV_MAX_TOKENS})"
-            ))),
+        self.check_normalize(m)?;
+        let kernel = self.default_kernel(device, m);
+        self.launch(device, DecodeInput::Normed(input), m, y, kernel, 0)
+    }
+
+    /// [`CudaQuantLinear::forward_swiglu`] of a normalized input, as
+    /// [`CudaQuantLinear::forward_normed`] computes it.
+    pub fn forward_swiglu_normed(
+        &self,
+        device: &CudaDevice,
+        input: &mut NormedInput<'_>,
+        m: usize,
+        y: &mut CudaSlice<bf16>,
+    ) -> Result<()> {
+        self.check_normalize(m)?;
+        self.swiglu(device, DecodeInput::Normed(input), m, y)
+    }
+
+    fn check_normalize(&self, m: usize) -> Result<()> {
+        if self.can_normalize(m) {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "normalized decode product [{}, {}]: {m} tokens, at most {GEMV_MAX_TOKENS} and \
+                 {NORM_STAGE_BYTES} bytes of bf16 input",
+                self.rows, self.cols
+            )))
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// For a stacked gate/up weight (gate rows, then as many up rows): `y = swiglu(x W^T)` for
+    /// `m` tokens (at most [`GEMV_MAX_TOKENS`]), `y` holding `m` rows of `rows / 2` values. The
+    /// decode kernel gives each block a gate tile and its up tile and writes
+    /// `bf16(silu(g) u)` of the two products, each rounded to bf16 first: bit for bit the
+    /// product with two row tiles per block (the same split of k among warps, so the same
+    /// order of additions) followed by the forward pass's `swiglu` kernel, with one launch and
+    /// one round trip through memory less. Needs `rows / 2` to be a multiple of 16.
+    pub fn forward_swiglu(
+        &self,
+        device: &CudaDevice,
+        x: &CudaSlice<bf16>,
+        m: usize,
+        y: &mut CudaSlice<bf16>,
+    ) -> Result<()> {
+        self.swiglu(device, DecodeInput::Plain(x), m, y)
+    }
+
+    fn swiglu(
+        &self,
+        device: &CudaDevice,
+        x: DecodeInput<'_, '_>,
+        m: usize,
+        y: &mut CudaSlice<bf16>,
+    ) -> Result<()> {
+        let half = self.rows / 2;
+        if m > GEMV_MAX_TOKENS
+            || !self.rows.is_multiple_of(2)
+            || !half.is_multiple_of(TILE_ROWS)
+            || half == 0
+        {
+            return Err(Error::InvalidArgument(format!(
+                "SwiGLU product [{}, {}]: {m} tokens (at most {GEMV_MAX_TOKENS}) and a stacked \
+                 gate/up weight whose halves are multiples of {TILE_ROWS} rows",
+                self.rows, self.cols
+            )));
+        }
+        if y.len() < m * half {
+            return Err(Error::InvalidArgument(format!(
+                "SwiGLU product: {m} tokens need {} outputs, got {}",
+                m * half,
+                y.len()
+            )));
+        }
+        let kernel = Kernel::Gemv {
+            row_tiles: 2,
+            warps: Some(self.decode_warps(device, m, 2)),
+        };
+        self.launch(device, x, m, y, kernel, half / TILE_ROWS)
+    }
+
+    /// Launches `kernel`; `pair_tiles` (decode kernel only) > 0 pairs gate and up tiles.
     fn launch(
         &self,
         device: &CudaDevice,
-        x: &CudaView<'_, bf16>,
-        x_up: Option<&CudaView<'_, bf16>>,
-        stride: usize,
+        x: DecodeInput<'_, '_>,
         m: usize,
         y: &mut CudaSlice<bf16>,
         kernel: Kernel,
+        pair_tiles: usize,
     ) -> Result<()> {
-        let span = (m.max(1) - 1) * stride + self.cols;
-        if m == 0
-            || stride < self.cols
-            || x.len() < span
-            || x_up.is_some_and(|u| u.len() < span)
-            || y.len() < m * self.rows
-        {
+        let outputs = if pair_tiles > 0 {
+            m * pair_tiles * TILE_ROWS
+        } else {
+            m * self.rows
+        };
+        let inputs = m * self.cols;
+        let given = match &x {
+            DecodeInput::Plain(x) => x.len(),
+            DecodeInput::Normed(n) => {
+                let rows_short = |len: usize| len < inputs;
+                let vector_short =
+                    |v: Option<&CudaSlice<f32>>| v.is_some_and(|v| v.len() < self.cols);
+                if rows_short(n.residual.len())
+                    || n.delta.is_some_and(|d| rows_short(d.len()))
+                    || n.residual_out.as_ref().is_some_and(|r| rows_short(r.len()))
+                    || (n.delta.is_some() && n.residual_out.is_none())
+                    || vector_short(n.bias)
+                    || vector_short(Some(n.weight))
+                {
+                    return Err(Error::InvalidArgument(format!(
+                        "normalized decode product [{}, {}]: {m} tokens need a residual (and a \
+                         delta, and a residual to write with the delta) of {inputs} values, \
+                         a bias and a norm weight of {}",
+                        self.rows, self.cols, self.cols
+                    )));
+                }
+                inputs
+            }
+        };
+        if m == 0 || given < inputs || y.len() < outputs {
             return Err(Error::InvalidArgument(format!(
-                "quantized product [{}, {}]: {m} tokens need {} inputs and {} outputs, got {} and {}",
+                "quantized product [{}, {}]: {m} tokens need {inputs} inputs and {outputs} \
+                 outputs, got {given} and {}",
                 self.rows,
                 self.cols,
-                span,
-                m * self.rows,
-                x.len(),
                 y.len()
             )));
         }
         let gemv = matches!(kernel, Kernel::Gemv { .. });
-        if x_up.is_some() && !gemv {
-            return Err(Error::InvalidArgument(
-                "only the decode kernel takes SwiGLU inputs".into(),
-            ));
-        }
-        if !gemv && stride != self.cols {
-            return Err(Error::InvalidArgument(
-                "the GEMM takes activation rows without gaps".into(),
-            ));
-        }
-        let (function, config) = self.launch_plan(m, kernel)?;
-        let dims = [m, self.rows, self.cols, self.groups, self.group_size];
-        let [m, rows, cols, groups, group_size] = dims.map(|v| v as i32);
-        let stride = stride as i64;
-        let null = 0u64;
-        let stream = device.stream();
-        let mut launch = stream.launch_builder(function);
-        launch.arg(&self.codes).arg(&self.scales);
-        match &self.zero_points {
-            Some(z) => launch.arg(z),
-            None => launch.arg(&null),
+        let (function, mut config) = self.launch_plan(m, kernel, pair_tiles)?;
+        let mut args = device.args();
+        args.ptr(&self.codes)
+            .ptr(&self.scales)
+            .ptr_or_null(self.zero_points.as_ref())
+            .ptr_or_null(self.table.as_ref());
+        match &x {
+            DecodeInput::Plain(x) => args.ptr(*x),
+            DecodeInput::Normed(_) => args.null(),
         };
-        match &self.table {
-            Some(t) => launch.arg(t),
-            None => launch.arg(&null),
-        };
-        launch.arg(x);
-        if gemv {
-            match x_up {
-                Some(u) => launch.arg(u),
-                None => launch.arg(&null),
-            };
-            launch.arg(&stride);
+        args.ptr(y);
+        for v in [m, self.rows, self.cols, self.groups, self.group_size] {
+            args.i32(v as i32);
         }
-        launch
-            .arg(y)
-            .arg(&m)
-            .arg(&rows)
-            .arg(&cols)
-            .arg(&groups)
-            .arg(&group_size);
+        match x {
+            DecodeInput::Plain(_) if !gemv => {}
+            DecodeInput::Normed(_) if !gemv => {
+                return Err(Error::InvalidArgument(
+                    "only the decode kernel normalizes its input".into(),
+                ))
+            }
+            DecodeInput::Plain(_) => {
+                args.i32(pair_tiles as i32);
+                args.null().null().null().null().null().f32(0.0);
+            }
+            DecodeInput::Normed(n) => {
+                if !self.can_normalize(m) {
+                    return Err(Error::InvalidArgument(format!(
+                        "normalized decode product: {m} tokens of {} features",
+                        self.cols
+                    )));
+                }
+                config.shared_mem_bytes += (inputs * 2) as u32;
+                args.i32(pair_tiles as i32)
+                    .ptr(n.residual)
+                    .ptr_or_null(n.residual_out.as_deref())
+                    .ptr_or_null(n.delta)
+                    .ptr_or_null(n.bias)
+                    .ptr(n.weight)
+                    .f32(n.eps);
+            }
+        }
         // SAFETY: the arguments match the kernel signatures in kernels/quant_gemm.cu (pointers to
-        // codes, scales, zero points or null, code book or null, x; for the decode kernel the up
-        // values or null and the row stride; y; five ints); the buffers hold the sizes the
-        // layout and the length checks above guarantee (m rows `stride` apart of x and up), and
-        // the kernels bound every access by m, rows and cols.
-        unsafe { launch.launch(config) }
-            .map_err(driver_error("launching the quantized product"))?;
-        Ok(())
+        // codes, scales, zero points or null, code book or null, x or null, y; five ints; for
+        // the decode kernel the paired tiles, then residual, residual out, delta, bias and norm
+        // weight, each or null, and eps); the buffers hold the sizes the layout and the length
+        // checks above guarantee, and the kernels bound every access by m, rows and cols
+        // (paired tiles: the grid covers exactly the gate tiles, and y holds m rows of their
+        // rows; a normalized input: the shared memory holds the m * cols staged values, and
+        // only the decode kernel is given one).
+        unsafe {
+            device.launch(
+                function,
+                config,
+                &mut args,
+                "launching the quantized product",
+            )
+        }
     }
 
     /// Writes W dequantized to bf16, row-major `[rows, cols]`, into `out` (each weight rounded
@@ -342,49 +514,70 @@ impl CudaQuantLinear {
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let [rows, cols, groups, group_size] =
-            [self.rows, self.cols, self.groups, self.group_size].map(|v| v as i32);
-        let null = 0u64;
-        let stream = device.stream();
-        let mut launch = stream.launch_builder(&self.dequantize);
-        launch.arg(&self.codes).arg(&self.scales);
-        match &self.zero_points {
-            Some(z) => launch.arg(z),
-            None => launch.arg(&null),
-        };
-        match &self.table {
-            Some(t) => launch.arg(t),
-            None => launch.arg(&null),
-        };
-        launch
-            .arg(out)
-            .arg(&rows)
-            .arg(&cols)
-            .arg(&groups)
-            .arg(&group_size);
+        let mut args = device.args();
+        args.ptr(&self.codes)
+            .ptr(&self.scales)
+            .ptr_or_null(self.zero_points.as_ref())
+            .ptr_or_null(self.table.as_ref())
+            .ptr(out);
+        for v in [self.rows, self.cols, self.groups, self.group_size] {
+            args.i32(v as i32);
+        }
         // SAFETY: matches `dequantize` in kernels/quant_gemm.cu; `out` holds rows * cols values
         // (checked above) and the kernel bounds every store by rows and cols.
-        unsafe { launch.launch(config) }.map_err(driver_error("launching the dequantization"))?;
-        Ok(())
+        unsafe {
+            device.launch(
+                &self.dequantize,
+                config,
+                &mut args,
+                "launching the dequantization",
+            )
+        }
     }
 
-    fn launch_plan(&self, m: usize, kernel: Kernel) -> Result<(&CudaFunction, LaunchConfig)> {
+    fn launch_plan(
+        &self,
+        m: usize,
+        kernel: Kernel,
+        pair_tiles: usize,
+    ) -> Result<(&CudaFunction, LaunchConfig)> {
         let row_tiles = self.rows.div_ceil(TILE_ROWS);
-        let (function, grid) = match kernel {
+        let (function, grid, warps, shared) = match kernel {
             Kernel::Gemv {
                 row_tiles: per_block,
+                warps,
             } => {
-                if m > GEMV_MAX_TOKENS || ![1, 2, 4].contains(&per_block) {
+                let warps = warps.unwrap_or(8);
+                let nt = token_tiles(m);
+                let valid = [1, 2, 4].contains(&per_block)
+                    && (1..=max_decode_warps(per_block, nt)).contains(&warps);
+                if m > GEMV_MAX_TOKENS || !valid {
                     return Err(Error::InvalidArgument(format!(
                         "decode kernel: {m} tokens (at most {GEMV_MAX_TOKENS}), {per_block} row \
-                         tiles per block (1, 2 or 4)"
+                         tiles per block (1, 2 or 4), {warps} warps (at most {} here)",
+                        if [1, 2, 4].contains(&per_block) {
+                            max_decode_warps(per_block, nt)
+                        } else {
+                            0
+                        }
                     )));
                 }
-                let token_tiles = if m > 8 { 2 } else { 1 };
+                let blocks = if pair_tiles > 0 {
+                    pair_tiles
+                } else {
+                    row_tiles.div_ceil(per_block)
+                };
                 (
-                    &self.gemv[token_tiles - 1][per_block.trailing_zeros() as usize],
-                    (row_tiles.div_ceil(per_block) as u32, 1),
+                    &self.gemv[nt - 1][per_block.trailing_zeros() as usize],
+                    (blocks as u32, 1),
+                    warps as u32,
+                    (warps * decode_partial_bytes(per_block, nt)) as u32,
                 )
+            }
+            Kernel::Gemm if pair_tiles > 0 => {
+                return Err(Error::InvalidArgument(
+                    "only the decode kernel pairs gate and up tiles".into(),
+                ))
             }
             Kernel::Gemm => (
                 &self.gemm,
@@ -392,6 +585,8 @@ impl CudaQuantLinear {
                     self.rows.div_ceil(GEMM_ROWS) as u32,
                     m.div_ceil(GEMM_TOKENS) as u32,
                 ),
+                THREADS / 32,
+                0,
             ),
         };
         if grid.1 > 65_535 {
@@ -401,9 +596,195 @@ impl CudaQuantLinear {
             function,
             LaunchConfig {
                 grid_dim: (grid.0, grid.1, 1),
-                block_dim: (THREADS, 1, 1),
-                shared_mem_bytes: 0,
+                block_dim: (32 * warps, 1, 1),
+                shared_mem_bytes: shared,
             },
         ))
+    }
+}
+
+/// Registers per thread of the decode kernels, `[token_tiles - 1][log2(row_tiles)]`.
+type DecodeRegisters = [[usize; 3]; 2];
+
+/// Registers of one multiprocessor (every architecture since compute 5.0), a quarter for each
+/// of its four warp schedulers.
+const SM_REGISTERS: usize = 65_536;
+/// Resident warps and blocks per multiprocessor (compute 8.0 and 9.0 allow 64 and 32; fewer
+/// only make the model pessimistic).
+const SM_WARPS: usize = 64;
+const SM_BLOCKS: usize = 32;
+/// Shared memory the model assumes per multiprocessor (Hopper has 228 KiB, Ampere 164).
+const SM_SHARED_BYTES: usize = 100 * 1024;
+/// A block's fixed cost in the model, in k tiles of one row tile: the launch, the reduction of
+/// the warps' partial sums and the stores.
+const BLOCK_OVERHEAD_TILES: usize = 2;
+
+/// The decode kernel's row tiles and warps per block for a `[rows, cols]` weight and `m`
+/// tokens on `multiprocessors` SMs (`row_tiles` fixed when given): the split with the least
+/// modelled time, `waves * (k tiles per warp * row tiles + BLOCK_OVERHEAD_TILES)`, where a wave
+/// is as many blocks as the SMs hold at once (registers per scheduler, warps, blocks, shared
+/// memory) and a
+/// warp takes about the same time for each k tile of each row tile. Ties go to more warps per
+/// block (more loads in flight). On an H100 the model's choice was the fastest of the 27 splits
+/// measured, or within 10% of it, for 4096x4096, 14336x4096, 4096x14336, 9728x896, 896x4864 and
+/// 1152x896 at 1 and 16 tokens, where the earlier rule (about 16 warps per SM over the grid)
+/// was up to 1.6x slower: it took 9 warps (34 us) for 4096x14336, where 8 took 21.
+fn decode_split(
+    [rows, cols]: [usize; 2],
+    m: usize,
+    row_tiles: Option<usize>,
+    multiprocessors: usize,
+    registers: &DecodeRegisters,
+) -> (usize, usize) {
+    let nt = token_tiles(m);
+    let k_tiles = cols.div_ceil(super::layout::TILE_K).max(1);
+    let choices: &[usize] = match row_tiles {
+        Some(ref r) => std::slice::from_ref(r),
+        None => &[1, 2, 4],
+    };
+    let mut best: Option<((usize, usize), (usize, usize))> = None;
+    for &rt in choices {
+        let blocks = rows.div_ceil(TILE_ROWS * rt).max(1);
+        let regs = registers[nt - 1][rt.trailing_zeros() as usize].div_ceil(8) * 8;
+        let cap = max_decode_warps(rt, nt).min(k_tiles);
+        for asked in 1..=cap {
+            let per_warp = k_tiles.div_ceil(asked);
+            // Warps beyond `k_tiles / per_warp` would get no k tile.
+            let warps = k_tiles.div_ceil(per_warp);
+            let shared = warps * decode_partial_bytes(rt, nt) + 1024;
+            // The registers are split among the SM's four schedulers, whose warps each take
+            // theirs from one quarter: `b` blocks fit when `ceil(b * warps / 4)` warps fit a
+            // quarter (9 warps of 104 registers: one block, not two; measured 34 us for
+            // 4096x14336, against 21 with 8 warps, two blocks).
+            let per_quarter = SM_REGISTERS / 4 / (regs * 32);
+            let resident = (4 * per_quarter / warps)
+                .min(SM_WARPS / warps)
+                .min(SM_BLOCKS)
+                .min(SM_SHARED_BYTES / shared)
+                .max(1);
+            let waves = blocks.div_ceil(resident * multiprocessors.max(1));
+            let cost = waves * (per_warp * rt + BLOCK_OVERHEAD_TILES);
+            // Less time first, then more warps, then fewer row tiles.
+            let key = (cost, usize::MAX - warps);
+            if best.is_none_or(|(k, _)| key < k) {
+                best = Some((key, (rt, warps)));
+            }
+        }
+    }
+    best.map_or((choices[0], 1), |(_, split)| split)
+}
+
+/// Token tiles of 8 the decode kernel takes for `m` tokens (1 or 2).
+fn token_tiles(m: usize) -> usize {
+    if m > 8 {
+        2
+    } else {
+        1
+    }
+}
+
+/// Shared bytes of one warp's partial sums in the decode kernel.
+fn decode_partial_bytes(row_tiles: usize, token_tiles: usize) -> usize {
+    row_tiles * token_tiles * 4 * 32 * 4
+}
+
+/// Most warps a decode block may have with `row_tiles` and `token_tiles`.
+fn max_decode_warps(row_tiles: usize, token_tiles: usize) -> usize {
+    (GEMV_SHARED_BYTES / decode_partial_bytes(row_tiles, token_tiles)).min(GEMV_MAX_WARPS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::layout::TILE_K;
+
+    /// Registers of the w4a16-g128 decode kernels as an H100 compiled them.
+    const H100_W4A16: DecodeRegisters = [[98, 100, 105], [120, 117, 127]];
+
+    /// Every split the automatic choice makes is launchable (threads, shared memory) and
+    /// leaves no warp without a k tile, on small and large GPUs, for every shape class.
+    #[test]
+    fn automatic_decode_splits_are_launchable_and_leave_no_warp_idle() {
+        let shapes = [
+            [16, 64],
+            [37, 200],
+            [896, 896],
+            [1152, 896],
+            [9728, 896],
+            [896, 4864],
+            [4096, 4096],
+            [14336, 4096],
+            [4096, 14336],
+            [151_936, 896],
+        ];
+        for registers in [H100_W4A16, [[32; 3]; 2], [[128; 3]; 2]] {
+            for sms in [1, 46, 132, 148] {
+                for [rows, cols] in shapes {
+                    for m in [1, 4, 8, 9, 16] {
+                        for fixed in [None, Some(1), Some(2), Some(4)] {
+                            let (row_tiles, warps) =
+                                decode_split([rows, cols], m, fixed, sms, &registers);
+                            let k_tiles = cols.div_ceil(TILE_K);
+                            let per_warp = k_tiles.div_ceil(warps);
+                            let at = format!("{rows}x{cols} m={m} {fixed:?} sms={sms}");
+                            assert!(fixed.is_none_or(|r| r == row_tiles), "{at}");
+                            assert!([1, 2, 4].contains(&row_tiles), "{at}: {row_tiles}");
+                            assert!((1..=GEMV_MAX_WARPS).contains(&warps), "{at}: {warps}");
+                            let nt = token_tiles(m);
+                            assert!(warps <= max_decode_warps(row_tiles, nt), "{at}");
+                            let shared = warps * decode_partial_bytes(row_tiles, nt);
+                            assert!(shared <= GEMV_SHARED_BYTES, "{at}: {shared} bytes");
+                            assert!((warps - 1) * per_warp < k_tiles, "{at}: an idle warp");
+                            assert!(warps * per_warp >= k_tiles, "{at}: k tiles left over");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The splits the checks run are launchable at every token count of the decode kernel.
+    #[test]
+    fn checked_splits_are_launchable() {
+        for kernel in crate::backend::cuda::check::decode_kernels() {
+            if let Kernel::Gemv {
+                row_tiles,
+                warps: Some(warps),
+            } = kernel
+            {
+                for m in 1..=GEMV_MAX_TOKENS {
+                    assert!(
+                        warps <= max_decode_warps(row_tiles, token_tiles(m)),
+                        "{kernel:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The model's choices for the shapes swept on an H100 (132 SMs; `benches/cuda` with
+    /// `--sweep`, microseconds): each the fastest split measured or within 10% of it.
+    #[test]
+    fn decode_splits_follow_the_h100_sweep() {
+        let split = |shape, m| decode_split(shape, m, None, 132, &H100_W4A16);
+        // 6.13 and 6.76 us; the fastest, rt1 w8: 6.06 and 6.63.
+        assert_eq!(split([4096, 4096], 1), (2, 16));
+        assert_eq!(split([4096, 4096], 16), (2, 16));
+        // 20.16, the fastest.
+        assert_eq!(split([14336, 4096], 1), (4, 8));
+        assert_eq!(split([14336, 4096], 16), (4, 8));
+        // 19.81 and 19.20, the fastest.
+        assert_eq!(split([4096, 14336], 1), (2, 16));
+        assert_eq!(split([4096, 14336], 16), (2, 16));
+        // 4.05 and 4.55, the fastest.
+        assert_eq!(split([9728, 896], 1), (1, 3));
+        assert_eq!(split([9728, 896], 16), (1, 3));
+        // 3.61 and 4.05, the fastest.
+        assert_eq!(split([896, 4864], 1), (1, 16));
+        assert_eq!(split([896, 4864], 16), (1, 16));
+        // 14 warps, one k tile each, as 16 would be: 1.85 and 2.11 (the fastest at 16 tokens,
+        // rt1 w8: 2.07).
+        assert_eq!(split([1152, 896], 1), (1, 14));
+        assert_eq!(split([1152, 896], 16), (1, 14));
     }
 }

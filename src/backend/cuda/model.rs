@@ -18,15 +18,16 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::{CudaGraph, CudaSlice};
+use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{CudaEvent, CudaGraph, CudaSlice};
 use half::bf16;
 
 use super::blas::Blas;
 use super::device::{driver_error, CudaDevice};
 use super::kv_cache::CudaKvCache;
 use super::layers::{biases, upload_f32, DeviceLinear, DeviceWeight, Stacked};
-use super::linear::GEMV_MAX_TOKENS;
+use super::layout::TILE_ROWS;
+use super::linear::{CudaQuantLinear, NormedInput, GEMV_MAX_TOKENS};
 use super::ops::{AttentionShape, EmbeddingRef, ForwardKernels, TokenTables, MAX_HEAD_DIM};
 use super::plan::{validate, Plan};
 use super::scaled::ScaledNeeds;
@@ -91,10 +92,75 @@ pub struct CudaModel<'a> {
     scaled_needs: ScaledNeeds,
     state: Mutex<State>,
     graphs_enabled: bool,
-    /// Whether the down projection computes the SwiGLU as it loads its input (off by default:
-    /// measured slower, see `set_fused_swiglu`).
+    /// Whether a stacked quantized gate/up product of a few tokens writes the SwiGLU itself
+    /// (see `set_fused_swiglu`).
     fused_swiglu: bool,
+    /// Whether quantized decode products apply the residual addition and RMSNorm before them
+    /// themselves (see `set_fused_norm`).
+    fused_norm: bool,
     device_bytes: usize,
+}
+
+/// A residual addition and RMSNorm not yet applied: `x += delta + bias` (`delta`: the
+/// product output in `proj`), then the norm with `weight`.
+struct PendingNorm<'a> {
+    delta: bool,
+    bias: Option<&'a CudaSlice<f32>>,
+    weight: &'a CudaSlice<f32>,
+}
+
+impl<'a> PendingNorm<'a> {
+    /// Applies it with its own kernel: the stream in place, the normalized input to `h`.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        k: &ForwardKernels,
+        device: &CudaDevice,
+        residual: &mut CudaSlice<f32>,
+        proj: &CudaSlice<bf16>,
+        h: &mut CudaSlice<bf16>,
+        sizes: [usize; 2],
+        eps: f32,
+    ) -> Result<()> {
+        let delta = self.delta.then_some(proj);
+        k.add_rms_norm(
+            device,
+            residual,
+            delta,
+            self.bias,
+            self.weight,
+            h,
+            sizes,
+            eps,
+        )
+    }
+
+    /// The input of a product that applies it itself: the stream moves to the other buffer
+    /// (`alt` flips) when there is a delta to add.
+    fn input<'b>(
+        &self,
+        x: &'b mut CudaSlice<f32>,
+        x_alt: &'b mut CudaSlice<f32>,
+        alt: &mut bool,
+        proj: &'b CudaSlice<bf16>,
+        eps: f32,
+    ) -> NormedInput<'b>
+    where
+        'a: 'b,
+    {
+        let (residual, other) = if *alt { (&*x_alt, x) } else { (&*x, x_alt) };
+        if self.delta {
+            *alt = !*alt;
+        }
+        NormedInput {
+            residual,
+            residual_out: self.delta.then_some(other),
+            delta: self.delta.then_some(proj),
+            bias: self.bias,
+            weight: self.weight,
+            eps,
+        }
+    }
 }
 
 /// The buffers of a pass and the decode graphs captured over them.
@@ -103,7 +169,25 @@ struct State {
     workspace: Option<Workspace>,
     /// By batch size.
     graphs: HashMap<usize, Graph>,
+    /// Events recorded after each stage of each pass while profiling is on.
+    profile: Option<Vec<(&'static str, CudaEvent)>>,
 }
+
+/// GPU time of one stage of the forward pass over the passes profiled
+/// ([`CudaModel::take_profile`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageTime {
+    /// The stage: `embed`, `norm`, `qkv`, `qkv_rope`, `attention`, `o_proj`, `gate_up`,
+    /// `swiglu`, `down`, `gather`, `lm_head`.
+    pub stage: &'static str,
+    /// Seconds, summed over every launch of the stage.
+    pub seconds: f64,
+    /// How many times the stage ran.
+    pub launches: usize,
+}
+
+/// The label of the event recorded before a pass's first stage.
+const PASS_START: &str = "start";
 
 /// A captured decode graph.
 struct Graph(CudaGraph);
@@ -236,7 +320,8 @@ impl<'a> CudaModel<'a> {
             scaled_needs,
             state: Mutex::new(State::default()),
             graphs_enabled: true,
-            fused_swiglu: false,
+            fused_swiglu: true,
+            fused_norm: true,
             device_bytes,
         })
     }
@@ -250,17 +335,85 @@ impl<'a> CudaModel<'a> {
         }
     }
 
-    /// Whether a quantized down projection of up to 16 tokens computes the SwiGLU as it loads
-    /// its input ([`CudaQuantLinear::forward_swiglu`](super::linear::CudaQuantLinear::forward_swiglu),
-    /// one launch less per block) instead of a separate SwiGLU kernel. Off by default: on an
-    /// H200 the 0.5B-shaped model decoded slower with it (the decode kernel's blocks each
-    /// recompute the whole SwiGLU, on the lanes that hold the token; see
-    /// `benches/cuda/NOTES.md`). The benchmark compares both.
+    /// Whether a stacked, quantized gate/up product of up to 16 tokens writes the SwiGLU of
+    /// its halves itself ([`CudaQuantLinear::forward_swiglu`](super::linear::CudaQuantLinear::forward_swiglu):
+    /// the product's sums rounded to bf16 and the SwiGLU as the separate kernel computes them,
+    /// one launch less per block) (on by default; off, the separate kernel runs, for
+    /// comparison).
     pub fn set_fused_swiglu(&mut self, enabled: bool) {
         self.fused_swiglu = enabled;
         if let Ok(state) = self.state.get_mut() {
             state.graphs.clear();
         }
+    }
+
+    /// Whether a quantized decode product that follows an RMSNorm (the q/k/v and the gate/up
+    /// products, stacked) applies the norm, and the residual addition before it, to its own
+    /// input ([`CudaQuantLinear::forward_normed`](super::linear::CudaQuantLinear::forward_normed):
+    /// bit for bit the separate kernel's result, one launch less each) when its input fits
+    /// (`NORM_STAGE_BYTES`: up to 4 tokens of 896 features) (on by default; off, the separate
+    /// kernel runs, for comparison).
+    pub fn set_fused_norm(&mut self, enabled: bool) {
+        self.fused_norm = enabled;
+        if let Ok(state) = self.state.get_mut() {
+            state.graphs.clear();
+        }
+    }
+
+    /// The quantized weight of `linear` when it applies the pending norm itself for `tokens`
+    /// tokens (see `set_fused_norm`).
+    fn normalizing<'l>(
+        &self,
+        linear: &'l DeviceLinear,
+        tokens: usize,
+    ) -> Option<&'l CudaQuantLinear> {
+        match &linear.weight {
+            DeviceWeight::Quantized(q) if self.fused_norm && q.can_normalize(tokens) => Some(q),
+            _ => None,
+        }
+    }
+
+    /// Turns per-stage timing on (an event is recorded after every stage of every pass, and
+    /// passes run without graphs) or off. The times include the gaps between kernels, which
+    /// graphs and programmatic dependent launch otherwise shrink, so they add up to more than
+    /// a graph-replayed step; they show where a step's time goes.
+    pub fn set_profiling(&self, on: bool) -> Result<()> {
+        self.lock()?.profile = on.then(Vec::new);
+        Ok(())
+    }
+
+    /// The time of each stage over the passes since profiling was turned on or last taken, in
+    /// the order the stages first ran; empty when profiling is off. Waits for the GPU.
+    pub fn take_profile(&self) -> Result<Vec<StageTime>> {
+        let mut state = self.lock()?;
+        let Some(events) = state.profile.as_mut() else {
+            return Ok(Vec::new());
+        };
+        self.device.synchronize()?;
+        let mut stages: Vec<StageTime> = Vec::new();
+        for pair in events.windows(2) {
+            let (stage, end) = (pair[1].0, &pair[1].1);
+            if stage == PASS_START {
+                continue;
+            }
+            let ms = pair[0]
+                .1
+                .elapsed_ms(end)
+                .map_err(driver_error("reading profile events"))?;
+            match stages.iter_mut().find(|s| s.stage == stage) {
+                Some(s) => {
+                    s.seconds += f64::from(ms) / 1e3;
+                    s.launches += 1;
+                }
+                None => stages.push(StageTime {
+                    stage,
+                    seconds: f64::from(ms) / 1e3,
+                    launches: 1,
+                }),
+            }
+        }
+        events.clear();
+        Ok(stages)
     }
 
     /// The device.
@@ -381,7 +534,9 @@ impl<'a> CudaModel<'a> {
         }
         ws.upload(&self.device, cfg, &plan, inputs.len(), &kv_table)?;
         let decode = which == Logits::Last && plan.total == inputs.len();
-        if self.graphs_enabled && decode {
+        if let Some(events) = state.profile.as_mut() {
+            self.run(ws, &plan, inputs.len(), which, Some(events))?;
+        } else if self.graphs_enabled && decode {
             let batch = inputs.len();
             if let std::collections::hash_map::Entry::Vacant(slot) = state.graphs.entry(batch) {
                 slot.insert(Graph(self.capture(ws, &plan, batch)?));
@@ -391,7 +546,7 @@ impl<'a> CudaModel<'a> {
                 .launch()
                 .map_err(driver_error("replaying the decode graph"))?;
         } else {
-            self.run(ws, &plan, inputs.len(), which)?;
+            self.run(ws, &plan, inputs.len(), which, None)?;
         }
         let out = read(ws, &plan)?;
         for (cache, seq) in caches.iter_mut().zip(inputs) {
@@ -406,7 +561,7 @@ impl<'a> CudaModel<'a> {
         stream
             .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
             .map_err(driver_error("starting a graph capture"))?;
-        let recorded = self.run(ws, plan, batch, Logits::Last);
+        let recorded = self.run(ws, plan, batch, Logits::Last, None);
         // The capture is ended whatever happened, so the stream is usable again.
         let graph = stream.end_capture(CUgraphInstantiate_flags(0));
         recorded?;
@@ -415,8 +570,28 @@ impl<'a> CudaModel<'a> {
             .ok_or_else(|| Error::Device("the decode graph captured nothing".into()))
     }
 
-    /// Queues the pass's kernels; the workspace holds the uploaded tables.
-    fn run(&self, ws: &mut Workspace, plan: &Plan, sequences: usize, which: Logits) -> Result<()> {
+    /// Queues the pass's kernels; the workspace holds the uploaded tables. With `profile`, an
+    /// event is recorded before the pass and after each stage.
+    fn run(
+        &self,
+        ws: &mut Workspace,
+        plan: &Plan,
+        sequences: usize,
+        which: Logits,
+        mut profile: Option<&mut Vec<(&'static str, CudaEvent)>>,
+    ) -> Result<()> {
+        let mut mark = |stage: &'static str| -> Result<()> {
+            if let Some(events) = profile.as_deref_mut() {
+                let event = self
+                    .device
+                    .stream()
+                    .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                    .map_err(driver_error("recording a profile event"))?;
+                events.push((stage, event));
+            }
+            Ok(())
+        };
+        mark(PASS_START)?;
         let cfg = self.model.config();
         let device: &CudaDevice = &self.device;
         let k = &self.kernels;
@@ -433,6 +608,7 @@ impl<'a> CudaModel<'a> {
         let Workspace {
             tables: table_buffer,
             x,
+            x_alt,
             h,
             q,
             k: key,
@@ -465,19 +641,52 @@ impl<'a> CudaModel<'a> {
             DeviceEmbedding::Bf16(t) => EmbeddingRef::Bf16(t),
         };
         k.embed(device, embedding, &views.tokens, total, hidden, x)?;
+        mark("embed")?;
         let first_norm = self
             .blocks
             .first()
             .map_or(&self.final_norm, |b| &b.input_norm);
-        k.add_rms_norm(device, x, None, None, first_norm, h, [total, hidden], eps)?;
+        // The residual stream is in `x`, or in `x_alt` when `alt`. Each residual addition and
+        // RMSNorm waits in `pending` for the product that reads its output: a quantized decode
+        // product applies it to its own input (see `set_fused_norm`), else `add_rms_norm`
+        // writes `h` first.
+        let mut alt = false;
+        let mut pending = Some(PendingNorm {
+            delta: false,
+            bias: None,
+            weight: first_norm,
+        });
+        let sizes = [total, hidden];
         for (layer, b) in self.blocks.iter().enumerate() {
             let (q_width, kv_width) = (
                 shape.heads * shape.head_dim,
                 shape.kv_heads * shape.head_dim,
             );
+            let normed = match &b.qkv {
+                Stacked::One(l) => self.normalizing(l, total),
+                Stacked::Each(_) => None,
+            };
+            if let (Some(q), Some(p)) = (normed, pending.take_if(|_| normed.is_some())) {
+                let mut input = p.input(x, x_alt, &mut alt, proj, eps);
+                q.forward_normed(device, &mut input, total, qkv_out)?;
+                mark("norm_qkv")?;
+            } else if let Some(p) = pending.take() {
+                p.apply(
+                    k,
+                    device,
+                    if alt { &mut *x_alt } else { &mut *x },
+                    proj,
+                    h,
+                    sizes,
+                    eps,
+                )?;
+                mark("norm")?;
+            }
             let (q_view, k_view, v_view, strides) = match &b.qkv {
                 Stacked::One(l) => {
-                    l.forward(device, blas, h, total, qkv_out, scratch)?;
+                    if normed.is_none() {
+                        l.forward(device, blas, h, total, qkv_out, scratch)?;
+                    }
                     let row = q_width + 2 * kv_width;
                     (
                         qkv_out.slice(..),
@@ -493,6 +702,9 @@ impl<'a> CudaModel<'a> {
                     (q.slice(..), key.slice(..), v.slice(..), [q_width, kv_width])
                 }
             };
+            if normed.is_none() {
+                mark("qkv")?;
+            }
             k.qkv_rope(
                 device,
                 [&q_view, &k_view, &v_view],
@@ -510,70 +722,107 @@ impl<'a> CudaModel<'a> {
                 eps,
                 q_rot,
             )?;
+            mark("qkv_rope")?;
             k.attention(device, q_rot, &tables, layer, total, shape, scale, attn)?;
+            mark("attention")?;
             b.o_proj.forward(device, blas, attn, total, proj, scratch)?;
-            k.add_rms_norm(
-                device,
-                x,
-                Some(proj),
-                b.o_proj.bias.as_ref(),
-                &b.post_attention_norm,
-                h,
-                [total, hidden],
-                eps,
-            )?;
-            let (gate_view, up_view, stride) = match &b.gate_up {
-                Stacked::One(l) => {
-                    l.forward(device, blas, h, total, gate_up_out, scratch)?;
-                    (gate_up_out.slice(..), gate_up_out.slice(inter..), 2 * inter)
-                }
-                Stacked::Each(ls) => {
-                    ls[0].forward(device, blas, h, total, gate, scratch)?;
-                    ls[1].forward(device, blas, h, total, up, scratch)?;
-                    (gate.slice(..), up.slice(..), inter)
-                }
+            mark("o_proj")?;
+            let post_norm = PendingNorm {
+                delta: true,
+                bias: b.o_proj.bias.as_ref(),
+                weight: &b.post_attention_norm,
             };
+            // A stacked, quantized gate/up product of a few tokens writes the SwiGLU of its
+            // two halves itself: one launch less per block.
             let no_bias = b.gate_up_bias.iter().all(Option::is_none);
-            match &b.down_proj.weight {
-                // A quantized down projection of a few tokens computes the SwiGLU as it loads
-                // its input: one launch less per block.
-                DeviceWeight::Quantized(q)
-                    if self.fused_swiglu && no_bias && total <= GEMV_MAX_TOKENS =>
-                {
-                    q.forward_swiglu(device, [&gate_view, &up_view], stride, total, proj)?;
+            let swiglu = match &b.gate_up {
+                Stacked::One(l) if self.fused_swiglu && no_bias && total <= GEMV_MAX_TOKENS => {
+                    match &l.weight {
+                        DeviceWeight::Quantized(q) if (q.rows() / 2).is_multiple_of(TILE_ROWS) => {
+                            Some(q)
+                        }
+                        _ => None,
+                    }
                 }
-                _ => {
-                    k.swiglu(
-                        device,
-                        [&gate_view, &up_view],
-                        [b.gate_up_bias[0].as_ref(), b.gate_up_bias[1].as_ref()],
-                        [total, inter, stride],
-                        inner,
-                    )?;
-                    b.down_proj
-                        .forward(device, blas, inner, total, proj, scratch)?;
+                _ => None,
+            };
+            let normed = match &b.gate_up {
+                Stacked::One(l) if swiglu.is_some() => self.normalizing(l, total),
+                _ => None,
+            };
+            if let Some(q) = normed {
+                let mut input = post_norm.input(x, x_alt, &mut alt, proj, eps);
+                q.forward_swiglu_normed(device, &mut input, total, inner)?;
+                mark("norm_gate_up_swiglu")?;
+            } else {
+                post_norm.apply(
+                    k,
+                    device,
+                    if alt { &mut *x_alt } else { &mut *x },
+                    proj,
+                    h,
+                    sizes,
+                    eps,
+                )?;
+                mark("norm")?;
+                if let Some(q) = swiglu {
+                    q.forward_swiglu(device, h, total, inner)?;
+                    mark("gate_up_swiglu")?;
                 }
             }
+            if swiglu.is_none() {
+                let (gate_view, up_view, stride) = match &b.gate_up {
+                    Stacked::One(l) => {
+                        l.forward(device, blas, h, total, gate_up_out, scratch)?;
+                        (gate_up_out.slice(..), gate_up_out.slice(inter..), 2 * inter)
+                    }
+                    Stacked::Each(ls) => {
+                        ls[0].forward(device, blas, h, total, gate, scratch)?;
+                        ls[1].forward(device, blas, h, total, up, scratch)?;
+                        (gate.slice(..), up.slice(..), inter)
+                    }
+                };
+                mark("gate_up")?;
+                k.swiglu(
+                    device,
+                    [&gate_view, &up_view],
+                    [b.gate_up_bias[0].as_ref(), b.gate_up_bias[1].as_ref()],
+                    [total, inter, stride],
+                    inner,
+                )?;
+                mark("swiglu")?;
+            }
+            b.down_proj
+                .forward(device, blas, inner, total, proj, scratch)?;
+            mark("down")?;
             let next_norm = self
                 .blocks
                 .get(layer + 1)
                 .map_or(&self.final_norm, |n| &n.input_norm);
-            k.add_rms_norm(
+            pending = Some(PendingNorm {
+                delta: true,
+                bias: b.down_proj.bias.as_ref(),
+                weight: next_norm,
+            });
+        }
+        if let Some(p) = pending.take() {
+            p.apply(
+                k,
                 device,
-                x,
-                Some(proj),
-                b.down_proj.bias.as_ref(),
-                next_norm,
+                if alt { &mut *x_alt } else { &mut *x },
+                proj,
                 h,
-                [total, hidden],
+                sizes,
                 eps,
             )?;
+            mark("norm")?;
         }
         let count = plan.rows.len();
         let head_input = if which == Logits::All {
             &*h
         } else {
             k.gather_rows(device, h, &views.rows, count, hidden, selected)?;
+            mark("gather")?;
             &*selected
         };
         match &self.lm_head.weight {
@@ -587,6 +836,7 @@ impl<'a> CudaModel<'a> {
                 k.widen(device, logits_bf16, count * vocab, logits)?;
             }
         }
+        mark("lm_head")?;
         Ok(())
     }
 }

@@ -2,13 +2,15 @@
 //! RoPE, attention, SwiGLU, row gather, logits widening). Each wrapper checks the sizes the
 //! kernel relies on, then queues the launch on the device's stream.
 
-use cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchArgs, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaView, LaunchConfig};
 use half::bf16;
 
-use super::device::{driver_error, CudaDevice, FORWARD};
+use super::device::{CudaDevice, FORWARD};
 use crate::error::{Error, Result};
 
-/// Threads of the row kernels (norms, gathers).
+/// Threads of the row kernels (norms, gathers). The decode products that apply the RMSNorm
+/// themselves add its squares in the order of this many threads (`NORM_THREADS` in
+/// kernels/common.cuh), to give `add_rms_norm`'s bits: keep the two equal.
 const ROW_THREADS: u32 = 256;
 /// Threads of the q/k/v kernel (`QKV_WARPS` warps in forward.cu).
 const QKV_THREADS: u32 = 256;
@@ -73,13 +75,6 @@ fn elementwise(n: usize, device: &CudaDevice) -> LaunchConfig {
     grid(n.div_ceil(256).clamp(1, 16 * device.multiprocessors()), 256)
 }
 
-fn optional<'a, T>(launch: &mut LaunchArgs<'a>, buf: Option<&'a CudaSlice<T>>, null: &'a u64) {
-    match buf {
-        Some(b) => launch.arg(b),
-        None => launch.arg(null),
-    };
-}
-
 fn too_small(what: &str) -> Error {
     Error::InvalidArgument(format!(
         "{what}: a device buffer is smaller than the launch needs"
@@ -124,26 +119,29 @@ impl ForwardKernels {
         if tokens.len() < count || x.len() < count * hidden {
             return Err(too_small("embedding"));
         }
-        let hidden_i = hidden as i32;
-        let stream = device.stream();
-        let mut launch = match table {
+        let mut args = device.args();
+        let function = match table {
             EmbeddingRef::F32(t) => {
-                let mut l = stream.launch_builder(&self.embed_f32);
-                l.arg(t);
-                l
+                args.ptr(t);
+                &self.embed_f32
             }
             EmbeddingRef::Bf16(t) => {
-                let mut l = stream.launch_builder(&self.embed_bf16);
-                l.arg(t);
-                l
+                args.ptr(t);
+                &self.embed_bf16
             }
         };
-        launch.arg(tokens).arg(&hidden_i).arg(x);
+        args.ptr(tokens).i32(hidden as i32).ptr(x);
+        let config = grid(count, ROW_THREADS);
         // SAFETY: matches embed_f32/embed_bf16 (table, tokens, hidden, x); tokens were checked
         // against the vocabulary on the host and x holds count * hidden values.
-        unsafe { launch.launch(grid(count, ROW_THREADS)) }
-            .map_err(driver_error("launching the embedding gather"))?;
-        Ok(())
+        unsafe {
+            device.launch(
+                function,
+                config,
+                &mut args,
+                "launching the embedding gather",
+            )
+        }
     }
 
     /// For each of `rows` rows: when `delta` is given, `x += delta + bias`; then
@@ -168,18 +166,18 @@ impl ForwardKernels {
         {
             return Err(too_small("RMSNorm"));
         }
-        let null = 0u64;
-        let hidden_i = hidden as i32;
-        let mut launch = device.stream().launch_builder(&self.add_rms_norm);
-        launch.arg(x);
-        optional(&mut launch, delta, &null);
-        optional(&mut launch, bias, &null);
-        launch.arg(weight).arg(out).arg(&hidden_i).arg(&eps);
+        let mut args = device.args();
+        args.ptr(x)
+            .ptr_or_null(delta)
+            .ptr_or_null(bias)
+            .ptr(weight)
+            .ptr(out)
+            .i32(hidden as i32)
+            .f32(eps);
+        let config = grid(rows, ROW_THREADS);
         // SAFETY: matches add_rms_norm (x, delta or null, bias or null, weight, out, hidden,
         // eps); every buffer holds rows * hidden values (checked above), the bias hidden.
-        unsafe { launch.launch(grid(rows, ROW_THREADS)) }
-            .map_err(driver_error("launching RMSNorm"))?;
-        Ok(())
+        unsafe { device.launch(&self.add_rms_norm, config, &mut args, "launching RMSNorm") }
     }
 
     /// Bias, per-head norm and RoPE of q and k, and the cache append of k and v, for `tokens`
@@ -213,45 +211,39 @@ impl ForwardKernels {
         {
             return Err(too_small("q/k/v"));
         }
-        let null = 0u64;
-        let ints = [
+        let mut args = device.args();
+        args.ptr(q)
+            .ptr(k)
+            .ptr(v)
+            .i32(q_stride as i32)
+            .i32(kv_stride as i32);
+        for b in biases {
+            args.ptr_or_null(b);
+        }
+        for n in norms {
+            args.ptr_or_null(n);
+        }
+        args.ptr(tables.cos)
+            .ptr(tables.sin)
+            .ptr(tables.seq_of)
+            .ptr(tables.position)
+            .ptr(tables.kv_table);
+        for i in [
             tables.sequences,
             layer,
             shape.heads,
             shape.kv_heads,
             shape.head_dim,
-        ]
-        .map(|v| v as i32);
-        let strides = [q_stride as i32, kv_stride as i32];
-        let mut launch = device.stream().launch_builder(&self.qkv_rope);
-        launch
-            .arg(q)
-            .arg(k)
-            .arg(v)
-            .arg(&strides[0])
-            .arg(&strides[1]);
-        for b in biases {
-            optional(&mut launch, b, &null);
+        ] {
+            args.i32(i as i32);
         }
-        for n in norms {
-            optional(&mut launch, n, &null);
-        }
-        launch
-            .arg(tables.cos)
-            .arg(tables.sin)
-            .arg(tables.seq_of)
-            .arg(tables.position)
-            .arg(tables.kv_table);
-        for i in &ints {
-            launch.arg(i);
-        }
-        launch.arg(&eps).arg(q_out);
+        args.f32(eps).ptr(q_out);
+        let config = grid(tokens, QKV_THREADS);
         // SAFETY: matches qkv_rope in forward.cu; the projection views hold `tokens` rows at
-        // their strides and q_out `tokens` rows (checked above); the caches were grown on the host to hold every position the
-        // tokens write, and head_dim <= MAX_HEAD_DIM was checked when the model was uploaded.
-        unsafe { launch.launch(grid(tokens, QKV_THREADS)) }
-            .map_err(driver_error("launching q/k/v RoPE"))?;
-        Ok(())
+        // their strides and q_out `tokens` rows (checked above); the caches were grown on the
+        // host to hold every position the tokens write, and head_dim <= MAX_HEAD_DIM was checked
+        // when the model was uploaded.
+        unsafe { device.launch(&self.qkv_rope, config, &mut args, "launching q/k/v RoPE") }
     }
 
     /// Causal attention of `tokens` queries over their sequences' caches (bf16 output).
@@ -277,18 +269,17 @@ impl ForwardKernels {
         if q.len() < tokens * width || out.len() < tokens * width || tables.seq_of.len() < tokens {
             return Err(too_small("attention"));
         }
-        let ints = [tables.sequences, layer].map(|v| v as i32);
-        let shape_ints = [shape.heads, shape.kv_heads, shape.head_dim].map(|v| v as i32);
-        let mut launch = device.stream().launch_builder(&self.attention);
-        launch.arg(q).arg(tables.kv_table);
-        for i in &ints {
-            launch.arg(i);
+        let mut args = device.args();
+        args.ptr(q)
+            .ptr(tables.kv_table)
+            .i32(tables.sequences as i32)
+            .i32(layer as i32)
+            .ptr(tables.seq_of)
+            .ptr(tables.position);
+        for i in [shape.heads, shape.kv_heads, shape.head_dim] {
+            args.i32(i as i32);
         }
-        launch.arg(tables.seq_of).arg(tables.position);
-        for i in &shape_ints {
-            launch.arg(i);
-        }
-        launch.arg(&scale).arg(out);
+        args.f32(scale).ptr(out);
         let config = LaunchConfig {
             grid_dim: (shape.heads as u32, tokens as u32, 1),
             block_dim: (ATT_THREADS, 1, 1),
@@ -296,8 +287,7 @@ impl ForwardKernels {
         };
         // SAFETY: matches attention in forward.cu; q and out hold `tokens` rows (checked), every
         // position a token sees (0..=its position) was written to its cache by qkv_rope before.
-        unsafe { launch.launch(config) }.map_err(driver_error("launching attention"))?;
-        Ok(())
+        unsafe { device.launch(&self.attention, config, &mut args, "launching attention") }
     }
 
     /// `out = silu(gate + gate_bias) * (up + up_bias)` for `rows` rows of `width` values, the
@@ -315,18 +305,19 @@ impl ForwardKernels {
         if gate.len() < span || up.len() < span || out.len() < n || stride < width {
             return Err(too_small("SwiGLU"));
         }
-        let null = 0u64;
-        let (n_i, width_i, stride_i) = (n as i64, width as i32, stride as i32);
-        let mut launch = device.stream().launch_builder(&self.swiglu);
-        launch.arg(gate).arg(up);
-        optional(&mut launch, gate_bias, &null);
-        optional(&mut launch, up_bias, &null);
-        launch.arg(&n_i).arg(&width_i).arg(&stride_i).arg(out);
+        let mut args = device.args();
+        args.ptr(gate)
+            .ptr(up)
+            .ptr_or_null(gate_bias)
+            .ptr_or_null(up_bias)
+            .i64(n as i64)
+            .i32(width as i32)
+            .i32(stride as i32)
+            .ptr(out);
+        let config = elementwise(n, device);
         // SAFETY: matches swiglu (gate, up, biases or null, n, width, stride, out); the inputs
         // hold `rows` rows at `stride` and out n values (checked above).
-        unsafe { launch.launch(elementwise(n, device)) }
-            .map_err(driver_error("launching SwiGLU"))?;
-        Ok(())
+        unsafe { device.launch(&self.swiglu, config, &mut args, "launching SwiGLU") }
     }
 
     /// `out[i] = src[rows[i]]` for `count` bf16 rows of `width` values.
@@ -342,14 +333,19 @@ impl ForwardKernels {
         if rows.len() < count || out.len() < count * width {
             return Err(too_small("row gather"));
         }
-        let width_i = width as i32;
-        let mut launch = device.stream().launch_builder(&self.gather_rows);
-        launch.arg(src).arg(rows).arg(&width_i).arg(out);
+        let mut args = device.args();
+        args.ptr(src).ptr(rows).i32(width as i32).ptr(out);
+        let config = grid(count, ROW_THREADS);
         // SAFETY: matches gather_rows; the row indices were built on the host below the rows
         // `src` holds, and out holds count * width values.
-        unsafe { launch.launch(grid(count, ROW_THREADS)) }
-            .map_err(driver_error("launching the row gather"))?;
-        Ok(())
+        unsafe {
+            device.launch(
+                &self.gather_rows,
+                config,
+                &mut args,
+                "launching the row gather",
+            )
+        }
     }
 
     /// `out = src` widened from bf16 to f32, `n` values.
@@ -363,13 +359,18 @@ impl ForwardKernels {
         if src.len() < n || out.len() < n {
             return Err(too_small("widening"));
         }
-        let n_i = n as i64;
-        let mut launch = device.stream().launch_builder(&self.widen_bf16);
-        launch.arg(src).arg(&n_i).arg(out);
+        let mut args = device.args();
+        args.ptr(src).i64(n as i64).ptr(out);
+        let config = elementwise(n, device);
         // SAFETY: matches widen_bf16 (src, n, out); both hold n values.
-        unsafe { launch.launch(elementwise(n, device)) }
-            .map_err(driver_error("launching the widening"))?;
-        Ok(())
+        unsafe {
+            device.launch(
+                &self.widen_bf16,
+                config,
+                &mut args,
+                "launching the widening",
+            )
+        }
     }
 
     /// `out[r]` = the index of the largest of the `width` values of row `r` of `logits`, the
@@ -384,14 +385,12 @@ impl ForwardKernels {
         if logits.len() < rows * width || out.len() < rows || width > i32::MAX as usize {
             return Err(too_small("argmax"));
         }
-        let width_i = width as i32;
-        let mut launch = device.stream().launch_builder(&self.argmax_rows);
-        launch.arg(logits).arg(&width_i).arg(out);
+        let mut args = device.args();
+        args.ptr(logits).i32(width as i32).ptr(out);
+        let config = grid(rows, ARGMAX_THREADS);
         // SAFETY: matches argmax_rows (logits, width, out); logits holds rows * width values
         // and out rows (checked above); one block per row.
-        unsafe { launch.launch(grid(rows, ARGMAX_THREADS)) }
-            .map_err(driver_error("launching the argmax"))?;
-        Ok(())
+        unsafe { device.launch(&self.argmax_rows, config, &mut args, "launching the argmax") }
     }
 }
 

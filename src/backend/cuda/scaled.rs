@@ -8,9 +8,7 @@
 //! out `[ceil(rows / 128)][kb4]` (kb4: the column blocks rounded up to 4), as cuBLASLt reads
 //! them. Token counts are padded to a multiple of 4 with zero codes.
 
-use cudarc::driver::{
-    CudaFunction, CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
-};
+use cudarc::driver::{CudaFunction, CudaSlice, DeviceRepr, LaunchConfig, ValidAsZeroBits};
 use half::bf16;
 
 use super::blas::{Blas, ScaledKind, ScaledOperands};
@@ -21,6 +19,10 @@ use crate::quant::{QuantScheme, QuantizedTensor};
 
 /// Threads of the quantization kernel (`THREADS` in `kernels/scaled_mm.cu`).
 const QUANTIZE_THREADS: u32 = 128;
+/// Threads and 8-value loads per thread of the one-pass per-token kernel (`ROW_THREADS`,
+/// `ROW_VECS`).
+const ROW_THREADS: u32 = 512;
+const ROW_VECS: usize = 4;
 
 /// Tokens rounded up to what cuBLASLt takes.
 pub fn padded_tokens(m: usize) -> usize {
@@ -98,6 +100,9 @@ pub struct CudaScaledLinear {
     codes: CudaSlice<u8>,
     scales: CudaSlice<f32>,
     quantize: CudaFunction,
+    /// The one-pass per-token quantization (rows of a multiple of 8 values, up to
+    /// `ROW_THREADS * ROW_VECS * 8`).
+    quantize_row: CudaFunction,
     rescale: CudaFunction,
 }
 
@@ -203,14 +208,13 @@ impl CudaScaledLinear {
             .clone_htod(&scales)
             .map_err(driver_error("uploading scales"))?;
         let module = device.module(SCALED_MM, &[])?;
-        let quantize = CudaDevice::function(
-            &module,
-            if kind == ScaledKind::Int8 {
-                "quantize_int8"
-            } else {
-                "quantize_fp8"
-            },
-        )?;
+        let (by_group, by_row) = if kind == ScaledKind::Int8 {
+            ("quantize_int8", "quantize_row_int8")
+        } else {
+            ("quantize_fp8", "quantize_row_fp8")
+        };
+        let quantize = CudaDevice::function(&module, by_group)?;
+        let quantize_row = CudaDevice::function(&module, by_row)?;
         let rescale = CudaDevice::function(&module, "scale_int32")?;
         Ok(CudaScaledLinear {
             rows,
@@ -220,6 +224,7 @@ impl CudaScaledLinear {
             codes,
             scales,
             quantize,
+            quantize_row,
             rescale,
         })
     }
@@ -286,27 +291,49 @@ impl CudaScaledLinear {
         let group = self.cols_pad / groups;
         let [m_i, m_pad_i, cols, cols_pad, group] =
             [m, m_pad, self.cols, self.cols_pad, group].map(|v| v as i32);
-        let stream = device.stream();
-        let mut launch = stream.launch_builder(&self.quantize);
-        launch
-            .arg(x)
-            .arg(&mut scratch.codes)
-            .arg(&mut scratch.scales)
-            .arg(&m_i)
-            .arg(&m_pad_i)
-            .arg(&cols)
-            .arg(&cols_pad)
-            .arg(&group);
-        let config = LaunchConfig {
-            grid_dim: (m_pad as u32, groups as u32, 1),
-            block_dim: (QUANTIZE_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: matches `quantize_int8` / `quantize_fp8` in kernels/scaled_mm.cu; x holds m
-        // rows of cols values, the codes m_pad rows of cols_pad and the scales groups * m_pad
-        // (checked above); the grid covers exactly m_pad tokens and cols_pad / group groups.
-        unsafe { launch.launch(config) }
-            .map_err(driver_error("launching the activation quantization"))?;
+        let what = "launching the activation quantization";
+        let one_pass = groups == 1
+            && self.cols.is_multiple_of(8)
+            && self.cols_pad <= ROW_THREADS as usize * ROW_VECS * 8;
+        if one_pass {
+            let mut args = device.args();
+            args.ptr(x)
+                .ptr(&scratch.codes)
+                .ptr(&scratch.scales)
+                .i32(m_i)
+                .i32(cols)
+                .i32(cols_pad);
+            let config = LaunchConfig {
+                grid_dim: (m_pad as u32, 1, 1),
+                block_dim: (ROW_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: matches `quantize_row_int8` / `quantize_row_fp8`; x holds m rows of cols
+            // values (a multiple of 8, so 16-byte loads stay in the row), the codes m_pad rows
+            // of cols_pad (at most what the block's threads cover) and the scales m_pad
+            // (checked above); the grid covers exactly m_pad tokens.
+            unsafe { device.launch(&self.quantize_row, config, &mut args, what) }?;
+        } else {
+            let mut args = device.args();
+            args.ptr(x)
+                .ptr(&scratch.codes)
+                .ptr(&scratch.scales)
+                .i32(m_i)
+                .i32(m_pad_i)
+                .i32(cols)
+                .i32(cols_pad)
+                .i32(group);
+            let config = LaunchConfig {
+                grid_dim: (m_pad as u32, groups as u32, 1),
+                block_dim: (QUANTIZE_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: matches `quantize_int8` / `quantize_fp8` in kernels/scaled_mm.cu; x holds
+            // m rows of cols values, the codes m_pad rows of cols_pad and the scales groups *
+            // m_pad (checked above); the grid covers exactly m_pad tokens and cols_pad / group
+            // groups.
+            unsafe { device.launch(&self.quantize, config, &mut args, what) }?;
+        }
         let operands = ScaledOperands {
             weight: &self.codes,
             weight_scales: &self.scales,
@@ -320,15 +347,13 @@ impl CudaScaledLinear {
                     return Err(Error::invalid("scaled product: scratch too small"));
                 }
                 blas.scaled(self.kind, operands, &mut scratch.sums, dims)?;
-                let rows = self.rows as i32;
-                let mut launch = stream.launch_builder(&self.rescale);
-                launch
-                    .arg(&scratch.sums)
-                    .arg(&scratch.scales)
-                    .arg(&self.scales)
-                    .arg(y)
-                    .arg(&m_i)
-                    .arg(&rows);
+                let mut args = device.args();
+                args.ptr(&scratch.sums)
+                    .ptr(&scratch.scales)
+                    .ptr(&self.scales)
+                    .ptr(y)
+                    .i32(m_i)
+                    .i32(self.rows as i32);
                 let config = LaunchConfig {
                     grid_dim: ((m * self.rows).div_ceil(256) as u32, 1, 1),
                     block_dim: (256, 1, 1),
@@ -337,8 +362,8 @@ impl CudaScaledLinear {
                 // SAFETY: matches `scale_int32`; sums hold m_pad * rows values, the token
                 // scales m_pad, the row scales rows and y m * rows (checked above); the kernel
                 // bounds its index by m * rows.
-                unsafe { launch.launch(config) }
-                    .map_err(driver_error("launching the int8 rescale"))?;
+                let what = "launching the int8 rescale";
+                unsafe { device.launch(&self.rescale, config, &mut args, what) }?;
             }
             _ if m == m_pad => blas.scaled(self.kind, operands, y, dims)?,
             _ => {
@@ -347,7 +372,8 @@ impl CudaScaledLinear {
                 }
                 blas.scaled(self.kind, operands, &mut scratch.out, dims)?;
                 let head = scratch.out.slice(..m * self.rows);
-                stream
+                device
+                    .stream()
                     .memcpy_dtod(&head, y)
                     .map_err(driver_error("copying the product out"))?;
             }
