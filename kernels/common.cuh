@@ -25,47 +25,6 @@ __device__ __forceinline__ u16 f32_to_bf16(float f) {
     return d;
 }
 
-// Sum over a warp; every lane gets the same bits (each adds the same pairs, in orders that
-// differ only by commutation).
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-// The residual update and RMSNorm of one token's row, computed by one warp, bit for bit as
-// forward.cu's add_rms_norm computes them with its 256 threads: v = row + (delta + bias) (the
-// addition only when delta is given), the sum of squares in block_sum's order (thread i adds
-// v[i], v[i + 256], ... in turn, each 32 threads' sums meet in a warp sum, then the 8 warps'),
-// out = bf16(weight (v / rms)). row_out, when given, receives v.
-#define NORM_THREADS 256
-__device__ __forceinline__ float residual_value(const float* row, const u16* delta,
-                                                const float* bias, int i) {
-    float v = row[i];
-    if (delta) v += bf16_to_f32(delta[i]) + (bias ? bias[i] : 0.f);
-    return v;
-}
-
-__device__ void warp_rms_norm(const float* row, const u16* delta, const float* bias,
-                              const float* weight, int hidden, float eps, u16* out,
-                              float* row_out, int lane) {
-    float mine = 0.f;
-    for (int w = 0; w < NORM_THREADS / 32; w++) {
-        float ss = 0.f;
-        for (int i = 32 * w + lane; i < hidden; i += NORM_THREADS) {
-            const float v = residual_value(row, delta, bias, i);
-            ss += v * v;
-        }
-        ss = warp_sum(ss);
-        if (lane == w) mine = ss;
-    }
-    const float inv = 1.f / sqrtf(warp_sum(mine) / hidden + eps);
-    for (int i = lane; i < hidden; i += 32) {
-        const float v = residual_value(row, delta, bias, i);
-        out[i] = f32_to_bf16(weight[i] * (v * inv));
-        if (row_out) row_out[i] = v;
-    }
-}
-
 __device__ __forceinline__ void grid_dependency_wait() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");

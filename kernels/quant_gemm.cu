@@ -243,12 +243,11 @@ __device__ __forceinline__ void fetch_chunk(DecodeChunk<NT, RT>& c, const uint4*
         }
 }
 
-// x is global memory, or (staged) the block's normalized copy in shared memory.
 template <int NT, int RT>
 __device__ __forceinline__ void multiply_chunk(const DecodeChunk<NT, RT>& c, const u16* table,
-                                               const u16* x, bool staged, int g, int t,
-                                               int tile0, int tile_step, int kt0, int end,
-                                               int row_tiles, int M, int K,
+                                               const u16* x, int g, int t, int tile0,
+                                               int tile_step, int kt0, int end, int row_tiles,
+                                               int M, int K,
                                                float (*acc)[NT][4]) {
 #pragma unroll
     for (int u = 0; u < DecodeChunk<NT, RT>::KU; u++) {
@@ -261,10 +260,8 @@ __device__ __forceinline__ void multiply_chunk(const DecodeChunk<NT, RT>& c, con
             const int token = nt * 8 + g;
             const u16* row = x + (long)min(token, M - 1) * K;
             uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
-            if (token < M && k < K) lo = staged ? *(const uint4*)(row + k) : ldg16(row + k);
-            if (token < M && k + 8 < K) {
-                hi = staged ? *(const uint4*)(row + k + 8) : ldg16(row + k + 8);
-            }
+            if (token < M && k < K) lo = ldg16(row + k);
+            if (token < M && k + 8 < K) hi = ldg16(row + k + 8);
             b[nt][0] = lo.x; b[nt][1] = lo.y; b[nt][2] = lo.z; b[nt][3] = lo.w;
             b[nt][4] = hi.x; b[nt][5] = hi.y; b[nt][6] = hi.z; b[nt][7] = hi.w;
         }
@@ -276,19 +273,11 @@ __device__ __forceinline__ void multiply_chunk(const DecodeChunk<NT, RT>& c, con
     }
 }
 
-// With norm_weight given, x is not read: the block first computes each token's input itself,
-// bf16(norm_weight (v / rms(v))) with v = residual + (delta + bias) (warp_rms_norm, bit for bit
-// the add_rms_norm kernel), into shared memory after the partial sums (M K values; the host
-// sizes the dynamic shared memory), and block 0 writes v to residual_out when delta is given:
-// the RMSNorm before a product, without its own launch.
 template <int NT, int RT>
 __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scales,
                      const signed char* __restrict__ zeros, const u16* __restrict__ table,
                      const u16* __restrict__ x, u16* __restrict__ y, int M, int N, int K,
-                     int groups, int group_size, int pair_tiles,
-                     const float* __restrict__ residual, float* __restrict__ residual_out,
-                     const u16* __restrict__ delta, const float* __restrict__ bias,
-                     const float* __restrict__ norm_weight, float eps) {
+                     int groups, int group_size, int pair_tiles) {
     __shared__ u16 shared_table[16];
     extern __shared__ float partial[];   // [warps][RT * NT * 4][32]
     constexpr int KU = DecodeChunk<NT, RT>::KU;
@@ -316,31 +305,19 @@ __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scale
     grid_dependency_wait();
     launch_dependents();
     load_table(table, shared_table);
-    constexpr int SLOTS = RT * NT * 4;
-    const bool staged = norm_weight != nullptr;
-    if (staged) {
-        u16* normed = (u16*)(partial + warps * SLOTS * 32);
-        float* out_row = blockIdx.x == 0 && delta ? residual_out : nullptr;
-        for (int token = warp; token < M; token += warps) {
-            const long at = (long)token * K;
-            warp_rms_norm(residual + at, delta ? delta + at : nullptr, bias, norm_weight, K, eps,
-                          normed + at, out_row ? out_row + at : nullptr, lane);
-        }
-        __syncthreads();
-        x = normed;
-    }
     for (int kt = begin; kt < end; kt += 2 * KU) {
         fetch_chunk<NT, RT>(b, w, scales, zeros, lane, g, tile0, tile_step, kt + KU, end,
                             k_tiles, row_tiles, N, groups, group_size);
-        multiply_chunk<NT, RT>(a, shared_table, x, staged, g, t, tile0, tile_step, kt, end,
-                               row_tiles, M, K, acc);
+        multiply_chunk<NT, RT>(a, shared_table, x, g, t, tile0, tile_step, kt, end, row_tiles, M,
+                               K, acc);
         if (kt + KU >= end) break;
         fetch_chunk<NT, RT>(a, w, scales, zeros, lane, g, tile0, tile_step, kt + 2 * KU, end,
                             k_tiles, row_tiles, N, groups, group_size);
-        multiply_chunk<NT, RT>(b, shared_table, x, staged, g, t, tile0, tile_step, kt + KU,
-                               end, row_tiles, M, K, acc);
+        multiply_chunk<NT, RT>(b, shared_table, x, g, t, tile0, tile_step, kt + KU, end,
+                               row_tiles, M, K, acc);
     }
 
+    constexpr int SLOTS = RT * NT * 4;
 #pragma unroll
     for (int rt = 0; rt < RT; rt++)
 #pragma unroll
@@ -382,11 +359,8 @@ __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scale
     extern "C" __global__ void __launch_bounds__(512)                                          \
         gemv_nt##NT##_rt##RT(const uint4* w, const void* scales, const signed char* zeros,     \
                              const u16* table, const u16* x, u16* y, int M, int N, int K,      \
-                             int groups, int group_size, int pair_tiles,                       \
-                             const float* residual, float* residual_out, const u16* delta,     \
-                             const float* bias, const float* norm_weight, float eps) {         \
-        gemv<NT, RT>(w, scales, zeros, table, x, y, M, N, K, groups, group_size, pair_tiles,   \
-                     residual, residual_out, delta, bias, norm_weight, eps);                   \
+                             int groups, int group_size, int pair_tiles) {                     \
+        gemv<NT, RT>(w, scales, zeros, table, x, y, M, N, K, groups, group_size, pair_tiles);  \
     }
 GEMV_KERNEL(1, 1)
 GEMV_KERNEL(1, 2)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on a GPU machine with no Rust toolchain: the GPU tests, the Qwen2.5-0.5B-shaped forward
-# bench (programmatic dependent launch on and off, a per-stage profile, the RMSNorm in the
-# decode products and apart), a sweep of the decode kernel's splits, then the kernel bench on chosen shapes, each
+# bench (programmatic dependent launch on and off, a per-stage profile, the SwiGLU fused and
+# separate), a sweep of the decode kernel's splits, then the kernel bench on chosen shapes, each
 # cut to the time left.
 #
 # Build here first (the binaries go to .device/kbin, git-ignored):
@@ -54,9 +54,9 @@ echo "cuda_forward rc $? $((SECONDS - s)) s"
 grep -v "^  " "$OUT/forward.txt" | tail -22
 grep -A14 "^profile w4a16-g128 (PDL on" "$OUT/forward.txt"
 s=$SECONDS
-timeout 60 /tmp/k/cuda_forward --schemes w4a16-g128 --separate-norm --decode-tokens 64 \
+timeout 60 /tmp/k/cuda_forward --schemes w4a16-g128 --separate-swiglu --decode-tokens 64 \
     > "$OUT/forward_separate.txt" 2>&1
-echo "separate RMSNorm rc $? $((SECONDS - s)) s"; tail -4 "$OUT/forward_separate.txt"
+echo "separate SwiGLU rc $? $((SECONDS - s)) s"; tail -4 "$OUT/forward_separate.txt"
 s=$SECONDS
 timeout 120 /tmp/k/cuda_bench --sweep \
     --shapes "${SHAPES:-4096x4096,14336x4096,4096x14336,9728x896,896x4864,1152x896}" \

@@ -8,8 +8,7 @@
 //! bf16,w4a16-g128,w8a16,fp8,nf4,w8a8,w8a8-fp8,w8a8-fp8-block; bf16 is dense), `--batch LIST`
 //! (default 1,16), `--prompt-tokens N` (128), `--decode-tokens N` (128), `--separate-swiglu` (the
 //! SwiGLU as its own kernel instead of in the gate/up product; see
-//! `CudaModel::set_fused_swiglu`), `--separate-norm` (every RMSNorm as its own kernel instead
-//! of in the decode product after it; see `CudaModel::set_fused_norm`), `--pdl LIST` (`on`, `off` or `on,off`; default `on`:
+//! `CudaModel::set_fused_swiglu`), `--pdl LIST` (`on`, `off` or `on,off`; default `on`:
 //! kernels launched with programmatic dependent launch, see
 //! `CudaDevice::set_programmatic_launch`), `--profile` (after the timings, GPU time per stage
 //! of a batch-1 decode step, kernels launched one by one with an event after each stage; see
@@ -127,7 +126,6 @@ fn run() -> Result<()> {
     let decode_tokens: usize =
         option(&args, "--decode-tokens").map_or(128, |v| v.parse().expect("--decode-tokens"));
     let fused = !args.iter().any(|a| a == "--separate-swiglu");
-    let fused_norm = !args.iter().any(|a| a == "--separate-norm");
     let profile = args.iter().any(|a| a == "--profile");
     let pdl_modes: Vec<bool> = list(&args, "--pdl", "on")
         .iter()
@@ -152,12 +150,11 @@ fn run() -> Result<()> {
     println!(
         "device: {}; model: Qwen2.5-0.5B shape, random weights, {:.1}M parameters (built in {:.1} s); \
          {prompt_tokens} prompt + {decode_tokens} decode tokens per sequence; SwiGLU fused into \
-         the gate/up product: {}; RMSNorm in the decode products: {}",
+         the gate/up product: {}",
         device.name(),
         base.parameter_count() as f64 / 1e6,
         started.elapsed().as_secs_f64(),
-        if fused { "yes" } else { "no" },
-        if fused_norm { "yes" } else { "no" }
+        if fused { "yes" } else { "no" }
     );
     println!(
         "{:<12} {:>4} {:>6} {:>5} {:>10} {:>13} {:>14} {:>9}",
@@ -174,7 +171,6 @@ fn run() -> Result<()> {
             let pdl = device.programmatic_launch();
             let mut gpu = CudaModel::new(&model, &device)?;
             gpu.set_fused_swiglu(fused);
-            gpu.set_fused_norm(fused_norm);
             for graphs in [false, true] {
                 gpu.set_graphs(graphs);
                 for &batch in &batches {

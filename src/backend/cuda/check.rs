@@ -136,7 +136,7 @@ pub fn device_or_skip(what: &str) -> Option<CudaDevice> {
 
 /// The decode kernels a check runs: one row tile per block with the warps chosen from the
 /// shape, one warp (a warp walks every k tile) and 16 (most warps idle on short rows); two row
-/// tiles with the chosen warps; four row tiles with 9 warps (the most the shared memory takes at
+/// tiles with the chosen warps; four row tiles with 11 warps (the most the shared memory takes at
 /// 16 tokens).
 pub fn decode_kernels() -> Vec<Kernel> {
     [
@@ -144,7 +144,7 @@ pub fn decode_kernels() -> Vec<Kernel> {
         (1, Some(1)),
         (1, Some(16)),
         (2, None),
-        (4, Some(9)),
+        (4, Some(11)),
     ]
     .map(|(row_tiles, warps)| Kernel::Gemv { row_tiles, warps })
     .to_vec()

@@ -22,13 +22,8 @@ const THREADS: u32 = 256;
 /// Most warps of a decode block (`__launch_bounds__(512)` in the kernel).
 pub const GEMV_MAX_WARPS: usize = 16;
 /// Shared memory the decode kernel's partial sums may take: the 48 KiB a block gets without
-/// opting in, less room for the kernel's static shared memory (the code book) and for a
-/// normalized input ([`NORM_STAGE_BYTES`]).
-const GEMV_SHARED_BYTES: usize = 40 * 1024 - 256;
-/// Most bytes of normalized input (`m * cols` bf16 values) a decode block stages in shared
-/// memory when it applies the RMSNorm itself ([`CudaQuantLinear::forward_normed`]): 4096
-/// values, e.g. 4 tokens of 896 features.
-pub const NORM_STAGE_BYTES: usize = 8 * 1024;
+/// opting in, less room for the kernel's static shared memory (the code book).
+const GEMV_SHARED_BYTES: usize = 48 * 1024 - 256;
 /// Weight rows of a GEMM block.
 const GEMM_ROWS: usize = 128;
 /// Tokens of a GEMM block.
@@ -47,32 +42,6 @@ pub enum Kernel {
     },
     /// The tensor-core GEMM.
     Gemm,
-}
-
-/// The input of a decode product that applies the RMSNorm before it itself: `x = bf16(weight
-/// (v / rms(v)))` per token, with `v = residual + (delta + bias)` (`residual` alone without
-/// `delta`), bit for bit what [`super::ops::Kernels::add_rms_norm`] computes. `v` goes to
-/// `residual_out` when `delta` is given (the residual stream moves to the other buffer; the
-/// product reads `residual` in every block, so it cannot update it in place).
-pub struct NormedInput<'a> {
-    /// `[m, cols]` f32 residual stream.
-    pub residual: &'a CudaSlice<f32>,
-    /// Where `v` goes, `[m, cols]`; needed with `delta`.
-    pub residual_out: Option<&'a mut CudaSlice<f32>>,
-    /// `[m, cols]` bf16 output of the previous product, added to the residual.
-    pub delta: Option<&'a CudaSlice<bf16>>,
-    /// `[cols]` bias of the previous product, added with `delta`.
-    pub bias: Option<&'a CudaSlice<f32>>,
-    /// `[cols]` RMSNorm weight.
-    pub weight: &'a CudaSlice<f32>,
-    /// RMSNorm epsilon.
-    pub eps: f32,
-}
-
-/// What a decode product reads.
-enum DecodeInput<'a, 'b> {
-    Plain(&'a CudaSlice<bf16>),
-    Normed(&'a mut NormedInput<'b>),
 }
 
 /// A quantized weight matrix on the GPU.
@@ -286,54 +255,7 @@ impl CudaQuantLinear {
             },
             other => other,
         };
-        self.launch(device, DecodeInput::Plain(x), m, y, kernel, 0)
-    }
-
-    /// Whether [`CudaQuantLinear::forward_normed`] takes `m` tokens: the decode kernel's, with
-    /// their normalized inputs within [`NORM_STAGE_BYTES`].
-    pub fn can_normalize(&self, m: usize) -> bool {
-        (1..=GEMV_MAX_TOKENS).contains(&m) && m * self.cols * 2 <= NORM_STAGE_BYTES
-    }
-
-    /// `y = x W^T` for `m` tokens whose `x` the decode kernel computes from `input` itself (see
-    /// [`NormedInput`]): the RMSNorm before the product, and the residual addition before it,
-    /// without launches of their own. Bit for bit `add_rms_norm` followed by
-    /// [`CudaQuantLinear::forward`]. Needs [`CudaQuantLinear::can_normalize`].
-    pub fn forward_normed(
-        &self,
-        device: &CudaDevice,
-        input: &mut NormedInput<'_>,
-        m: usize,
-        y: &mut CudaSlice<bf16>,
-    ) -> Result<()> {
-        self.check_normalize(m)?;
-        let kernel = self.default_kernel(device, m);
-        self.launch(device, DecodeInput::Normed(input), m, y, kernel, 0)
-    }
-
-    /// [`CudaQuantLinear::forward_swiglu`] of a normalized input, as
-    /// [`CudaQuantLinear::forward_normed`] computes it.
-    pub fn forward_swiglu_normed(
-        &self,
-        device: &CudaDevice,
-        input: &mut NormedInput<'_>,
-        m: usize,
-        y: &mut CudaSlice<bf16>,
-    ) -> Result<()> {
-        self.check_normalize(m)?;
-        self.swiglu(device, DecodeInput::Normed(input), m, y)
-    }
-
-    fn check_normalize(&self, m: usize) -> Result<()> {
-        if self.can_normalize(m) {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(format!(
-                "normalized decode product [{}, {}]: {m} tokens, at most {GEMV_MAX_TOKENS} and \
-                 {NORM_STAGE_BYTES} bytes of bf16 input",
-                self.rows, self.cols
-            )))
-        }
+        self.launch(device, x, m, y, kernel, 0)
     }
 
     /// For a stacked gate/up weight (gate rows, then as many up rows): `y = swiglu(x W^T)` for
@@ -347,16 +269,6 @@ impl CudaQuantLinear {
         &self,
         device: &CudaDevice,
         x: &CudaSlice<bf16>,
-        m: usize,
-        y: &mut CudaSlice<bf16>,
-    ) -> Result<()> {
-        self.swiglu(device, DecodeInput::Plain(x), m, y)
-    }
-
-    fn swiglu(
-        &self,
-        device: &CudaDevice,
-        x: DecodeInput<'_, '_>,
         m: usize,
         y: &mut CudaSlice<bf16>,
     ) -> Result<()> {
@@ -390,7 +302,7 @@ impl CudaQuantLinear {
     fn launch(
         &self,
         device: &CudaDevice,
-        x: DecodeInput<'_, '_>,
+        x: &CudaSlice<bf16>,
         m: usize,
         y: &mut CudaSlice<bf16>,
         kernel: Kernel,
@@ -401,90 +313,37 @@ impl CudaQuantLinear {
         } else {
             m * self.rows
         };
-        let inputs = m * self.cols;
-        let given = match &x {
-            DecodeInput::Plain(x) => x.len(),
-            DecodeInput::Normed(n) => {
-                let rows_short = |len: usize| len < inputs;
-                let vector_short =
-                    |v: Option<&CudaSlice<f32>>| v.is_some_and(|v| v.len() < self.cols);
-                if rows_short(n.residual.len())
-                    || n.delta.is_some_and(|d| rows_short(d.len()))
-                    || n.residual_out.as_ref().is_some_and(|r| rows_short(r.len()))
-                    || (n.delta.is_some() && n.residual_out.is_none())
-                    || vector_short(n.bias)
-                    || vector_short(Some(n.weight))
-                {
-                    return Err(Error::InvalidArgument(format!(
-                        "normalized decode product [{}, {}]: {m} tokens need a residual (and a \
-                         delta, and a residual to write with the delta) of {inputs} values, \
-                         a bias and a norm weight of {}",
-                        self.rows, self.cols, self.cols
-                    )));
-                }
-                inputs
-            }
-        };
-        if m == 0 || given < inputs || y.len() < outputs {
+        if m == 0 || x.len() < m * self.cols || y.len() < outputs {
             return Err(Error::InvalidArgument(format!(
-                "quantized product [{}, {}]: {m} tokens need {inputs} inputs and {outputs} \
-                 outputs, got {given} and {}",
+                "quantized product [{}, {}]: {m} tokens need {} inputs and {} outputs, got {} and {}",
                 self.rows,
                 self.cols,
+                m * self.cols,
+                outputs,
+                x.len(),
                 y.len()
             )));
         }
         let gemv = matches!(kernel, Kernel::Gemv { .. });
-        let (function, mut config) = self.launch_plan(m, kernel, pair_tiles)?;
+        let (function, config) = self.launch_plan(m, kernel, pair_tiles)?;
         let mut args = device.args();
         args.ptr(&self.codes)
             .ptr(&self.scales)
             .ptr_or_null(self.zero_points.as_ref())
-            .ptr_or_null(self.table.as_ref());
-        match &x {
-            DecodeInput::Plain(x) => args.ptr(*x),
-            DecodeInput::Normed(_) => args.null(),
-        };
-        args.ptr(y);
+            .ptr_or_null(self.table.as_ref())
+            .ptr(x)
+            .ptr(y);
         for v in [m, self.rows, self.cols, self.groups, self.group_size] {
             args.i32(v as i32);
         }
-        match x {
-            DecodeInput::Plain(_) if !gemv => {}
-            DecodeInput::Normed(_) if !gemv => {
-                return Err(Error::InvalidArgument(
-                    "only the decode kernel normalizes its input".into(),
-                ))
-            }
-            DecodeInput::Plain(_) => {
-                args.i32(pair_tiles as i32);
-                args.null().null().null().null().null().f32(0.0);
-            }
-            DecodeInput::Normed(n) => {
-                if !self.can_normalize(m) {
-                    return Err(Error::InvalidArgument(format!(
-                        "normalized decode product: {m} tokens of {} features",
-                        self.cols
-                    )));
-                }
-                config.shared_mem_bytes += (inputs * 2) as u32;
-                args.i32(pair_tiles as i32)
-                    .ptr(n.residual)
-                    .ptr_or_null(n.residual_out.as_deref())
-                    .ptr_or_null(n.delta)
-                    .ptr_or_null(n.bias)
-                    .ptr(n.weight)
-                    .f32(n.eps);
-            }
+        if gemv {
+            args.i32(pair_tiles as i32);
         }
         // SAFETY: the arguments match the kernel signatures in kernels/quant_gemm.cu (pointers to
-        // codes, scales, zero points or null, code book or null, x or null, y; five ints; for
-        // the decode kernel the paired tiles, then residual, residual out, delta, bias and norm
-        // weight, each or null, and eps); the buffers hold the sizes the layout and the length
-        // checks above guarantee, and the kernels bound every access by m, rows and cols
-        // (paired tiles: the grid covers exactly the gate tiles, and y holds m rows of their
-        // rows; a normalized input: the shared memory holds the m * cols staged values, and
-        // only the decode kernel is given one).
+        // codes, scales, zero points or null, code book or null, x, y; five ints; for the decode
+        // kernel the paired tiles); the buffers hold the sizes the layout and the length checks
+        // above guarantee, and the kernels bound every access by m, rows and cols (paired
+        // tiles: the grid covers exactly the gate tiles, and y holds m rows of their rows).
         unsafe {
             device.launch(
                 function,

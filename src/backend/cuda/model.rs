@@ -27,7 +27,7 @@ use super::device::{driver_error, CudaDevice};
 use super::kv_cache::CudaKvCache;
 use super::layers::{biases, upload_f32, DeviceLinear, DeviceWeight, Stacked};
 use super::layout::TILE_ROWS;
-use super::linear::{CudaQuantLinear, NormedInput, GEMV_MAX_TOKENS};
+use super::linear::GEMV_MAX_TOKENS;
 use super::ops::{AttentionShape, EmbeddingRef, ForwardKernels, TokenTables, MAX_HEAD_DIM};
 use super::plan::{validate, Plan};
 use super::scaled::ScaledNeeds;
@@ -95,72 +95,7 @@ pub struct CudaModel<'a> {
     /// Whether a stacked quantized gate/up product of a few tokens writes the SwiGLU itself
     /// (see `set_fused_swiglu`).
     fused_swiglu: bool,
-    /// Whether quantized decode products apply the residual addition and RMSNorm before them
-    /// themselves (see `set_fused_norm`).
-    fused_norm: bool,
     device_bytes: usize,
-}
-
-/// A residual addition and RMSNorm not yet applied: `x += delta + bias` (`delta`: the
-/// product output in `proj`), then the norm with `weight`.
-struct PendingNorm<'a> {
-    delta: bool,
-    bias: Option<&'a CudaSlice<f32>>,
-    weight: &'a CudaSlice<f32>,
-}
-
-impl<'a> PendingNorm<'a> {
-    /// Applies it with its own kernel: the stream in place, the normalized input to `h`.
-    #[allow(clippy::too_many_arguments)]
-    fn apply(
-        &self,
-        k: &ForwardKernels,
-        device: &CudaDevice,
-        residual: &mut CudaSlice<f32>,
-        proj: &CudaSlice<bf16>,
-        h: &mut CudaSlice<bf16>,
-        sizes: [usize; 2],
-        eps: f32,
-    ) -> Result<()> {
-        let delta = self.delta.then_some(proj);
-        k.add_rms_norm(
-            device,
-            residual,
-            delta,
-            self.bias,
-            self.weight,
-            h,
-            sizes,
-            eps,
-        )
-    }
-
-    /// The input of a product that applies it itself: the stream moves to the other buffer
-    /// (`alt` flips) when there is a delta to add.
-    fn input<'b>(
-        &self,
-        x: &'b mut CudaSlice<f32>,
-        x_alt: &'b mut CudaSlice<f32>,
-        alt: &mut bool,
-        proj: &'b CudaSlice<bf16>,
-        eps: f32,
-    ) -> NormedInput<'b>
-    where
-        'a: 'b,
-    {
-        let (residual, other) = if *alt { (&*x_alt, x) } else { (&*x, x_alt) };
-        if self.delta {
-            *alt = !*alt;
-        }
-        NormedInput {
-            residual,
-            residual_out: self.delta.then_some(other),
-            delta: self.delta.then_some(proj),
-            bias: self.bias,
-            weight: self.weight,
-            eps,
-        }
-    }
 }
 
 /// The buffers of a pass and the decode graphs captured over them.
@@ -321,7 +256,6 @@ impl<'a> CudaModel<'a> {
             state: Mutex::new(State::default()),
             graphs_enabled: true,
             fused_swiglu: true,
-            fused_norm: true,
             device_bytes,
         })
     }
@@ -344,32 +278,6 @@ impl<'a> CudaModel<'a> {
         self.fused_swiglu = enabled;
         if let Ok(state) = self.state.get_mut() {
             state.graphs.clear();
-        }
-    }
-
-    /// Whether a quantized decode product that follows an RMSNorm (the q/k/v and the gate/up
-    /// products, stacked) applies the norm, and the residual addition before it, to its own
-    /// input ([`CudaQuantLinear::forward_normed`](super::linear::CudaQuantLinear::forward_normed):
-    /// bit for bit the separate kernel's result, one launch less each) when its input fits
-    /// (`NORM_STAGE_BYTES`: up to 4 tokens of 896 features) (on by default; off, the separate
-    /// kernel runs, for comparison).
-    pub fn set_fused_norm(&mut self, enabled: bool) {
-        self.fused_norm = enabled;
-        if let Ok(state) = self.state.get_mut() {
-            state.graphs.clear();
-        }
-    }
-
-    /// The quantized weight of `linear` when it applies the pending norm itself for `tokens`
-    /// tokens (see `set_fused_norm`).
-    fn normalizing<'l>(
-        &self,
-        linear: &'l DeviceLinear,
-        tokens: usize,
-    ) -> Option<&'l CudaQuantLinear> {
-        match &linear.weight {
-            DeviceWeight::Quantized(q) if self.fused_norm && q.can_normalize(tokens) => Some(q),
-            _ => None,
         }
     }
 
@@ -608,7 +516,6 @@ impl<'a> CudaModel<'a> {
         let Workspace {
             tables: table_buffer,
             x,
-            x_alt,
             h,
             q,
             k: key,
@@ -646,47 +553,16 @@ impl<'a> CudaModel<'a> {
             .blocks
             .first()
             .map_or(&self.final_norm, |b| &b.input_norm);
-        // The residual stream is in `x`, or in `x_alt` when `alt`. Each residual addition and
-        // RMSNorm waits in `pending` for the product that reads its output: a quantized decode
-        // product applies it to its own input (see `set_fused_norm`), else `add_rms_norm`
-        // writes `h` first.
-        let mut alt = false;
-        let mut pending = Some(PendingNorm {
-            delta: false,
-            bias: None,
-            weight: first_norm,
-        });
-        let sizes = [total, hidden];
+        k.add_rms_norm(device, x, None, None, first_norm, h, [total, hidden], eps)?;
+        mark("norm")?;
         for (layer, b) in self.blocks.iter().enumerate() {
             let (q_width, kv_width) = (
                 shape.heads * shape.head_dim,
                 shape.kv_heads * shape.head_dim,
             );
-            let normed = match &b.qkv {
-                Stacked::One(l) => self.normalizing(l, total),
-                Stacked::Each(_) => None,
-            };
-            if let (Some(q), Some(p)) = (normed, pending.take_if(|_| normed.is_some())) {
-                let mut input = p.input(x, x_alt, &mut alt, proj, eps);
-                q.forward_normed(device, &mut input, total, qkv_out)?;
-                mark("norm_qkv")?;
-            } else if let Some(p) = pending.take() {
-                p.apply(
-                    k,
-                    device,
-                    if alt { &mut *x_alt } else { &mut *x },
-                    proj,
-                    h,
-                    sizes,
-                    eps,
-                )?;
-                mark("norm")?;
-            }
             let (q_view, k_view, v_view, strides) = match &b.qkv {
                 Stacked::One(l) => {
-                    if normed.is_none() {
-                        l.forward(device, blas, h, total, qkv_out, scratch)?;
-                    }
+                    l.forward(device, blas, h, total, qkv_out, scratch)?;
                     let row = q_width + 2 * kv_width;
                     (
                         qkv_out.slice(..),
@@ -702,9 +578,7 @@ impl<'a> CudaModel<'a> {
                     (q.slice(..), key.slice(..), v.slice(..), [q_width, kv_width])
                 }
             };
-            if normed.is_none() {
-                mark("qkv")?;
-            }
+            mark("qkv")?;
             k.qkv_rope(
                 device,
                 [&q_view, &k_view, &v_view],
@@ -727,50 +601,34 @@ impl<'a> CudaModel<'a> {
             mark("attention")?;
             b.o_proj.forward(device, blas, attn, total, proj, scratch)?;
             mark("o_proj")?;
-            let post_norm = PendingNorm {
-                delta: true,
-                bias: b.o_proj.bias.as_ref(),
-                weight: &b.post_attention_norm,
-            };
+            k.add_rms_norm(
+                device,
+                x,
+                Some(proj),
+                b.o_proj.bias.as_ref(),
+                &b.post_attention_norm,
+                h,
+                [total, hidden],
+                eps,
+            )?;
+            mark("norm")?;
             // A stacked, quantized gate/up product of a few tokens writes the SwiGLU of its
             // two halves itself: one launch less per block.
             let no_bias = b.gate_up_bias.iter().all(Option::is_none);
-            let swiglu = match &b.gate_up {
+            let fused = match &b.gate_up {
                 Stacked::One(l) if self.fused_swiglu && no_bias && total <= GEMV_MAX_TOKENS => {
                     match &l.weight {
                         DeviceWeight::Quantized(q) if (q.rows() / 2).is_multiple_of(TILE_ROWS) => {
-                            Some(q)
+                            q.forward_swiglu(device, h, total, inner)?;
+                            mark("gate_up_swiglu")?;
+                            true
                         }
-                        _ => None,
+                        _ => false,
                     }
                 }
-                _ => None,
+                _ => false,
             };
-            let normed = match &b.gate_up {
-                Stacked::One(l) if swiglu.is_some() => self.normalizing(l, total),
-                _ => None,
-            };
-            if let Some(q) = normed {
-                let mut input = post_norm.input(x, x_alt, &mut alt, proj, eps);
-                q.forward_swiglu_normed(device, &mut input, total, inner)?;
-                mark("norm_gate_up_swiglu")?;
-            } else {
-                post_norm.apply(
-                    k,
-                    device,
-                    if alt { &mut *x_alt } else { &mut *x },
-                    proj,
-                    h,
-                    sizes,
-                    eps,
-                )?;
-                mark("norm")?;
-                if let Some(q) = swiglu {
-                    q.forward_swiglu(device, h, total, inner)?;
-                    mark("gate_up_swiglu")?;
-                }
-            }
-            if swiglu.is_none() {
+            if !fused {
                 let (gate_view, up_view, stride) = match &b.gate_up {
                     Stacked::One(l) => {
                         l.forward(device, blas, h, total, gate_up_out, scratch)?;
@@ -799,20 +657,14 @@ impl<'a> CudaModel<'a> {
                 .blocks
                 .get(layer + 1)
                 .map_or(&self.final_norm, |n| &n.input_norm);
-            pending = Some(PendingNorm {
-                delta: true,
-                bias: b.down_proj.bias.as_ref(),
-                weight: next_norm,
-            });
-        }
-        if let Some(p) = pending.take() {
-            p.apply(
-                k,
+            k.add_rms_norm(
                 device,
-                if alt { &mut *x_alt } else { &mut *x },
-                proj,
+                x,
+                Some(proj),
+                b.down_proj.bias.as_ref(),
+                next_norm,
                 h,
-                sizes,
+                [total, hidden],
                 eps,
             )?;
             mark("norm")?;

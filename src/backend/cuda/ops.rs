@@ -8,9 +8,7 @@ use half::bf16;
 use super::device::{CudaDevice, FORWARD};
 use crate::error::{Error, Result};
 
-/// Threads of the row kernels (norms, gathers). The decode products that apply the RMSNorm
-/// themselves add its squares in the order of this many threads (`NORM_THREADS` in
-/// kernels/common.cuh), to give `add_rms_norm`'s bits: keep the two equal.
+/// Threads of the row kernels (norms, gathers).
 const ROW_THREADS: u32 = 256;
 /// Threads of the q/k/v kernel (`QKV_WARPS` warps in forward.cu).
 const QKV_THREADS: u32 = 256;

@@ -34,11 +34,7 @@ pub(super) struct Workspace {
     /// Greedy picks, one per logit row, and their way back.
     pub(super) picks: CudaSlice<u32>,
     picks_host: PinnedHostSlice<u32>,
-    /// The residual stream, f32.
     pub(super) x: CudaSlice<f32>,
-    /// Its second buffer: a product that adds the residual and normalizes its own input
-    /// writes the updated stream here while its blocks still read `x` (and back).
-    pub(super) x_alt: CudaSlice<f32>,
     pub(super) h: CudaSlice<bf16>,
     pub(super) q: CudaSlice<bf16>,
     pub(super) k: CudaSlice<bf16>,
@@ -156,7 +152,6 @@ impl Workspace {
             picks: zeros(device, rows)?,
             picks_host,
             x: zeros(device, t * hidden)?,
-            x_alt: zeros(device, t * hidden)?,
             h: zeros(device, t * hidden)?,
             q: zeros(device, t * q_width)?,
             k: zeros(device, t * kv_width)?,
@@ -204,7 +199,6 @@ impl Workspace {
     /// Fills the activations and logits with NaN (see [`CudaDevice::poison`]).
     pub(super) fn poison(&mut self, device: &CudaDevice) -> Result<()> {
         device.poison(&mut self.x)?;
-        device.poison(&mut self.x_alt)?;
         device.poison(&mut self.q_rot)?;
         device.poison(&mut self.logits)?;
         for b in [
