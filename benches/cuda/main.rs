@@ -138,11 +138,8 @@ fn decode_sweep(device: &CudaDevice, shapes: &[[usize; 2]], read_bw: f64, seed: 
     println!("sweep: shape, tokens, row tiles, warps, us per product, % of read bandwidth");
     for &[rows, cols] in shapes {
         let packed = random_packed(&scheme, [rows, cols], &mut rng)?;
-        let bytes = packed.device_bytes();
-        let copies = ROTATE_BYTES.div_ceil(bytes).max(2);
-        let linears: Vec<CudaQuantLinear> = (0..copies)
-            .map(|_| CudaQuantLinear::from_packed(device, &packed))
-            .collect::<Result<_>>()?;
+        let (bytes, linears) = rotated_copies(device, &packed)?;
+        let copies = linears.len();
         let x: CudaSlice<bf16> = stream
             .clone_htod(&vec![bf16::from_f32(0.5); 16 * cols])
             .map_err(err)?;
@@ -182,6 +179,20 @@ fn decode_sweep(device: &CudaDevice, shapes: &[[usize; 2]], read_bw: f64, seed: 
         }
     }
     Ok(())
+}
+
+/// The weight's device bytes and enough copies of it on the device to pass [`ROTATE_BYTES`]
+/// (at least two), so that products rotating through them read from memory, not the L2.
+fn rotated_copies(
+    device: &CudaDevice,
+    packed: &PackedWeight,
+) -> Result<(usize, Vec<CudaQuantLinear>)> {
+    let bytes = packed.device_bytes();
+    let copies = ROTATE_BYTES.div_ceil(bytes).max(2);
+    let linears = (0..copies)
+        .map(|_| CudaQuantLinear::from_packed(device, packed))
+        .collect::<Result<_>>()?;
+    Ok((bytes, linears))
 }
 
 /// `ROWSxCOLS` as `[rows, cols]`.
@@ -489,11 +500,8 @@ fn timings(
         for name in SCHEMES {
             let scheme = QuantScheme::parse(name)?;
             let packed = random_packed(&scheme, [rows, cols], &mut rng)?;
-            let bytes = packed.device_bytes();
-            let copies = ROTATE_BYTES.div_ceil(bytes).max(2);
-            let linears: Vec<CudaQuantLinear> = (0..copies)
-                .map(|_| CudaQuantLinear::from_packed(device, &packed))
-                .collect::<Result<_>>()?;
+            let (bytes, linears) = rotated_copies(device, &packed)?;
+            let copies = linears.len();
             if rows == shapes[0][0] && cols == shapes[0][1] {
                 for (kernel, regs, local) in linears[0].kernel_resources()? {
                     println!("{name} {kernel}: {regs} registers, {local} bytes of local memory");
