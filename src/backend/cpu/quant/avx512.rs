@@ -323,22 +323,10 @@ unsafe fn float_rows<
     let mut acc = [[[_mm512_setzero_ps(); A]; T]; R];
     let mut totals = [[_mm512_setzero_ps(); T]; R];
     let mut c = 0;
-    for g in 0..groups {
-        let end = (c + group_chunks).min(shape.count);
-        if MODE == SCALED_TABLE {
-            for (t, s) in tables.iter_mut().zip(&scales) {
-                // SAFETY: `g < groups <= s.len()` (checked above).
-                *t = _mm512_mul_ps(table, _mm512_set1_ps(unsafe { *s.get_unchecked(g) }));
-            }
-        }
-        // A chunk's lane scales (LANE_SUMS: one chunk per group).
-        let group_scaling = Scaling::<R>::new::<KIND, MODE>(&scales, c, group_size, factor);
-        while c < end.min(shape.in_place) {
-            let scaling = if MODE == VECTOR_SCALES {
-                Scaling::<R>::new::<KIND, MODE>(&scales, c, group_size, factor)
-            } else {
-                group_scaling
-            };
+    // Chunk `c < in_place` of every row, read in place, with its lines `STREAM_PREFETCH_CHUNKS`
+    // chunks ahead prefetched.
+    macro_rules! in_place_chunk {
+        ($scaling:expr) => {{
             let at: [*const u8; R] = std::array::from_fn(|r| {
                 // SAFETY: chunk `c < in_place` lies inside every row's codes.
                 let p = unsafe { codes[r].as_ptr().add(c * bytes) };
@@ -356,10 +344,45 @@ unsafe fn float_rows<
                     c * CHUNK,
                     CHUNK,
                     &tables,
-                    &scaling,
+                    &$scaling,
                     &mut acc,
                 )
+            }
+        }};
+    }
+    if MODE == SCALED_TABLE && KIND == NIBBLE && T <= 2 && group_chunks == 1 {
+        // One chunk per group (int4 g128): a plain loop over the in-place chunks first, without
+        // the group loop's bookkeeping, whose scalar instructions share ports with the vector
+        // work.
+        let scaling = Scaling::<R>::new::<KIND, MODE>(&scales, 0, group_size, factor);
+        while c < shape.in_place {
+            for (t, s) in tables.iter_mut().zip(&scales) {
+                // SAFETY: chunk `c` is group `c < groups <= s.len()` (checked above).
+                *t = _mm512_mul_ps(table, _mm512_set1_ps(unsafe { *s.get_unchecked(c) }));
+            }
+            in_place_chunk!(scaling);
+            c += 1;
+        }
+    }
+    // Chunk `c` starts group `c` after the loop above, else 0.
+    let first_group = c;
+    for g in first_group..groups {
+        let end = (c + group_chunks).min(shape.count);
+        if MODE == SCALED_TABLE {
+            for (t, s) in tables.iter_mut().zip(&scales) {
+                // SAFETY: `g < groups <= s.len()` (checked above).
+                *t = _mm512_mul_ps(table, _mm512_set1_ps(unsafe { *s.get_unchecked(g) }));
+            }
+        }
+        // A chunk's lane scales (LANE_SUMS: one chunk per group).
+        let group_scaling = Scaling::<R>::new::<KIND, MODE>(&scales, c, group_size, factor);
+        while c < end.min(shape.in_place) {
+            let scaling = if MODE == VECTOR_SCALES {
+                Scaling::<R>::new::<KIND, MODE>(&scales, c, group_size, factor)
+            } else {
+                group_scaling
             };
+            in_place_chunk!(scaling);
             c += 1;
         }
         while c < end {
