@@ -145,7 +145,7 @@ fn decode_sweep(device: &CudaDevice, shapes: &[[usize; 2]], read_bw: f64, seed: 
             .map_err(err)?;
         let mut y: CudaSlice<bf16> = stream.alloc_zeros(16 * rows).map_err(err)?;
         for m in [1, 16] {
-            let auto = linears[0].default_kernel(device, m);
+            let auto = linears[0].default_kernel(m);
             let mut best = (f64::INFINITY, String::new());
             for row_tiles in [1, 2, 4] {
                 for warps in [1, 2, 3, 4, 6, 8, 10, 12, 16] {
@@ -516,7 +516,7 @@ fn timings(
                     let label = format!("{name} dequantize + cuBLAS");
                     report([rows, cols], m, &label, t, bytes, read_bw, baseline[mi]);
                 }
-                let default = linears[0].default_kernel(device, m);
+                let default = linears[0].default_kernel(m);
                 let mut kernels = vec![default];
                 if name == "w4a16-g128" && m <= 16 {
                     let variants = [(1, None), (1, Some(8)), (2, None), (4, None)];

@@ -58,8 +58,10 @@ pub struct CudaQuantLinear {
     table: Option<CudaSlice<u16>>,
     /// `gemv[token_tiles - 1][log2(row_tiles)]`.
     gemv: Vec<Vec<CudaFunction>>,
-    /// Registers per thread of each `gemv` kernel, as compiled (the split model's input).
-    gemv_registers: DecodeRegisters,
+    /// The decode kernel's `(row tiles, warps)` from [`decode_split`], chosen once at upload:
+    /// `[token_tiles - 1][slot]`, slot 0 the automatic row tiles, slots 1-3 one, two and four
+    /// row tiles (the split depends on the token count only through its token tiles).
+    decode_splits: [[(usize, usize); 4]; 2],
     gemm: CudaFunction,
     dequantize: CudaFunction,
 }
@@ -117,8 +119,8 @@ impl CudaQuantLinear {
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut gemv_registers = [[0; 3]; 2];
-        for (regs, functions) in gemv_registers.iter_mut().zip(&gemv) {
+        let mut registers: DecodeRegisters = [[0; 3]; 2];
+        for (regs, functions) in registers.iter_mut().zip(&gemv) {
             for (r, f) in regs.iter_mut().zip(functions) {
                 *r = f
                     .num_regs()
@@ -126,6 +128,17 @@ impl CudaQuantLinear {
                     .max(1) as usize;
             }
         }
+        let decode_splits = [1, GEMV_MAX_TOKENS].map(|m| {
+            [None, Some(1), Some(2), Some(4)].map(|row_tiles| {
+                decode_split(
+                    [packed.rows, packed.cols],
+                    m,
+                    row_tiles,
+                    device.multiprocessors(),
+                    &registers,
+                )
+            })
+        });
         let gemm = CudaDevice::function(&module, "gemm")?;
         let dequantize = CudaDevice::function(&module, "dequantize")?;
         Ok(CudaQuantLinear {
@@ -140,7 +153,7 @@ impl CudaQuantLinear {
             zero_points,
             table,
             gemv,
-            gemv_registers,
+            decode_splits,
             gemm,
             dequantize,
         })
@@ -195,33 +208,22 @@ impl CudaQuantLinear {
     /// The kernel [`CudaQuantLinear::forward`] picks for `m` tokens on `device`: the GEMM
     /// above [`GEMV_MAX_TOKENS`] tokens, else the decode kernel with the row tiles and warps
     /// per block that [`decode_split`]'s model of waves finds fastest.
-    pub fn default_kernel(&self, device: &CudaDevice, m: usize) -> Kernel {
+    /// (Chosen at upload for the device the weight lives on.)
+    pub fn default_kernel(&self, m: usize) -> Kernel {
         if m > GEMV_MAX_TOKENS {
             return Kernel::Gemm;
         }
-        let (row_tiles, warps) = decode_split(
-            [self.rows, self.cols],
-            m,
-            None,
-            device.multiprocessors(),
-            &self.gemv_registers,
-        );
+        let (row_tiles, warps) = self.decode_splits[token_tiles(m) - 1][0];
         Kernel::Gemv {
             row_tiles,
             warps: Some(warps),
         }
     }
 
-    /// Warps per decode block with `row_tiles` row tiles (see [`decode_split`]).
-    fn decode_warps(&self, device: &CudaDevice, m: usize, row_tiles: usize) -> usize {
-        decode_split(
-            [self.rows, self.cols],
-            m,
-            Some(row_tiles),
-            device.multiprocessors(),
-            &self.gemv_registers,
-        )
-        .1
+    /// Warps per decode block with `row_tiles` (1, 2 or 4) row tiles (see [`decode_split`]).
+    fn decode_warps(&self, m: usize, row_tiles: usize) -> usize {
+        let slot = 1 + row_tiles.trailing_zeros() as usize;
+        self.decode_splits[token_tiles(m) - 1][slot].1
     }
 
     /// `y = x W^T` for `m` tokens with the default kernel. `x` holds `m * cols` values and `y`
@@ -233,7 +235,7 @@ impl CudaQuantLinear {
         m: usize,
         y: &mut CudaSlice<bf16>,
     ) -> Result<()> {
-        self.forward_with(device, x, m, y, self.default_kernel(device, m))
+        self.forward_with(device, x, m, y, self.default_kernel(m))
     }
 
     /// `y = x W^T` with a chosen kernel (benchmarks compare them).
@@ -251,7 +253,7 @@ impl CudaQuantLinear {
                 warps: None,
             } if [1, 2, 4].contains(&row_tiles) => Kernel::Gemv {
                 row_tiles,
-                warps: Some(self.decode_warps(device, m, row_tiles)),
+                warps: Some(self.decode_warps(m, row_tiles)),
             },
             other => other,
         };
@@ -293,7 +295,7 @@ impl CudaQuantLinear {
         }
         let kernel = Kernel::Gemv {
             row_tiles: 2,
-            warps: Some(self.decode_warps(device, m, 2)),
+            warps: Some(self.decode_warps(m, 2)),
         };
         self.launch(device, x, m, y, kernel, half / TILE_ROWS)
     }
@@ -482,8 +484,7 @@ const BLOCK_OVERHEAD_TILES: usize = 2;
 /// tokens on `multiprocessors` SMs (`row_tiles` fixed when given): the split with the least
 /// modelled time, `waves * (k tiles per warp * row tiles + BLOCK_OVERHEAD_TILES)`, where a wave
 /// is as many blocks as the SMs hold at once (registers per scheduler, warps, blocks, shared
-/// memory) and a
-/// warp takes about the same time for each k tile of each row tile. Ties go to more warps per
+/// memory) and a warp takes about the same time for each k tile of each row tile. Ties go to more warps per
 /// block (more loads in flight). On an H100 the model's choice was the fastest of the 27 splits
 /// measured, or within 10% of it, for 4096x4096, 14336x4096, 4096x14336, 9728x896, 896x4864 and
 /// 1152x896 at 1 and 16 tokens, where the earlier rule (about 16 warps per SM over the grid)
@@ -595,6 +596,10 @@ mod tests {
                             assert!(shared <= GEMV_SHARED_BYTES, "{at}: {shared} bytes");
                             assert!((warps - 1) * per_warp < k_tiles, "{at}: an idle warp");
                             assert!(warps * per_warp >= k_tiles, "{at}: k tiles left over");
+                            // Uploads keep one split per token-tile count.
+                            let same = if m > 8 { GEMV_MAX_TOKENS } else { 1 };
+                            let cached = decode_split([rows, cols], same, fixed, sms, &registers);
+                            assert_eq!((row_tiles, warps), cached, "{at}");
                         }
                     }
                 }
