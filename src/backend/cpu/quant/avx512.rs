@@ -350,16 +350,23 @@ unsafe fn float_rows<
             }
         }};
     }
+    // Each row's code book times its scale of group `g` (SCALED_TABLE).
+    macro_rules! scale_tables {
+        ($g:expr) => {
+            for (t, s) in tables.iter_mut().zip(&scales) {
+                // SAFETY: `g < groups <= s.len()` (checked above).
+                *t = _mm512_mul_ps(table, _mm512_set1_ps(unsafe { *s.get_unchecked($g) }));
+            }
+        };
+    }
     if MODE == SCALED_TABLE && KIND == NIBBLE && T <= 2 && group_chunks == 1 {
         // One chunk per group (int4 g128): a plain loop over the in-place chunks first, without
         // the group loop's bookkeeping, whose scalar instructions share ports with the vector
         // work.
         let scaling = Scaling::<R>::new::<KIND, MODE>(&scales, 0, group_size, factor);
         while c < shape.in_place {
-            for (t, s) in tables.iter_mut().zip(&scales) {
-                // SAFETY: chunk `c` is group `c < groups <= s.len()` (checked above).
-                *t = _mm512_mul_ps(table, _mm512_set1_ps(unsafe { *s.get_unchecked(c) }));
-            }
+            // Chunk `c` is group `c`.
+            scale_tables!(c);
             in_place_chunk!(scaling);
             c += 1;
         }
@@ -369,10 +376,7 @@ unsafe fn float_rows<
     for g in first_group..groups {
         let end = (c + group_chunks).min(shape.count);
         if MODE == SCALED_TABLE {
-            for (t, s) in tables.iter_mut().zip(&scales) {
-                // SAFETY: `g < groups <= s.len()` (checked above).
-                *t = _mm512_mul_ps(table, _mm512_set1_ps(unsafe { *s.get_unchecked(g) }));
-            }
+            scale_tables!(g);
         }
         // A chunk's lane scales (LANE_SUMS: one chunk per group).
         let group_scaling = Scaling::<R>::new::<KIND, MODE>(&scales, c, group_size, factor);
