@@ -61,7 +61,7 @@ s=$SECONDS
 timeout 120 /tmp/k/cuda_bench --sweep \
     --shapes "${SHAPES:-4096x4096,14336x4096,4096x14336,9728x896,896x4864,1152x896}" \
     > "$OUT/sweep.txt" 2>&1
-echo "sweep rc $? $((SECONDS - s)) s"; grep "sweep best" "$OUT/sweep.txt"
+echo "sweep rc $? $((SECONDS - s)) s"; grep -E "sweep (best|diagnostic)" "$OUT/sweep.txt"
 s=$SECONDS
 timeout $(( $(left) - 5 )) /tmp/k/cuda_bench \
     --shapes "${SHAPES:-4096x4096,14336x4096,4096x14336,9728x896,896x4864,1152x896}" \
