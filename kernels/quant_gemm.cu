@@ -59,6 +59,31 @@ __device__ __forceinline__ uint4 ldg16(const void* p) {
     return __ldg((const uint4*)p);
 }
 
+// How the decode kernel loads activations (the host sets X_LOAD; comparisons only): 0 through
+// the read-only path (ld.global.nc), 1 with generic loads from a pointer the compiler cannot
+// place in a state space (the default), 2 with cached coherent global loads (ld.global.ca).
+#ifndef X_LOAD
+#define X_LOAD 1
+#endif
+__device__ __forceinline__ const u16* x_pointer(const u16* x) {
+#if X_LOAD == 1
+    const u16* p;
+    asm("mov.b64 %0, %1;" : "=l"(p) : "l"(x));
+    return p;
+#else
+    return x;
+#endif
+}
+__device__ __forceinline__ uint4 load_x(const u16* p) {
+#if X_LOAD == 0
+    return ldg16(p);
+#elif X_LOAD == 1
+    return *(const uint4*)p;
+#else
+    return __ldca((const uint4*)p);
+#endif
+}
+
 __device__ __forceinline__ u32 word(const uint4& v, int i) {
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
@@ -274,8 +299,8 @@ __device__ __forceinline__ void multiply_chunk(const DecodeChunk<NT, RT>& c, con
             const int token = nt * 8 + g;
             const u16* row = x + (long)min(token, M - 1) * K;
             uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
-            if (token < M && k < K) lo = ldg16(row + k);
-            if (token < M && k + 8 < K) hi = ldg16(row + k + 8);
+            if (token < M && k < K) lo = load_x(row + k);
+            if (token < M && k + 8 < K) hi = load_x(row + k + 8);
             b[nt][0] = lo.x; b[nt][1] = lo.y; b[nt][2] = lo.z; b[nt][3] = lo.w;
             b[nt][4] = hi.x; b[nt][5] = hi.y; b[nt][6] = hi.z; b[nt][7] = hi.w;
         }
@@ -324,15 +349,16 @@ __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scale
     grid_dependency_wait();
     launch_dependents();
     load_table(table, shared_table);
+    const u16* xs = x_pointer(x);
     for (int kt = begin; kt < end; kt += 2 * KU) {
         fetch_chunk<NT, RT>(b, w, scales, zeros, lane, g, tile0, tile_step, kt + KU, end,
                             k_tiles, row_tiles, N, groups, group_size);
-        multiply_chunk<NT, RT>(a, shared_table, x, g, t, tile0, tile_step, kt, end, row_tiles, M,
+        multiply_chunk<NT, RT>(a, shared_table, xs, g, t, tile0, tile_step, kt, end, row_tiles, M,
                                K, acc);
         if (kt + KU >= end) break;
         fetch_chunk<NT, RT>(a, w, scales, zeros, lane, g, tile0, tile_step, kt + 2 * KU, end,
                             k_tiles, row_tiles, N, groups, group_size);
-        multiply_chunk<NT, RT>(b, shared_table, x, g, t, tile0, tile_step, kt + KU, end,
+        multiply_chunk<NT, RT>(b, shared_table, xs, g, t, tile0, tile_step, kt + KU, end,
                                row_tiles, M, K, acc);
     }
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One call on a GPU machine with no Rust toolchain: the GPU tests, the Qwen2.5-0.5B-shaped forward
-# bench (programmatic dependent launch on and off, a per-stage profile, the SwiGLU fused and
-# separate), a sweep of the decode kernel's splits, then the kernel bench on chosen shapes, each
-# cut to the time left.
+# bench (programmatic dependent launch on and off, a per-stage profile, the decode kernel's
+# activation loads three ways), a sweep of the decode kernel's splits, then the kernel bench on
+# chosen shapes, each cut to the time left.
 #
 # Build here first (the binaries go to .device/kbin, git-ignored):
 #   benches/cuda/device_run.sh --pack
@@ -53,10 +53,18 @@ timeout $(( $(left) > 200 ? 170 : $(left) - 30 )) /tmp/k/cuda_forward --schemes 
 echo "cuda_forward rc $? $((SECONDS - s)) s"
 grep -v "^  " "$OUT/forward.txt" | tail -22
 grep -A14 "^profile w4a16-g128 (PDL on" "$OUT/forward.txt"
-s=$SECONDS
-timeout 60 /tmp/k/cuda_forward --schemes w4a16-g128 --separate-swiglu --decode-tokens 64 \
-    > "$OUT/forward_separate.txt" 2>&1
-echo "separate SwiGLU rc $? $((SECONDS - s)) s"; tail -4 "$OUT/forward_separate.txt"
+for x_load in 0 2; do
+    s=$SECONDS
+    LOWBIT_CUDA_X_LOAD=$x_load timeout 60 /tmp/k/cuda_forward --schemes w4a16-g128 --pdl on \
+        --decode-tokens 64 > "$OUT/forward_x_load_$x_load.txt" 2>&1
+    echo "activation loads $x_load: forward rc $? $((SECONDS - s)) s"
+    tail -4 "$OUT/forward_x_load_$x_load.txt"
+    s=$SECONDS
+    LOWBIT_CUDA_X_LOAD=$x_load timeout 60 /tmp/k/cuda_bench --sweep \
+        --shapes "4096x4096,14336x4096,4096x14336,9728x896" > "$OUT/sweep_x_load_$x_load.txt" 2>&1
+    echo "activation loads $x_load: sweep rc $? $((SECONDS - s)) s"
+    grep -E "sweep (best|diagnostic)" "$OUT/sweep_x_load_$x_load.txt"
+done
 s=$SECONDS
 timeout 120 /tmp/k/cuda_bench --sweep \
     --shapes "${SHAPES:-4096x4096,14336x4096,4096x14336,9728x896,896x4864,1152x896}" \

@@ -186,7 +186,7 @@ fn decode_sweep(device: &CudaDevice, shapes: &[[usize; 2]], read_bw: f64, seed: 
                 .map(|_| CudaQuantLinear::diagnostic(device, &packed, diagnostic))
                 .collect::<Result<Vec<_>>>()?;
             for m in [1, 16] {
-                let kernel = linears[0].default_kernel(device, m);
+                let kernel = linears[0].default_kernel(m);
                 let (seconds, _) = time(device, |i| {
                     variants[i % copies].forward_with(device, &x, m, &mut y, kernel)
                 })?;

@@ -122,6 +122,15 @@ impl CudaQuantLinear {
                 ("ASYM", u8::from(zero_points.is_some()).to_string()),
                 ("SCALE_F16", u8::from(scale_f16).to_string()),
                 ("DIAG", diagnostic.to_string()),
+                // How the decode kernel loads activations (`X_LOAD` in the kernel; the default
+                // unless `LOWBIT_CUDA_X_LOAD` names another, for comparisons).
+                (
+                    "X_LOAD",
+                    std::env::var("LOWBIT_CUDA_X_LOAD")
+                        .ok()
+                        .filter(|v| ["0", "1", "2"].contains(&v.as_str()))
+                        .unwrap_or_else(|| "1".into()),
+                ),
             ],
         )?;
         let gemv = (1..=2)
