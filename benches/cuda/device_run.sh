@@ -48,11 +48,16 @@ for t in cuda_kernels cuda_model; do
     fi
 done
 s=$SECONDS
-timeout $(( $(left) > 200 ? 170 : $(left) - 30 )) /tmp/k/cuda_forward --schemes w4a16-g128,bf16 \
+timeout $(( $(left) > 200 ? 170 : $(left) - 30 )) /tmp/k/cuda_forward --schemes w4a16-g128 \
     --pdl on,off --profile --decode-tokens 64 > "$OUT/forward.txt" 2>&1
 echo "cuda_forward rc $? $((SECONDS - s)) s"
 grep -v "^  " "$OUT/forward.txt" | tail -22
 grep -A14 "^profile w4a16-g128 (PDL on" "$OUT/forward.txt"
+s=$SECONDS
+timeout 90 /tmp/k/cuda_forward --schemes w4a16-g128 --pdl on --batch 1,16 \
+    --skip-stages norm,qkv,qkv_rope,attention,o_proj,gate_up_swiglu,down,lm_head \
+    --decode-tokens 16 > "$OUT/stage_costs.txt" 2>&1
+echo "stage costs rc $? $((SECONDS - s)) s"; grep "^stage cost" "$OUT/stage_costs.txt"
 for x_load in 0 2; do
     s=$SECONDS
     LOWBIT_CUDA_X_LOAD=$x_load timeout 60 /tmp/k/cuda_forward --schemes w4a16-g128 --pdl on \
