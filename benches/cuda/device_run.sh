@@ -49,7 +49,7 @@ for t in cuda_kernels cuda_model; do
 done
 s=$SECONDS
 timeout $(( $(left) > 200 ? 170 : $(left) - 30 )) /tmp/k/cuda_forward --schemes w4a16-g128 \
-    --pdl on,off --profile --decode-tokens 64 > "$OUT/forward.txt" 2>&1
+    --pdl ${PDL:-on,off} --profile --decode-tokens 64 > "$OUT/forward.txt" 2>&1
 echo "cuda_forward rc $? $((SECONDS - s)) s"
 grep -v "^  " "$OUT/forward.txt" | tail -22
 grep -A14 "^profile w4a16-g128 (PDL on" "$OUT/forward.txt"
