@@ -47,36 +47,42 @@ for t in cuda_kernels cuda_model; do
         echo "$t without PDL rc $?"; grep -E "panicked|test result" "$OUT/${t}_no_pdl.txt" | head
     fi
 done
+# At most $1 seconds, fewer when less is left; 1 (next to nothing: timeout 0 would not
+# limit) when under 15 s remain.
+cap() { local t; t=$(left); if [ "$t" -gt 15 ]; then echo $(( t - 5 < $1 ? t - 5 : $1 )); else echo 1; fi; }
 s=$SECONDS
-timeout $(( $(left) > 200 ? 170 : $(left) - 30 )) /tmp/k/cuda_forward --schemes w4a16-g128 \
+timeout $(cap 170) /tmp/k/cuda_forward --schemes w4a16-g128 \
     --pdl ${PDL:-on,off} --profile --decode-tokens 64 > "$OUT/forward.txt" 2>&1
 echo "cuda_forward rc $? $((SECONDS - s)) s"
 grep -v "^  " "$OUT/forward.txt" | tail -22
 grep -A14 "^profile w4a16-g128 (PDL on" "$OUT/forward.txt"
+# The decode kernel's activation loads three ways (X_LOAD in kernels/quant_gemm.cu).
+for x_load in 1 0 2; do
+    s=$SECONDS
+    LOWBIT_CUDA_X_LOAD=$x_load timeout $(cap 40) /tmp/k/cuda_bench --sweep \
+        --shapes "4096x4096,14336x4096,4096x14336,9728x896" > "$OUT/sweep_x_load_$x_load.txt" 2>&1
+    echo "activation loads $x_load: sweep rc $? $((SECONDS - s)) s"
+    grep -E "sweep best" "$OUT/sweep_x_load_$x_load.txt"
+done
+for x_load in 0 2; do
+    s=$SECONDS
+    LOWBIT_CUDA_X_LOAD=$x_load timeout $(cap 40) /tmp/k/cuda_forward --schemes w4a16-g128 \
+        --pdl on --decode-tokens 64 > "$OUT/forward_x_load_$x_load.txt" 2>&1
+    echo "activation loads $x_load: forward rc $? $((SECONDS - s)) s"
+    tail -4 "$OUT/forward_x_load_$x_load.txt"
+done
 s=$SECONDS
-timeout 90 /tmp/k/cuda_forward --schemes w4a16-g128 --pdl on --batch 1,16 \
+timeout $(cap 90) /tmp/k/cuda_forward --schemes w4a16-g128 --pdl on --batch 1,16 \
     --skip-stages norm,qkv,qkv_rope,attention,o_proj,gate_up_swiglu,down,lm_head \
     --decode-tokens 16 > "$OUT/stage_costs.txt" 2>&1
 echo "stage costs rc $? $((SECONDS - s)) s"; grep "^stage cost" "$OUT/stage_costs.txt"
-for x_load in 0 2; do
-    s=$SECONDS
-    LOWBIT_CUDA_X_LOAD=$x_load timeout 60 /tmp/k/cuda_forward --schemes w4a16-g128 --pdl on \
-        --decode-tokens 64 > "$OUT/forward_x_load_$x_load.txt" 2>&1
-    echo "activation loads $x_load: forward rc $? $((SECONDS - s)) s"
-    tail -4 "$OUT/forward_x_load_$x_load.txt"
-    s=$SECONDS
-    LOWBIT_CUDA_X_LOAD=$x_load timeout 60 /tmp/k/cuda_bench --sweep \
-        --shapes "4096x4096,14336x4096,4096x14336,9728x896" > "$OUT/sweep_x_load_$x_load.txt" 2>&1
-    echo "activation loads $x_load: sweep rc $? $((SECONDS - s)) s"
-    grep -E "sweep (best|diagnostic)" "$OUT/sweep_x_load_$x_load.txt"
-done
 s=$SECONDS
-timeout 120 /tmp/k/cuda_bench --sweep \
+timeout $(cap 120) /tmp/k/cuda_bench --sweep \
     --shapes "${SHAPES:-4096x4096,14336x4096,4096x14336,9728x896,896x4864,1152x896}" \
     > "$OUT/sweep.txt" 2>&1
 echo "sweep rc $? $((SECONDS - s)) s"; grep -E "sweep (best|diagnostic)" "$OUT/sweep.txt"
 s=$SECONDS
-timeout $(( $(left) - 5 )) /tmp/k/cuda_bench \
+timeout $(cap 600) /tmp/k/cuda_bench \
     --shapes "${SHAPES:-4096x4096,14336x4096,4096x14336,9728x896,896x4864,1152x896}" \
     > "$OUT/bench.txt" 2>&1
 echo "cuda_bench rc $? $((SECONDS - s)) s"
