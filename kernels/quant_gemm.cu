@@ -60,10 +60,10 @@ __device__ __forceinline__ uint4 ldg16(const void* p) {
 }
 
 // How the decode kernel loads activations (the host sets X_LOAD; comparisons only): 0 through
-// the read-only path (ld.global.nc), 1 with generic loads from a pointer the compiler cannot
-// place in a state space (the default), 2 with cached coherent global loads (ld.global.ca).
+// the read-only path (ld.global.nc, the default), 1 with generic loads from a pointer the
+// compiler cannot place in a state space, 2 with cached coherent global loads (ld.global.ca).
 #ifndef X_LOAD
-#define X_LOAD 1
+#define X_LOAD 0
 #endif
 __device__ __forceinline__ const u16* x_pointer(const u16* x) {
 #if X_LOAD == 1

@@ -129,7 +129,7 @@ impl CudaQuantLinear {
                     std::env::var("LOWBIT_CUDA_X_LOAD")
                         .ok()
                         .filter(|v| ["0", "1", "2"].contains(&v.as_str()))
-                        .unwrap_or_else(|| "1".into()),
+                        .unwrap_or_else(|| "0".into()),
                 ),
             ],
         )?;
