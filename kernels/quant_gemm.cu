@@ -24,6 +24,13 @@
 #error "FMT must be defined"
 #endif
 
+// DIAG (timing only; the products are wrong): 1 loads no scales or zero points (each is 1.0,
+// 0), 2 also skips the decode and the tensor-core math (the loaded weights are folded into the
+// sums with one XOR), to show what the scale loads and the arithmetic cost the decode kernel.
+#ifndef DIAG
+#define DIAG 0
+#endif
+
 #define NIBBLE_CODES (FMT == 0 || FMT == 2)
 #define TILE_BYTES (NIBBLE_CODES ? 512 : 1024)
 #define TILE_VECS (TILE_BYTES / 16)
@@ -52,6 +59,31 @@ __device__ __forceinline__ uint4 ldg16(const void* p) {
     return __ldg((const uint4*)p);
 }
 
+// How the decode kernel loads activations (the host sets X_LOAD; comparisons only): 0 through
+// the read-only path (ld.global.nc, the default), 1 with generic loads from a pointer the
+// compiler cannot place in a state space, 2 with cached coherent global loads (ld.global.ca).
+#ifndef X_LOAD
+#define X_LOAD 0
+#endif
+__device__ __forceinline__ const u16* x_pointer(const u16* x) {
+#if X_LOAD == 1
+    const u16* p;
+    asm("mov.b64 %0, %1;" : "=l"(p) : "l"(x));
+    return p;
+#else
+    return x;
+#endif
+}
+__device__ __forceinline__ uint4 load_x(const u16* p) {
+#if X_LOAD == 0
+    return ldg16(p);
+#elif X_LOAD == 1
+    return *(const uint4*)p;
+#else
+    return __ldca((const uint4*)p);
+#endif
+}
+
 __device__ __forceinline__ u32 word(const uint4& v, int i) {
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
@@ -73,6 +105,13 @@ struct RowRaw {
 __device__ __forceinline__ RowRaw load_row(const void* scales, const signed char* zeros, int row0,
                                            int N, int groups, int group) {
     RowRaw r;
+#if DIAG
+    for (int i = 0; i < 2; i++) {
+        r.scale[i] = SCALE_F16 ? 0x3C00u : 0x3F800000u;
+        r.zero[i] = 0;
+    }
+    return r;
+#endif
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         const int row = min(row0 + 8 * i, N - 1);
@@ -260,15 +299,20 @@ __device__ __forceinline__ void multiply_chunk(const DecodeChunk<NT, RT>& c, con
             const int token = nt * 8 + g;
             const u16* row = x + (long)min(token, M - 1) * K;
             uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
-            if (token < M && k < K) lo = ldg16(row + k);
-            if (token < M && k + 8 < K) hi = ldg16(row + k + 8);
+            if (token < M && k < K) lo = load_x(row + k);
+            if (token < M && k + 8 < K) hi = load_x(row + k + 8);
             b[nt][0] = lo.x; b[nt][1] = lo.y; b[nt][2] = lo.z; b[nt][3] = lo.w;
             b[nt][4] = hi.x; b[nt][5] = hi.y; b[nt][6] = hi.z; b[nt][7] = hi.w;
         }
 #pragma unroll
         for (int rt = 0; rt < RT; rt++) {
             if (tile0 + rt * tile_step >= row_tiles) break;
+#if DIAG == 2
+            const uint4 q = c.q[u][rt][0];
+            acc[rt][0][0] += __uint_as_float((q.x ^ q.y ^ q.z ^ q.w ^ b[0][0]) & 0x3FFFFFFFu);
+#else
             tile_product<NT>(c.q[u][rt], decode_row(c.raw[u][rt]), table, b, acc[rt]);
+#endif
         }
     }
 }
@@ -305,15 +349,16 @@ __device__ void gemv(const uint4* __restrict__ w, const void* __restrict__ scale
     grid_dependency_wait();
     launch_dependents();
     load_table(table, shared_table);
+    const u16* xs = x_pointer(x);
     for (int kt = begin; kt < end; kt += 2 * KU) {
         fetch_chunk<NT, RT>(b, w, scales, zeros, lane, g, tile0, tile_step, kt + KU, end,
                             k_tiles, row_tiles, N, groups, group_size);
-        multiply_chunk<NT, RT>(a, shared_table, x, g, t, tile0, tile_step, kt, end, row_tiles, M,
+        multiply_chunk<NT, RT>(a, shared_table, xs, g, t, tile0, tile_step, kt, end, row_tiles, M,
                                K, acc);
         if (kt + KU >= end) break;
         fetch_chunk<NT, RT>(a, w, scales, zeros, lane, g, tile0, tile_step, kt + 2 * KU, end,
                             k_tiles, row_tiles, N, groups, group_size);
-        multiply_chunk<NT, RT>(b, shared_table, x, g, t, tile0, tile_step, kt + KU, end,
+        multiply_chunk<NT, RT>(b, shared_table, xs, g, t, tile0, tile_step, kt + KU, end,
                                row_tiles, M, K, acc);
     }
 

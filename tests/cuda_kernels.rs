@@ -62,6 +62,19 @@ fn every_format_compiles_for_hopper_and_ampere() {
             assert_dependent_launch(&ptx, arch, 4);
         }
     }
+    // The timing-only variants of the bench's sweep compile too (int4 and int8).
+    for (fmt, diag) in [(0, 1), (0, 2), (1, 2)] {
+        let defines = [
+            ("FMT", fmt.to_string()),
+            ("ASYM", "0".to_string()),
+            ("SCALE_F16", "1".to_string()),
+            ("DIAG", diag.to_string()),
+        ];
+        let Some(ptx) = compiled(QUANT_GEMM, "compute_90a", &defines) else {
+            return;
+        };
+        assert!(ptx.contains(".entry gemv_nt1_rt1"), "{defines:?}");
+    }
 }
 
 /// Every kernel of `ptx` waits for the kernel before it (griddepcontrol) on Hopper, and no

@@ -346,7 +346,12 @@ fn bad_inputs_are_errors() {
         return;
     };
     let cpu = model(Variant::Qwen2, None);
-    let gpu = CudaModel::new(&cpu, &device).unwrap();
+    let mut gpu = CudaModel::new(&cpu, &device).unwrap();
+    let error = gpu.set_timing_skip(Some("rope")).unwrap_err().to_string();
+    assert!(
+        error.contains("unknown stage") && error.contains("qkv_rope"),
+        "{error}"
+    );
     let mut cache = gpu.new_cache().unwrap();
     assert!(gpu.forward(&[], &mut cache).is_err());
     assert!(gpu.forward(&[100_000], &mut cache).is_err());
@@ -388,6 +393,13 @@ fn dependent_launch_and_profiling_change_no_logit() {
     device.set_programmatic_launch(true);
     let expect_pdl = device.compute_capability().0 >= 9;
     assert_eq!(device.programmatic_launch(), expect_pdl);
+    // A stage left out for timing changes the logits; put back, they are bit for bit again.
+    let mut skipping = CudaModel::new(&cpu, &device).unwrap();
+    skipping.set_timing_skip(Some("attention")).unwrap();
+    assert!(prefill_and_decode(&skipping, &prompt) != plain);
+    skipping.set_timing_skip(None).unwrap();
+    assert!(prefill_and_decode(&skipping, &prompt) == plain);
+    drop(skipping);
     let gpu = CudaModel::new(&cpu, &device).unwrap();
     for round in 0..3 {
         gpu.poison_workspace().unwrap();

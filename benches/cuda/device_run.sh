@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One call on a GPU machine with no Rust toolchain: the GPU tests, the Qwen2.5-0.5B-shaped forward
-# bench (programmatic dependent launch on and off, a per-stage profile, the SwiGLU fused and
-# separate), a sweep of the decode kernel's splits, then the kernel bench on chosen shapes, each
-# cut to the time left.
+# bench (programmatic dependent launch on and off, a per-stage profile, the decode kernel's
+# activation loads three ways), a sweep of the decode kernel's splits, then the kernel bench on
+# chosen shapes, each cut to the time left.
 #
 # Build here first (the binaries go to .device/kbin, git-ignored):
 #   benches/cuda/device_run.sh --pack
@@ -47,23 +47,42 @@ for t in cuda_kernels cuda_model; do
         echo "$t without PDL rc $?"; grep -E "panicked|test result" "$OUT/${t}_no_pdl.txt" | head
     fi
 done
+# At most $1 seconds, fewer when less is left; 1 (next to nothing: timeout 0 would not
+# limit) when under 15 s remain.
+cap() { local t; t=$(left); if [ "$t" -gt 15 ]; then echo $(( t - 5 < $1 ? t - 5 : $1 )); else echo 1; fi; }
 s=$SECONDS
-timeout $(( $(left) > 200 ? 170 : $(left) - 30 )) /tmp/k/cuda_forward --schemes w4a16-g128,bf16 \
-    --pdl on,off --profile --decode-tokens 64 > "$OUT/forward.txt" 2>&1
+timeout $(cap 170) /tmp/k/cuda_forward --schemes w4a16-g128 \
+    --pdl ${PDL:-on,off} --profile --decode-tokens 64 > "$OUT/forward.txt" 2>&1
 echo "cuda_forward rc $? $((SECONDS - s)) s"
 grep -v "^  " "$OUT/forward.txt" | tail -22
 grep -A14 "^profile w4a16-g128 (PDL on" "$OUT/forward.txt"
+# The decode kernel's activation loads three ways (X_LOAD in kernels/quant_gemm.cu).
+for x_load in 1 0 2; do
+    s=$SECONDS
+    LOWBIT_CUDA_X_LOAD=$x_load timeout $(cap 40) /tmp/k/cuda_bench --sweep \
+        --shapes "4096x4096,14336x4096,4096x14336,9728x896" > "$OUT/sweep_x_load_$x_load.txt" 2>&1
+    echo "activation loads $x_load: sweep rc $? $((SECONDS - s)) s"
+    grep -E "sweep best" "$OUT/sweep_x_load_$x_load.txt"
+done
+for x_load in 0 2; do
+    s=$SECONDS
+    LOWBIT_CUDA_X_LOAD=$x_load timeout $(cap 40) /tmp/k/cuda_forward --schemes w4a16-g128 \
+        --pdl on --decode-tokens 64 > "$OUT/forward_x_load_$x_load.txt" 2>&1
+    echo "activation loads $x_load: forward rc $? $((SECONDS - s)) s"
+    tail -4 "$OUT/forward_x_load_$x_load.txt"
+done
 s=$SECONDS
-timeout 60 /tmp/k/cuda_forward --schemes w4a16-g128 --separate-swiglu --decode-tokens 64 \
-    > "$OUT/forward_separate.txt" 2>&1
-echo "separate SwiGLU rc $? $((SECONDS - s)) s"; tail -4 "$OUT/forward_separate.txt"
+timeout $(cap 90) /tmp/k/cuda_forward --schemes w4a16-g128 --pdl on --batch 1,16 \
+    --skip-stages norm,qkv,qkv_rope,attention,o_proj,gate_up_swiglu,down,lm_head \
+    --decode-tokens 16 > "$OUT/stage_costs.txt" 2>&1
+echo "stage costs rc $? $((SECONDS - s)) s"; grep "^stage cost" "$OUT/stage_costs.txt"
 s=$SECONDS
-timeout 120 /tmp/k/cuda_bench --sweep \
+timeout $(cap 120) /tmp/k/cuda_bench --sweep \
     --shapes "${SHAPES:-4096x4096,14336x4096,4096x14336,9728x896,896x4864,1152x896}" \
     > "$OUT/sweep.txt" 2>&1
-echo "sweep rc $? $((SECONDS - s)) s"; grep "sweep best" "$OUT/sweep.txt"
+echo "sweep rc $? $((SECONDS - s)) s"; grep -E "sweep (best|diagnostic)" "$OUT/sweep.txt"
 s=$SECONDS
-timeout $(( $(left) - 5 )) /tmp/k/cuda_bench \
+timeout $(cap 600) /tmp/k/cuda_bench \
     --shapes "${SHAPES:-4096x4096,14336x4096,4096x14336,9728x896,896x4864,1152x896}" \
     > "$OUT/bench.txt" 2>&1
 echo "cuda_bench rc $? $((SECONDS - s)) s"

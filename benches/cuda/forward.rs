@@ -12,8 +12,10 @@
 //! kernels launched with programmatic dependent launch, see
 //! `CudaDevice::set_programmatic_launch`), `--profile` (after the timings, GPU time per stage
 //! of a batch-1 decode step, kernels launched one by one with an event after each stage; see
-//! `CudaModel::set_profiling`). The real model's numbers come from `lowbit bench --device
-//! cuda`.
+//! `CudaModel::set_profiling`), `--skip-stages LIST` (after the timings, graph-replayed decode
+//! steps with each listed stage left out, against the full step in the same loop: what each
+//! stage costs inside a graph; timing only, see `CudaModel::set_timing_skip`). The real
+//! model's numbers come from `lowbit bench --device cuda`.
 
 use std::time::Instant;
 
@@ -127,6 +129,7 @@ fn run() -> Result<()> {
         option(&args, "--decode-tokens").map_or(128, |v| v.parse().expect("--decode-tokens"));
     let fused = !args.iter().any(|a| a == "--separate-swiglu");
     let profile = args.iter().any(|a| a == "--profile");
+    let skip_stages = list(&args, "--skip-stages", "");
     let pdl_modes: Vec<bool> = list(&args, "--pdl", "on")
         .iter()
         .map(|m| match m.as_str() {
@@ -191,6 +194,42 @@ fn run() -> Result<()> {
             if profile {
                 print_profile(&gpu, name, pdl, prompt_tokens)?;
             }
+            if !skip_stages.is_empty() {
+                print_stage_costs(&mut gpu, name, &skip_stages, &batches, prompt_tokens)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What each stage of `stages` costs in a graph-replayed decode step: the step's time with the
+/// stage left out against the full step's, measured alternately.
+fn print_stage_costs(
+    gpu: &mut CudaModel<'_>,
+    name: &str,
+    stages: &[String],
+    batches: &[usize],
+    prompt_tokens: usize,
+) -> Result<()> {
+    const DECODE: usize = 64;
+    gpu.set_graphs(true);
+    for &batch in batches {
+        for stage in stages {
+            gpu.set_timing_skip(None)?;
+            let full = measure_on(gpu, prompt_tokens, DECODE, batch)?;
+            gpu.set_timing_skip(Some(stage))?;
+            let without = measure_on(gpu, prompt_tokens, DECODE, batch)?;
+            gpu.set_timing_skip(None)?;
+            let step = |tok_s: f64| batch as f64 / tok_s * 1e6;
+            let (with_us, without_us) = (
+                step(full.decode_tokens_per_s),
+                step(without.decode_tokens_per_s),
+            );
+            println!(
+                "stage cost {name} batch {batch} {stage:<15} step {with_us:>7.1} us, without it \
+                 {without_us:>7.1} us: {:>6.1} us per step",
+                with_us - without_us
+            );
         }
     }
     Ok(())

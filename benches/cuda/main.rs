@@ -129,7 +129,9 @@ fn run() -> Result<()> {
 }
 
 /// The w4a16-g128 decode kernel at 1 and 16 tokens for every row-tile count and a range of
-/// warp counts (those the shared memory takes), one line each, the automatic split marked.
+/// warp counts (those the shared memory takes), one line each, the automatic split marked;
+/// then the automatic split compiled without its scale loads, and without its arithmetic too
+/// ([`CudaQuantLinear::diagnostic`]).
 fn decode_sweep(device: &CudaDevice, shapes: &[[usize; 2]], read_bw: f64, seed: u64) -> Result<()> {
     let err = |e| lowbit::Error::Device(format!("sweep buffers: {e:?}"));
     let stream = device.stream();
@@ -176,6 +178,29 @@ fn decode_sweep(device: &CudaDevice, shapes: &[[usize; 2]], read_bw: f64, seed: 
                 best.1,
                 best.0 * 1e6
             );
+        }
+        // Where the automatic split's time goes: the same kernel without its scale loads, and
+        // with neither those nor the arithmetic (wrong products, timing only).
+        for diagnostic in [1, 2] {
+            let variants = (0..copies)
+                .map(|_| CudaQuantLinear::diagnostic(device, &packed, diagnostic))
+                .collect::<Result<Vec<_>>>()?;
+            for m in [1, 16] {
+                let kernel = linears[0].default_kernel(m);
+                let (seconds, _) = time(device, |i| {
+                    variants[i % copies].forward_with(device, &x, m, &mut y, kernel)
+                })?;
+                let share = 100.0 * (bytes + m * (rows + cols) * 2) as f64 / seconds / read_bw;
+                let what = if diagnostic == 1 {
+                    "no scale loads"
+                } else {
+                    "weight loads only"
+                };
+                println!(
+                    "sweep diagnostic {rows}x{cols} m{m} {kernel:?}, {what}: {:.2} us {share:.0}%",
+                    seconds * 1e6
+                );
+            }
         }
     }
     Ok(())

@@ -74,6 +74,18 @@ impl CudaQuantLinear {
 
     /// Uploads a weight already in the device layout.
     pub fn from_packed(device: &CudaDevice, packed: &PackedWeight) -> Result<Self> {
+        Self::upload(device, packed, 0)
+    }
+
+    /// For timing only: the products of this copy are wrong. With `diagnostic` 1 the kernels
+    /// load no scales or zero points; with 2 they also skip the decode and the tensor-core
+    /// math (`DIAG` in kernels/quant_gemm.cu). Timed against the real kernel, they show what
+    /// the scale loads and the arithmetic cost.
+    pub fn diagnostic(device: &CudaDevice, packed: &PackedWeight, diagnostic: u8) -> Result<Self> {
+        Self::upload(device, packed, diagnostic)
+    }
+
+    fn upload(device: &CudaDevice, packed: &PackedWeight, diagnostic: u8) -> Result<Self> {
         let stream = device.stream();
         let upload = driver_error("uploading weights");
         let codes = stream.clone_htod(&packed.codes).map_err(upload)?;
@@ -109,6 +121,16 @@ impl CudaQuantLinear {
                 ("FMT", (packed.format as u8).to_string()),
                 ("ASYM", u8::from(zero_points.is_some()).to_string()),
                 ("SCALE_F16", u8::from(scale_f16).to_string()),
+                ("DIAG", diagnostic.to_string()),
+                // How the decode kernel loads activations (`X_LOAD` in the kernel; the default
+                // unless `LOWBIT_CUDA_X_LOAD` names another, for comparisons).
+                (
+                    "X_LOAD",
+                    std::env::var("LOWBIT_CUDA_X_LOAD")
+                        .ok()
+                        .filter(|v| ["0", "1", "2"].contains(&v.as_str()))
+                        .unwrap_or_else(|| "0".into()),
+                ),
             ],
         )?;
         let gemv = (1..=2)

@@ -95,8 +95,23 @@ pub struct CudaModel<'a> {
     /// Whether a stacked quantized gate/up product of a few tokens writes the SwiGLU itself
     /// (see `set_fused_swiglu`).
     fused_swiglu: bool,
+    /// A stage left out of every pass, for timing only (see `set_timing_skip`).
+    timing_skip: Option<&'static str>,
     device_bytes: usize,
 }
+
+/// The stages [`CudaModel::set_timing_skip`] can leave out.
+pub const SKIPPABLE_STAGES: [&str; 9] = [
+    "norm",
+    "qkv",
+    "qkv_rope",
+    "attention",
+    "o_proj",
+    "gate_up_swiglu",
+    "down",
+    "gather",
+    "lm_head",
+];
 
 /// The buffers of a pass and the decode graphs captured over them.
 #[derive(Default)]
@@ -256,6 +271,7 @@ impl<'a> CudaModel<'a> {
             state: Mutex::new(State::default()),
             graphs_enabled: true,
             fused_swiglu: true,
+            timing_skip: None,
             device_bytes,
         })
     }
@@ -279,6 +295,28 @@ impl<'a> CudaModel<'a> {
         if let Ok(state) = self.state.get_mut() {
             state.graphs.clear();
         }
+    }
+
+    /// Leaves every launch of one stage (one of [`SKIPPABLE_STAGES`]) out of every pass, or
+    /// none. **For timing only: the logits are then wrong.** A graph-replayed step without a
+    /// stage, against one with it, gives what that stage costs inside a graph with
+    /// programmatic dependent launch, which the per-stage profile (no graphs) cannot show.
+    pub fn set_timing_skip(&mut self, stage: Option<&str>) -> Result<()> {
+        self.timing_skip = match stage {
+            None => None,
+            Some(name) => Some(*SKIPPABLE_STAGES.iter().find(|s| **s == name).ok_or_else(
+                || {
+                    Error::InvalidArgument(format!(
+                        "unknown stage {name:?}; stages: {}",
+                        SKIPPABLE_STAGES.join(", ")
+                    ))
+                },
+            )?),
+        };
+        if let Ok(state) = self.state.get_mut() {
+            state.graphs.clear();
+        }
+        Ok(())
     }
 
     /// Turns per-stage timing on (an event is recorded after every stage of every pass, and
@@ -500,6 +538,8 @@ impl<'a> CudaModel<'a> {
             Ok(())
         };
         mark(PASS_START)?;
+        let skip = self.timing_skip;
+        let run = |stage: &str| skip != Some(stage);
         let cfg = self.model.config();
         let device: &CudaDevice = &self.device;
         let k = &self.kernels;
@@ -553,7 +593,9 @@ impl<'a> CudaModel<'a> {
             .blocks
             .first()
             .map_or(&self.final_norm, |b| &b.input_norm);
-        k.add_rms_norm(device, x, None, None, first_norm, h, [total, hidden], eps)?;
+        if run("norm") {
+            k.add_rms_norm(device, x, None, None, first_norm, h, [total, hidden], eps)?;
+        }
         mark("norm")?;
         for (layer, b) in self.blocks.iter().enumerate() {
             let (q_width, kv_width) = (
@@ -562,7 +604,9 @@ impl<'a> CudaModel<'a> {
             );
             let (q_view, k_view, v_view, strides) = match &b.qkv {
                 Stacked::One(l) => {
-                    l.forward(device, blas, h, total, qkv_out, scratch)?;
+                    if run("qkv") {
+                        l.forward(device, blas, h, total, qkv_out, scratch)?;
+                    }
                     let row = q_width + 2 * kv_width;
                     (
                         qkv_out.slice(..),
@@ -572,45 +616,55 @@ impl<'a> CudaModel<'a> {
                     )
                 }
                 Stacked::Each(ls) => {
-                    ls[0].forward(device, blas, h, total, q, scratch)?;
-                    ls[1].forward(device, blas, h, total, key, scratch)?;
-                    ls[2].forward(device, blas, h, total, v, scratch)?;
+                    if run("qkv") {
+                        ls[0].forward(device, blas, h, total, q, scratch)?;
+                        ls[1].forward(device, blas, h, total, key, scratch)?;
+                        ls[2].forward(device, blas, h, total, v, scratch)?;
+                    }
                     (q.slice(..), key.slice(..), v.slice(..), [q_width, kv_width])
                 }
             };
             mark("qkv")?;
-            k.qkv_rope(
-                device,
-                [&q_view, &k_view, &v_view],
-                strides,
-                [
-                    b.qkv_bias[0].as_ref(),
-                    b.qkv_bias[1].as_ref(),
-                    b.qkv_bias[2].as_ref(),
-                ],
-                [b.q_norm.as_ref(), b.k_norm.as_ref()],
-                &tables,
-                layer,
-                total,
-                shape,
-                eps,
-                q_rot,
-            )?;
+            if run("qkv_rope") {
+                k.qkv_rope(
+                    device,
+                    [&q_view, &k_view, &v_view],
+                    strides,
+                    [
+                        b.qkv_bias[0].as_ref(),
+                        b.qkv_bias[1].as_ref(),
+                        b.qkv_bias[2].as_ref(),
+                    ],
+                    [b.q_norm.as_ref(), b.k_norm.as_ref()],
+                    &tables,
+                    layer,
+                    total,
+                    shape,
+                    eps,
+                    q_rot,
+                )?;
+            }
             mark("qkv_rope")?;
-            k.attention(device, q_rot, &tables, layer, total, shape, scale, attn)?;
+            if run("attention") {
+                k.attention(device, q_rot, &tables, layer, total, shape, scale, attn)?;
+            }
             mark("attention")?;
-            b.o_proj.forward(device, blas, attn, total, proj, scratch)?;
+            if run("o_proj") {
+                b.o_proj.forward(device, blas, attn, total, proj, scratch)?;
+            }
             mark("o_proj")?;
-            k.add_rms_norm(
-                device,
-                x,
-                Some(proj),
-                b.o_proj.bias.as_ref(),
-                &b.post_attention_norm,
-                h,
-                [total, hidden],
-                eps,
-            )?;
+            if run("norm") {
+                k.add_rms_norm(
+                    device,
+                    x,
+                    Some(proj),
+                    b.o_proj.bias.as_ref(),
+                    &b.post_attention_norm,
+                    h,
+                    [total, hidden],
+                    eps,
+                )?;
+            }
             mark("norm")?;
             // A stacked, quantized gate/up product of a few tokens writes the SwiGLU of its
             // two halves itself: one launch less per block.
@@ -619,7 +673,9 @@ impl<'a> CudaModel<'a> {
                 Stacked::One(l) if self.fused_swiglu && no_bias && total <= GEMV_MAX_TOKENS => {
                     match &l.weight {
                         DeviceWeight::Quantized(q) if (q.rows() / 2).is_multiple_of(TILE_ROWS) => {
-                            q.forward_swiglu(device, h, total, inner)?;
+                            if run("gate_up_swiglu") {
+                                q.forward_swiglu(device, h, total, inner)?;
+                            }
                             mark("gate_up_swiglu")?;
                             true
                         }
@@ -650,34 +706,41 @@ impl<'a> CudaModel<'a> {
                 )?;
                 mark("swiglu")?;
             }
-            b.down_proj
-                .forward(device, blas, inner, total, proj, scratch)?;
+            if run("down") {
+                b.down_proj
+                    .forward(device, blas, inner, total, proj, scratch)?;
+            }
             mark("down")?;
             let next_norm = self
                 .blocks
                 .get(layer + 1)
                 .map_or(&self.final_norm, |n| &n.input_norm);
-            k.add_rms_norm(
-                device,
-                x,
-                Some(proj),
-                b.down_proj.bias.as_ref(),
-                next_norm,
-                h,
-                [total, hidden],
-                eps,
-            )?;
+            if run("norm") {
+                k.add_rms_norm(
+                    device,
+                    x,
+                    Some(proj),
+                    b.down_proj.bias.as_ref(),
+                    next_norm,
+                    h,
+                    [total, hidden],
+                    eps,
+                )?;
+            }
             mark("norm")?;
         }
         let count = plan.rows.len();
         let head_input = if which == Logits::All {
             &*h
         } else {
-            k.gather_rows(device, h, &views.rows, count, hidden, selected)?;
+            if run("gather") {
+                k.gather_rows(device, h, &views.rows, count, hidden, selected)?;
+            }
             mark("gather")?;
             &*selected
         };
         match &self.lm_head.weight {
+            _ if !run("lm_head") => {}
             DeviceWeight::Dense(w) => {
                 self.blas
                     .linear_f32_out(head_input, w, logits, [count, vocab, hidden])?
