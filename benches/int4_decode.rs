@@ -14,6 +14,11 @@
 //! - `vpermw upper`: 3 `vpsrld`, 4 `vpermps` for nibbles 0..3 and 4 zero-masked `vpermw` that
 //!   put a bf16 table value into the upper half of each 32-bit lane for nibbles 4..7 (an f32
 //!   without shifting them down), 8 `vfmadd231ps`;
+//! - `vnni 3 limbs`: the codes as unsigned bytes against f32 activations quantized per group to
+//!   24-bit integers split into three signed bytes (`x = s (2^16 h + 2^8 m + l)`, about f32's
+//!   precision relative to the group's largest value): 1 `vpsrlw` and 2 `vpandd` split the low
+//!   and high nibbles, 6 `vpdpbusd` (64 products each) into three fresh accumulators, then
+//!   2 `vpslld`, 2 `vpaddd`, 1 `vcvtdq2ps` and 1 `vfmadd231ps` (the group's scale) per line;
 //!
 //! then single instructions (8 independent ones per iteration) and, where the CPU has AMX, one
 //! 16-row tile load and one `tdpbf16ps`. `cargo bench --bench int4_decode`; x86-64 only.
@@ -83,6 +88,38 @@ mod x86 {
                 "vfmadd231ps zmm21, zmm13, zmm31",
                 "vfmadd231ps zmm22, zmm14, zmm31",
                 "vfmadd231ps zmm23, zmm15, zmm31",
+                clobber_abi("C"),
+                options(nomem, nostack)
+            )
+        }
+    }
+
+    /// # Safety
+    /// AVX-512 F/BW/VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn vnni_limbs() {
+        // SAFETY: as in `current`.
+        unsafe {
+            asm!(
+                zero_inputs!(),
+                "vpandd zmm1, zmm0, zmm28",
+                "vpsrlw zmm2, zmm0, 4",
+                "vpandd zmm2, zmm2, zmm28",
+                "vpxord zmm16, zmm16, zmm16",
+                "vpxord zmm17, zmm17, zmm17",
+                "vpxord zmm18, zmm18, zmm18",
+                "vpdpbusd zmm16, zmm1, zmm23",
+                "vpdpbusd zmm17, zmm1, zmm24",
+                "vpdpbusd zmm18, zmm1, zmm25",
+                "vpdpbusd zmm16, zmm2, zmm26",
+                "vpdpbusd zmm17, zmm2, zmm27",
+                "vpdpbusd zmm18, zmm2, zmm29",
+                "vpslld zmm16, zmm16, 16",
+                "vpslld zmm17, zmm17, 8",
+                "vpaddd zmm16, zmm16, zmm17",
+                "vpaddd zmm16, zmm16, zmm18",
+                "vcvtdq2ps zmm16, zmm16",
+                "vfmadd231ps zmm19, zmm16, zmm31",
                 clobber_abi("C"),
                 options(nomem, nostack)
             )
@@ -330,6 +367,7 @@ mod x86 {
     pub fn main() {
         let has = |f: &str| match f {
             "bf16" => is_x86_feature_detected!("avx512bf16"),
+            "vnni" => is_x86_feature_detected!("avx512vnni"),
             _ => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw"),
         };
         if !has("avx512") {
@@ -342,6 +380,9 @@ mod x86 {
         println!("{:<14} {:>7.2}  1.00x", "current", base);
         let mut loops: Vec<(&str, f64)> =
             vec![("vpermw upper", ticks(|| unsafe { vpermw_upper() }))];
+        if has("vnni") {
+            loops.push(("vnni 3 limbs", ticks(|| unsafe { vnni_limbs() })));
+        }
         if has("bf16") {
             loops.push(("dpbf16 f32", ticks(|| unsafe { dpbf16_split() })));
             loops.push(("dpbf16 bf16", ticks(|| unsafe { dpbf16_bf16() })));

@@ -28,6 +28,11 @@
 //!   `vpermw` into the upper halves of the f32 lanes (no shift) took 1.04x. AMX (`tdpbf16ps` on
 //!   decoded bf16 tiles) would need the decoded weights stored and reloaded: the tile loads alone
 //!   of one line's 128 decoded values (four 64-byte tile rows) took 1.2x this whole loop.
+//!   Not yet built, and faster in the same measurement: integer products with VNNI, the codes
+//!   as unsigned bytes against the activations quantized per group to 24-bit integers split
+//!   into three signed bytes (about f32's precision relative to the group's largest value), six
+//!   `vpdpbusd` of 64 products each per line and one conversion per group, took 0.65x this
+//!   loop; it needs an activation format of its own and int4's linear code (not NF4/FP4).
 //! - int8 codes sign-extend and convert; FP8 E4M3 codes go through f16 as in the AVX2 kernels,
 //!   the factor 256 folded into the scale. Byte codes read activations in natural order, sum
 //!   each group unscaled and add it, scaled, to the totals at the group's end.
