@@ -7,6 +7,7 @@
 //! Inputs are random from a fresh seed per run, printed in every failure message;
 //! `LOWBIT_TEST_SEED=<n>` replays a run.
 
+use lowbit::backend::cpu::quant::limbs::Limbs;
 use lowbit::backend::cpu::quant::{
     available, linear_with, permute, KernelSet, NibbleLayout, QuantIsa, RowArgs, ROW_TILE,
 };
@@ -249,6 +250,36 @@ fn float_kernels_match_f64_reference() {
                         }
                     }
                 }
+                // The limb kernel (int4, whole 128-value chunks, groups of whole chunks), one
+                // activation row at a time, where the set has it.
+                let limb_rows = matches!(
+                    kind,
+                    CodeKind::Nibble { table, high_first: false } if table == INT4_TABLE
+                ) && k % 128 == 0
+                    && (group_size >= k || group_size % 128 == 0);
+                if let (Some(kernel), true) = (set.dot_limbs, limb_rows) {
+                    for (t, x) in natural.iter().enumerate() {
+                        let limbs = Limbs::new(x);
+                        for weight_rows in 1..=WEIGHT_ROWS {
+                            let mut out = vec![f32::NAN; weight_rows];
+                            // SAFETY: `set` comes from `available()`; the rows are int4 of
+                            // whole chunks with groups of whole chunks, `limbs` holds `k`
+                            // values and `out` one per row.
+                            unsafe { kernel(&args[..weight_rows], &limbs, &mut out) };
+                            for (r, &got) in out.iter().enumerate() {
+                                let (expected, magnitude) = reference[r][t];
+                                let error = (f64::from(got) - expected).abs();
+                                assert!(
+                                    error <= FLOAT_TOLERANCE * magnitude,
+                                    "{:?} limbs k={k} group={group_size} weight rows \
+                                     {weight_rows} ({r}, {t}): {got} vs {expected} (magnitude \
+                                     {magnitude}); seed {seed}",
+                                    set.isa
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -385,7 +416,7 @@ fn linear_matches_dequantized_product() {
     for scheme_name in SCHEMES {
         let scheme = QuantScheme::parse(scheme_name).expect("known scheme");
         // Short rows; and rows of several k-slices (see `SLICE_BYTES`) ending in a short chunk.
-        for k in [100, 320, 1056] {
+        for k in [100, 320, 1056, 768] {
             let weights: Vec<f32> = (0..n * k).map(|_| rng.symmetric()).collect();
             let tensor = quantize_matrix(&weights, [n, k], &scheme, &RtnOptions::default())
                 .expect("quantizable weights");

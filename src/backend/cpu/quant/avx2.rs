@@ -52,6 +52,7 @@ pub const KERNELS: KernelSet = KernelSet {
     int_layout: NibbleLayout::Bytes(16),
     dot_float,
     dot_int8,
+    dot_limbs: None,
 };
 
 /// Multiplier from the f16 image of an E4M3 code to its value (2^(15 - 7), the bias difference).

@@ -28,11 +28,12 @@
 //!   `vpermw` into the upper halves of the f32 lanes (no shift) took 1.04x. AMX (`tdpbf16ps` on
 //!   decoded bf16 tiles) would need the decoded weights stored and reloaded: the tile loads alone
 //!   of one line's 128 decoded values (four 64-byte tile rows) took 1.2x this whole loop.
-//!   Not yet built, and faster in the same measurement: integer products with VNNI, the codes
-//!   as unsigned bytes against the activations quantized per group to 24-bit integers split
-//!   into three signed bytes (about f32's precision relative to the group's largest value), six
-//!   `vpdpbusd` of 64 products each per line and one conversion per group, took 0.65x this
-//!   loop; it needs an activation format of its own and int4's linear code (not NF4/FP4).
+//!   Faster in the same measurement, and used for int4 against one token where the CPU has
+//!   VNNI (`avx512_limbs`): integer products, the codes as unsigned bytes against the
+//!   activations quantized per 128 values to 24-bit integers split into three signed bytes
+//!   (about f32's precision relative to the chunk's largest value), six `vpdpbusd` of 64
+//!   products each per line and one conversion, took 0.65x this loop. It needs an activation
+//!   format of its own and int4's linear code, so NF4/FP4 and several tokens stay here.
 //! - int8 codes sign-extend and convert; FP8 E4M3 codes go through f16 as in the AVX2 kernels,
 //!   the factor 256 folded into the scale. Byte codes read activations in natural order, sum
 //!   each group unscaled and add it, scaled, to the totals at the group's end.
@@ -75,6 +76,7 @@ pub const KERNELS: KernelSet = KernelSet {
     int_layout: NibbleLayout::Bytes(16),
     dot_float,
     dot_int8,
+    dot_limbs: None,
 };
 
 // The integer path falls back to the AVX2 kernel, which must read the same layout.
@@ -539,9 +541,14 @@ fn prefetch_base(rows: &[RowArgs<'_>], i: usize, kind: u8) -> *const u8 {
     }
 }
 
+/// [`prefetch_base`] of row `i` for nibble codes (the limb kernel prefetches as this one does).
+pub(super) fn prefetch_ahead_base(rows: &[RowArgs<'_>], i: usize) -> *const u8 {
+    prefetch_base(rows, i, NIBBLE)
+}
+
 /// Prefetches the code line at `p` into L1 (a hint: no effect on memory, never faults).
 #[inline(always)]
-fn prefetch_line(p: *const u8) {
+pub(super) fn prefetch_line(p: *const u8) {
     // SAFETY: a prefetch hint has no effect on the program's memory and never faults.
     unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
 }

@@ -13,7 +13,8 @@
 //! zero-point offsets (`w = scale * v - offset`) are subtracted afterwards with per-group
 //! activation sums, and the bias added.
 //!
-//! Kernels exist per instruction set ([`scalar`] is the reference; `avx2`, `avx512` on x86-64,
+//! Kernels exist per instruction set ([`scalar`] is the reference; `avx2`, `avx512` and
+//! `avx512_limbs` (int4 against one token by VNNI integer products, see [`limbs`]) on x86-64,
 //! `neon` on aarch64), chosen once by CPU feature detection; `LOWBIT_ISA` caps the choice (see
 //! [`kernels`]).
 //!
@@ -34,8 +35,11 @@ pub mod avx2;
 pub mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_int;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512_limbs;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod blocks;
+pub mod limbs;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 
@@ -86,6 +90,10 @@ pub enum QuantIsa {
     Avx2,
     /// x86-64 AVX-512 F/BW/VL (+ VNNI for the int8 path when present).
     Avx512,
+    /// x86-64 AVX-512 with VNNI: as [`QuantIsa::Avx512`], and int4 weights against one token of
+    /// float activations by integer products on the activations split into bytes
+    /// (`avx512_limbs`).
+    Avx512Vnni,
 }
 
 /// The order in which a kernel reads the activations of nibble codes, per chunk of values.
@@ -145,7 +153,17 @@ pub struct KernelSet {
     pub dot_float: FloatKernel,
     /// int8-activation kernel.
     pub dot_int8: IntKernel,
+    /// Int4 weights against one token of float activations in limbs, where the set has one
+    /// (see `avx512_limbs`).
+    pub dot_limbs: Option<LimbKernel>,
 }
+
+/// Limb kernel: `out[r] = sum_g scales[g] * sum_{i in g} v(code_i) x_i` for each row, `x` one
+/// token in [`limbs::Limbs`].
+///
+/// # Safety
+/// As `avx512_limbs::dot_limbs`.
+pub type LimbKernel = unsafe fn(&[RowArgs<'_>], &limbs::Limbs, &mut [f32]);
 
 /// The kernel sets this CPU can run, the portable one first.
 pub fn available() -> Vec<KernelSet> {
@@ -157,6 +175,9 @@ pub fn available() -> Vec<KernelSet> {
         }
         if avx512::supported() {
             sets.push(avx512::KERNELS);
+        }
+        if avx512_limbs::supported() {
+            sets.push(avx512_limbs::KERNELS);
         }
     }
     #[cfg(target_arch = "aarch64")]
@@ -172,8 +193,8 @@ pub fn available() -> Vec<KernelSet> {
 }
 
 /// The best kernel set (chosen once per process), capped by `LOWBIT_ISA`: `scalar`, `neon`
-/// (NEON without SDOT), `neon-dotprod`, `avx2` or `avx512` picks the best available set at or
-/// below the named one in the order of [`QuantIsa`] (a name of another architecture caps to the
+/// (NEON without SDOT), `neon-dotprod`, `avx2`, `avx512` (without the limb kernel) or
+/// `avx512-vnni` picks the best available set at or below the named one in the order of [`QuantIsa`] (a name of another architecture caps to the
 /// portable kernels or leaves the choice alone); any other value or none, the best set.
 pub fn kernels() -> KernelSet {
     static CHOSEN: OnceLock<KernelSet> = OnceLock::new();
@@ -183,7 +204,9 @@ pub fn kernels() -> KernelSet {
             Ok("neon") => QuantIsa::Neon,
             Ok("neon-dotprod") => QuantIsa::NeonDotprod,
             Ok("avx2") => QuantIsa::Avx2,
-            _ => QuantIsa::Avx512,
+            Ok("avx512") => QuantIsa::Avx512,
+            Ok("avx512-vnni") => QuantIsa::Avx512Vnni,
+            _ => QuantIsa::Avx512Vnni,
         };
         available()
             .into_iter()
@@ -219,6 +242,8 @@ pub fn linear(x: &[f32], m: usize, w: &QuantizedTensor, bias: Option<&[f32]>, ou
 enum Activations {
     /// Float rows `[m, padded]`, starting on a cache line (see [`LineAligned`]).
     Float(LineAligned),
+    /// One token for the limb kernel (see [`limbs::Limbs`]).
+    Limbs(limbs::Limbs),
     /// int8 rows `[m, padded]`, their exact sums per kernel group (see
     /// [`Plan::kernel_group`]) `[m, sum_groups]`, and per-row scales.
     Int {
@@ -227,6 +252,31 @@ enum Activations {
         sum_groups: usize,
         scales: Vec<f32>,
     },
+}
+
+/// `x` in limbs for the limb kernel (vectorized where it runs).
+fn split_limbs(x: &[f32]) -> limbs::Limbs {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512_limbs::split(x)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        limbs::Limbs::new(x)
+    }
+}
+
+/// Whether the limb kernel takes rows of `kind` (see `avx512_limbs::fits`).
+fn limbs_fit(kind: &CodeKind, k: usize, group_size: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512_limbs::fits(kind, k, group_size)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (kind, k, group_size);
+        false
+    }
 }
 
 /// [`linear`] with an explicit kernel set (tests and benchmarks compare them).
@@ -286,7 +336,17 @@ pub fn linear_with(
     let plan = Plan::new(n, k, m, group_size);
     // Per-token, per-group sums of the activations as the kernels see them (for offsets).
     let mut sums = vec![0f32; if w.has_offsets() { m * groups } else { 0 }];
-    let activations = if integer {
+    let limb_kernel = set.dot_limbs.filter(|_| {
+        m == 1 && scheme.activation == ActivationFormat::Float && limbs_fit(&kind, k, group_size)
+    });
+    let activations = if limb_kernel.is_some() {
+        if w.has_offsets() {
+            for (g, part) in x.chunks(group_size).enumerate() {
+                sums[g] = part.iter().sum();
+            }
+        }
+        Activations::Limbs(split_limbs(x))
+    } else if integer {
         let mut codes = vec![0i8; m * k];
         let mut scales = vec![1f32; m];
         quantize_int8_rows(x, k, &mut codes, &mut scales);
@@ -569,6 +629,15 @@ impl Job<'_> {
                 // SAFETY: a KernelSet only exists for instruction sets this CPU supports (see
                 // `available`); the rows and slices have the documented sizes.
                 unsafe { (self.set.dot_float)(rows, &xs[..tile], out) };
+            }
+            Activations::Limbs(limbs) => {
+                let kernel = self
+                    .set
+                    .dot_limbs
+                    .expect("limbs only for a set with their kernel");
+                // SAFETY: as above; limbs are made only for one token, whole rows (no k-slices
+                // with one token) and rows that `limbs_fit`.
+                unsafe { kernel(rows, limbs, out) };
             }
             Activations::Int {
                 codes,

@@ -59,6 +59,7 @@ pub const KERNELS: KernelSet = KernelSet {
     int_layout: NibbleLayout::Bytes(16),
     dot_float,
     dot_int8: dot_int8::<false>,
+    dot_limbs: None,
 };
 
 /// The NEON kernel set with the SDOT integer kernel.

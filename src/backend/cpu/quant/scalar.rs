@@ -12,6 +12,7 @@ pub const KERNELS: KernelSet = KernelSet {
     int_layout: NibbleLayout::Natural,
     dot_float,
     dot_int8,
+    dot_limbs: None,
 };
 
 /// Unscaled value of code `i` of the row.
