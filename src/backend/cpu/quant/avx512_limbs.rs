@@ -13,7 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::avx512::{prefetch_ahead_base, prefetch_line};
-use super::limbs::{Limbs, CHUNK, CHUNK_BYTES, LIMB_RANGE};
+use super::limbs::{step_for, Limbs, CHUNK, CHUNK_BYTES, LIMB_RANGE};
 use super::{KernelSet, QuantIsa, RowArgs, ROW_TILE};
 use crate::quant::weights::INT4_TABLE;
 use crate::quant::CodeKind;
@@ -56,17 +56,8 @@ pub fn split(x: &[f32]) -> Limbs {
 /// AVX-512 F/BW/VL.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn split_avx512(x: &[f32]) -> Limbs {
-    assert!(
-        x.len().is_multiple_of(CHUNK),
-        "limbs: {} values is not a multiple of {CHUNK}",
-        x.len()
-    );
+    let mut limbs = Limbs::zeroed(x.len());
     let chunks = x.len() / CHUNK;
-    let mut limbs = Limbs {
-        bytes: vec![0; chunks * CHUNK_BYTES],
-        offsets: vec![0; chunks * 16],
-        scales: vec![0.0; chunks],
-    };
     let range = LIMB_RANGE as i32;
     let (low, high) = (_mm512_set1_epi32(-range), _mm512_set1_epi32(range));
     let (bias, byte) = (_mm512_set1_epi32(128), _mm512_set1_epi32(255));
@@ -82,11 +73,7 @@ unsafe fn split_avx512(x: &[f32]) -> Limbs {
         let largest = _mm512_reduce_max_ps(v.iter().fold(_mm512_setzero_ps(), |m, &v| {
             _mm512_max_ps(m, _mm512_abs_ps(v))
         }));
-        let step = if largest > 0.0 && largest.is_finite() {
-            largest / LIMB_RANGE
-        } else {
-            1.0
-        };
+        let step = step_for(largest);
         limbs.scales[c] = step;
         let inverse = _mm512_set1_ps(1.0 / step);
         let q: [__m512i; 8] = std::array::from_fn(|j| {

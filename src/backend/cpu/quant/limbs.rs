@@ -34,27 +34,36 @@ pub struct Limbs {
 /// Bytes of one chunk's limbs.
 pub const CHUNK_BYTES: usize = 3 * CHUNK;
 
+/// The quantization step of a chunk whose largest magnitude is `largest` (1 for a chunk of
+/// zeros, or one that is not finite).
+pub fn step_for(largest: f32) -> f32 {
+    if largest > 0.0 && largest.is_finite() {
+        largest / LIMB_RANGE
+    } else {
+        1.0
+    }
+}
+
 impl Limbs {
-    /// `x` (a multiple of [`CHUNK`] values) in limbs.
-    pub fn new(x: &[f32]) -> Limbs {
+    /// Zeroed limbs for `values` values (a multiple of [`CHUNK`]).
+    pub fn zeroed(values: usize) -> Limbs {
         assert!(
-            x.len().is_multiple_of(CHUNK),
-            "limbs: {} values is not a multiple of {CHUNK}",
-            x.len()
+            values.is_multiple_of(CHUNK),
+            "limbs: {values} values is not a multiple of {CHUNK}"
         );
-        let chunks = x.len() / CHUNK;
-        let mut limbs = Limbs {
+        let chunks = values / CHUNK;
+        Limbs {
             bytes: vec![0; chunks * CHUNK_BYTES],
             offsets: vec![0; chunks * 16],
             scales: vec![0.0; chunks],
-        };
+        }
+    }
+
+    /// `x` (a multiple of [`CHUNK`] values) in limbs.
+    pub fn new(x: &[f32]) -> Limbs {
+        let mut limbs = Limbs::zeroed(x.len());
         for (c, values) in x.chunks_exact(CHUNK).enumerate() {
-            let largest = values.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let step = if largest > 0.0 && largest.is_finite() {
-                largest / LIMB_RANGE
-            } else {
-                1.0
-            };
+            let step = step_for(values.iter().fold(0f32, |m, v| m.max(v.abs())));
             limbs.scales[c] = step;
             let inverse = 1.0 / step;
             let bytes = &mut limbs.bytes[c * CHUNK_BYTES..][..CHUNK_BYTES];
