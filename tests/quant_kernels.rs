@@ -250,16 +250,18 @@ fn float_kernels_match_f64_reference() {
                         }
                     }
                 }
-                // The limb kernel (int4, whole 128-value chunks, groups of whole chunks), one
-                // activation row at a time, where the set has it.
+                // The limb kernel (int4, k a multiple of 32, groups of whole 128-value chunks),
+                // one activation row at a time, where the set has it.
                 let limb_rows = matches!(
                     kind,
                     CodeKind::Nibble { table, high_first: false } if table == INT4_TABLE
-                ) && k % 128 == 0
+                ) && k % 32 == 0
                     && (group_size >= k || group_size % 128 == 0);
                 if let (Some(kernel), true) = (set.dot_limbs, limb_rows) {
                     for (t, x) in natural.iter().enumerate() {
-                        let limbs = Limbs::new(x);
+                        let mut padded = x.clone();
+                        padded.resize(k.next_multiple_of(128), 0.0);
+                        let limbs = Limbs::new(&padded);
                         for weight_rows in 1..=WEIGHT_ROWS {
                             let mut out = vec![f32::NAN; weight_rows];
                             // SAFETY: `set` comes from `available()`; the rows are int4 of

@@ -31,13 +31,14 @@ pub fn supported() -> bool {
 }
 
 /// Whether rows of `kind` with `k` features and groups of `group_size` can use this kernel:
-/// offset-coded int4 stored low nibble first, whole chunks, groups of whole chunks.
+/// offset-coded int4 stored low nibble first, `k` a multiple of 32 (a short last chunk is read
+/// with a masked load), groups of whole chunks or one group per row.
 pub fn fits(kind: &CodeKind, k: usize, group_size: usize) -> bool {
     matches!(
         kind,
         CodeKind::Nibble { table, high_first: false } if *table == INT4_TABLE
     ) && k > 0
-        && k.is_multiple_of(CHUNK)
+        && k.is_multiple_of(32)
         && (group_size >= k || group_size.is_multiple_of(CHUNK))
 }
 
@@ -112,15 +113,17 @@ unsafe fn split_avx512(x: &[f32]) -> Limbs {
 ///
 /// # Safety
 /// The CPU must pass [`supported`]; every row must pass [`fits`] with the same `k` and group
-/// size and hold `k / 2` bytes of codes and one scale per group; `limbs` must hold `k` values;
-/// `out` one value per row.
+/// size and hold `k / 2` bytes of codes and one scale per group; `limbs` must hold `k` values
+/// padded with zeros to whole chunks; `out` one value per row.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
 pub unsafe fn dot_limbs(rows: &[RowArgs<'_>], limbs: &Limbs, out: &mut [f32]) {
     let Some(first) = rows.first() else {
         return;
     };
     let (k, group_size) = (first.k, first.group_size);
-    let chunks = k / CHUNK;
+    let chunks = k.div_ceil(CHUNK);
+    // Code bytes of the last chunk (64 unless it is short).
+    let tail_bytes = (k - (chunks - 1) * CHUNK) / 2;
     let group_chunks = if group_size >= k {
         chunks
     } else {
@@ -149,9 +152,9 @@ pub unsafe fn dot_limbs(rows: &[RowArgs<'_>], limbs: &Limbs, out: &mut [f32]) {
         // SAFETY: the sizes were checked above; the CPU features are this function's contract.
         unsafe {
             match n {
-                1 => limb_rows::<1>(tile, &ahead, limbs, chunks, group_chunks, out),
-                2 => limb_rows::<2>(tile, &ahead, limbs, chunks, group_chunks, out),
-                _ => limb_rows::<4>(tile, &ahead, limbs, chunks, group_chunks, out),
+                1 => limb_rows::<1>(tile, &ahead, limbs, [chunks, group_chunks, tail_bytes], out),
+                2 => limb_rows::<2>(tile, &ahead, limbs, [chunks, group_chunks, tail_bytes], out),
+                _ => limb_rows::<4>(tile, &ahead, limbs, [chunks, group_chunks, tail_bytes], out),
             }
         }
         done += n;
@@ -168,10 +171,15 @@ unsafe fn limb_rows<const R: usize>(
     rows: &[RowArgs<'_>],
     ahead: &[*const u8; ROW_TILE],
     limbs: &Limbs,
-    chunks: usize,
-    group_chunks: usize,
+    [chunks, group_chunks, tail_bytes]: [usize; 3],
     out: &mut [f32],
 ) {
+    // The bytes of a short last chunk; the rest of its line may lie past the row's codes.
+    let tail_mask: __mmask64 = if tail_bytes >= 64 {
+        !0
+    } else {
+        (1u64 << tail_bytes) - 1
+    };
     let codes: [*const u8; R] = std::array::from_fn(|r| rows[r].codes.as_ptr());
     let scales: [*const f32; R] = std::array::from_fn(|r| rows[r].scales.as_ptr());
     let nibble = _mm512_set1_epi8(0x0F);
@@ -191,10 +199,17 @@ unsafe fn limb_rows<const R: usize>(
         let group = c / group_chunks;
         for r in 0..R {
             prefetch_line(ahead[r].wrapping_add(c * 64));
-            // SAFETY: a row holds `chunks * 64` bytes of codes and a scale per group (caller).
+            // SAFETY: a row holds `k / 2` bytes of codes, all whole chunks but a short last one,
+            // read with a mask (masked-out bytes are not accessed), and a scale per group
+            // (caller).
             let (w, scale) = unsafe {
+                let at = codes[r].add(c * 64);
                 (
-                    _mm512_loadu_si512(codes[r].add(c * 64).cast()),
+                    if c + 1 == chunks {
+                        _mm512_maskz_loadu_epi8(tail_mask, at.cast())
+                    } else {
+                        _mm512_loadu_si512(at.cast())
+                    },
                     *scales[r].add(group),
                 )
             };

@@ -256,6 +256,18 @@ enum Activations {
 
 /// `x` in limbs for the limb kernel (vectorized where it runs).
 fn split_limbs(x: &[f32]) -> limbs::Limbs {
+    // Zeros up to whole chunks (the kernel reads none of their codes).
+    let padded;
+    let x = if x.len().is_multiple_of(limbs::CHUNK) {
+        x
+    } else {
+        padded = [
+            x,
+            &vec![0.0; x.len().next_multiple_of(limbs::CHUNK) - x.len()],
+        ]
+        .concat();
+        &padded[..]
+    };
     #[cfg(target_arch = "x86_64")]
     {
         avx512_limbs::split(x)
