@@ -240,6 +240,7 @@ unsafe fn limb_rows<const R: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::sampling::Rng;
 
     #[test]
     fn the_vectorized_split_matches_the_reference_but_for_ties() {
@@ -247,13 +248,8 @@ mod tests {
             eprintln!("skipped: no AVX-512 VNNI");
             return;
         }
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        };
+        let mut rng = Rng::new(0x2545_F491_4F6C_DD1D);
+        let mut next = || rng.next_f64() * 2.0 - 1.0;
         let mut x: Vec<f32> = (0..6 * CHUNK).map(|_| next() as f32 * 3.0).collect();
         x[CHUNK + 3] = 1e4;
         x[2 * CHUNK..3 * CHUNK].fill(0.0);

@@ -101,16 +101,12 @@ impl Limbs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::sampling::Rng;
 
     #[test]
     fn limbs_rebuild_the_quantized_values_within_half_a_step() {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        };
+        let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
+        let mut next = || rng.next_f64() * 2.0 - 1.0;
         // Random values, one large outlier per chunk, a zero chunk and exact limits.
         let mut x: Vec<f32> = (0..4 * CHUNK).map(|_| next() as f32).collect();
         x[5] = 300.0;

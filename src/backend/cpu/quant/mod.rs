@@ -194,8 +194,9 @@ pub fn available() -> Vec<KernelSet> {
 
 /// The best kernel set (chosen once per process), capped by `LOWBIT_ISA`: `scalar`, `neon`
 /// (NEON without SDOT), `neon-dotprod`, `avx2`, `avx512` (without the limb kernel) or
-/// `avx512-vnni` picks the best available set at or below the named one in the order of [`QuantIsa`] (a name of another architecture caps to the
-/// portable kernels or leaves the choice alone); any other value or none, the best set.
+/// `avx512-vnni` picks the best available set at or below the named one in the order of
+/// [`QuantIsa`] (a name of another architecture caps to the portable kernels or leaves the
+/// choice alone); any other value or none, the best set.
 pub fn kernels() -> KernelSet {
     static CHOSEN: OnceLock<KernelSet> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
@@ -254,6 +255,14 @@ enum Activations {
     },
 }
 
+/// The sums of `row`'s groups of `group_size` float activations into `out` (for zero-point
+/// offsets).
+fn group_sums(row: &[f32], group_size: usize, out: &mut [f32]) {
+    for (sum, part) in out.iter_mut().zip(row.chunks(group_size)) {
+        *sum = part.iter().sum();
+    }
+}
+
 /// `x` in limbs for the limb kernel (vectorized where it runs).
 fn split_limbs(x: &[f32]) -> limbs::Limbs {
     // Zeros up to whole chunks (the kernel reads none of their codes).
@@ -261,11 +270,11 @@ fn split_limbs(x: &[f32]) -> limbs::Limbs {
     let x = if x.len().is_multiple_of(limbs::CHUNK) {
         x
     } else {
-        padded = [
-            x,
-            &vec![0.0; x.len().next_multiple_of(limbs::CHUNK) - x.len()],
-        ]
-        .concat();
+        padded = {
+            let mut v = x.to_vec();
+            v.resize(x.len().next_multiple_of(limbs::CHUNK), 0.0);
+            v
+        };
         &padded[..]
     };
     #[cfg(target_arch = "x86_64")]
@@ -353,9 +362,7 @@ pub fn linear_with(
     });
     let activations = if limb_kernel.is_some() {
         if w.has_offsets() {
-            for (g, part) in x.chunks(group_size).enumerate() {
-                sums[g] = part.iter().sum();
-            }
+            group_sums(x, group_size, &mut sums);
         }
         Activations::Limbs(split_limbs(x))
     } else if integer {
@@ -403,9 +410,7 @@ pub fn linear_with(
                 high_first,
             );
             if w.has_offsets() {
-                for (g, part) in row.chunks(group_size).enumerate() {
-                    sums[t * groups + g] = part.iter().sum();
-                }
+                group_sums(row, group_size, &mut sums[t * groups..(t + 1) * groups]);
             }
         }
         Activations::Float(aligned)
